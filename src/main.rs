@@ -1,0 +1,150 @@
+//! The `routerpolicy` binary: `run`, `crd`, `validate`, `render`.
+//!
+//! Thin: parse arguments, set up logging, call the library, map results to exit codes
+//! (0 fine, 1 invalid input or failure, 2 usage or I/O error).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use routerpolicy::manifests::{self, Format};
+use routerpolicy::runtime::RunOptions;
+
+/// An example policy rendered by `routerpolicy render` when no file is given.
+const EMBEDDED_EXAMPLE: &str = include_str!("../examples/full.yaml");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "routerpolicy",
+    version,
+    about = "Validate ImageVariationPolicy resources and sync them into gateway ConfigMaps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunOptions),
+    /// Print the CustomResourceDefinition YAML (the source of crds/).
+    Crd,
+    /// Check manifests offline against the CRD schema and every rule; exit 1 if any is invalid.
+    Validate {
+        /// Files, directories (recursive) or - for stdin.
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Format,
+        /// Namespace for manifests without metadata.namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Print the gateway ConfigMaps the operator would write for the given manifests.
+    Render {
+        /// Files, directories (recursive) or - for stdin; without it, a built-in example.
+        #[arg(short = 'f', long = "filename")]
+        paths: Vec<PathBuf>,
+        /// Namespace for manifests without metadata.namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Crd => {
+            print!("{}", routerpolicy::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Validate {
+            paths,
+            output,
+            namespace,
+        } => {
+            let docs = match manifests::load(&paths) {
+                Ok(docs) => docs,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let schema = routerpolicy::crd::openapi_schema();
+            let results: Vec<_> = docs
+                .iter()
+                .map(|d| manifests::check_document(d, &schema, &namespace))
+                .collect();
+            print!("{}", manifests::format_results(&results, output));
+            if results.iter().any(|r| !r.report.is_valid()) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Render { paths, namespace } => {
+            let docs = if paths.is_empty() {
+                eprintln!("note: no -f given; rendering the built-in example (examples/full.yaml)");
+                manifests::parse_documents("<built-in example>", EMBEDDED_EXAMPLE)
+            } else {
+                match manifests::load(&paths) {
+                    Ok(docs) => docs,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            let rendered = manifests::render_configmaps(
+                &docs,
+                &routerpolicy::crd::openapi_schema(),
+                &namespace,
+            );
+            print!("{}", rendered.yaml);
+            for note in &rendered.notes {
+                eprintln!("note: {note}");
+            }
+            if rendered.any_invalid {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run(options) => {
+            routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(routerpolicy::runtime::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    if let Some(hint) = e.hint() {
+                        eprintln!("hint: {hint}");
+                    }
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Offline checks of manifests for GitOps pipelines: `routerpolicy validate` and
+//! `routerpolicy render`.
+//!
+//! [`load`] reads files, directories (recursively, `*.yaml`, `*.yml`, `*.json`) and stdin
+//! (`-`), splitting multi-document YAML. [`check_document`] runs the CRD schema check and the
+//! Rust rules on one document. [`render_configmaps`] plans every target with the same planner
+//! the controller uses. Reading files is the only I/O here; everything else is pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ObjectMeta;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::ImageVariationPolicy;
+use crate::controller::{check_policy, existing_target, spec_targets};
+use crate::render::render_policy;
+use crate::target::{
+    CONFIG_HASH_ANNOTATION, Content, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget,
+    TargetKey, plan_target,
+};
+use crate::validate::{Report, Violation, validate_object_name};
+
+/// Where a document came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// File path, or `<stdin>`.
+    pub file: String,
+    /// 1-based index of the document in the file.
+    pub document: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.file, self.document)
+    }
+}
+
+/// One parsed document, or why it could not be parsed.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// Where it came from.
+    pub origin: Origin,
+    /// Its content, or the YAML error.
+    pub value: Result<Value, String>,
+}
+
+/// Reading the inputs failed (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct LoadError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Reads every document from `paths` (files, directories, `-` for stdin).
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
+    let mut docs = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| LoadError {
+                    path: "<stdin>".into(),
+                    source,
+                })?;
+            docs.extend(parse_documents("<stdin>", &text));
+            continue;
+        }
+        for file in files_under(path)? {
+            let text = std::fs::read_to_string(&file).map_err(|source| LoadError {
+                path: file.display().to_string(),
+                source,
+            })?;
+            docs.extend(parse_documents(&file.display().to_string(), &text));
+        }
+    }
+    Ok(docs)
+}
+
+fn files_under(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let meta = std::fs::metadata(path).map_err(|source| LoadError {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .map_err(|source| LoadError {
+            path: path.display().to_string(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            out.extend(files_under(&entry)?);
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a multi-document YAML text into documents (empty documents are skipped).
+pub fn parse_documents(file: &str, text: &str) -> Vec<Document> {
+    let mut out = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let origin = Origin {
+            file: file.to_string(),
+            document: i + 1,
+        };
+        match Value::deserialize(de) {
+            Ok(Value::Null) => {}
+            Ok(value) => out.push(Document {
+                origin,
+                value: Ok(value),
+            }),
+            Err(e) => {
+                out.push(Document {
+                    origin,
+                    value: Err(format!("not valid YAML: {e}")),
+                });
+                // The parser cannot resume after a syntax error.
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The verdict on one document.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// Where it came from.
+    pub origin: Origin,
+    /// `ImageVariationPolicy`, another kind (skipped), or empty when unreadable.
+    pub kind: String,
+    /// `namespace/name` of the object.
+    pub object: String,
+    /// Whether it was checked (only policies are).
+    pub skipped: bool,
+    /// Errors and warnings.
+    pub report: Report,
+}
+
+/// Checks one document: the CRD schema (what admission checks), then the Rust rules (what
+/// the controller checks). `default_namespace` stands in for a missing `metadata.namespace`.
+pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -> Checked {
+    let value = match &doc.value {
+        Ok(v) => v,
+        Err(e) => {
+            return Checked {
+                origin: doc.origin.clone(),
+                kind: String::new(),
+                object: String::new(),
+                skipped: false,
+                report: Report {
+                    errors: vec![Violation::new("<document>", e.clone())],
+                    warnings: vec![],
+                },
+            };
+        }
+    };
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(default_namespace)
+        .to_string();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let object = format!("{namespace}/{name}");
+    let is_policy = kind == "ImageVariationPolicy" && api_version.starts_with("routerpolicy.io/");
+    if !is_policy {
+        return Checked {
+            origin: doc.origin.clone(),
+            kind,
+            object,
+            skipped: true,
+            report: Report::default(),
+        };
+    }
+
+    let mut report = Report::default();
+    if api_version != "routerpolicy.io/v1alpha1" {
+        report.errors.push(Violation::new(
+            "apiVersion",
+            format!("{api_version:?} is not served; use routerpolicy.io/v1alpha1"),
+        ));
+    }
+    report.errors.extend(crate::schema::check(schema, value));
+    if name.is_empty() {
+        report
+            .errors
+            .push(Violation::new("metadata.name", "is required"));
+    } else {
+        report
+            .errors
+            .extend(validate_object_name(&name, &namespace));
+    }
+    match serde_json::from_value::<ImageVariationPolicy>(value.clone()) {
+        Ok(policy) => {
+            let mut rules = check_policy(&with_namespace(policy, &namespace));
+            // The object-name rule is already in the report.
+            rules.errors.retain(|v| v.path != "metadata.name");
+            report.merge(rules);
+        }
+        Err(e) if report.errors.is_empty() => report
+            .errors
+            .push(Violation::new("<document>", e.to_string())),
+        Err(_) => {}
+    }
+    Checked {
+        origin: doc.origin.clone(),
+        kind,
+        object,
+        skipped: false,
+        report,
+    }
+}
+
+fn with_namespace(mut policy: ImageVariationPolicy, namespace: &str) -> ImageVariationPolicy {
+    policy.metadata.namespace = Some(namespace.to_string());
+    policy
+}
+
+/// Output format of `validate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per finding.
+    Text,
+    /// One JSON object with every result.
+    Json,
+    /// GitHub Actions workflow annotations.
+    Github,
+}
+
+/// Formats the results of `validate`.
+pub fn format_results(results: &[Checked], format: Format) -> String {
+    let mut out = String::new();
+    let invalid = results.iter().filter(|r| !r.report.is_valid()).count();
+    let checked = results.iter().filter(|r| !r.skipped).count();
+    match format {
+        Format::Text => {
+            for r in results {
+                if r.skipped {
+                    let _ = writeln!(
+                        out,
+                        "{}: skipped {} {} (not an ImageVariationPolicy)",
+                        r.origin,
+                        kind_or_unknown(&r.kind),
+                        r.object
+                    );
+                    continue;
+                }
+                if r.report.is_valid() {
+                    let _ = writeln!(
+                        out,
+                        "{}: ImageVariationPolicy {}: valid",
+                        r.origin, r.object
+                    );
+                }
+                for e in &r.report.errors {
+                    let _ = writeln!(
+                        out,
+                        "{}: ImageVariationPolicy {}: error: {e}",
+                        r.origin, r.object
+                    );
+                }
+                for w in &r.report.warnings {
+                    let _ = writeln!(
+                        out,
+                        "{}: ImageVariationPolicy {}: warning: {w}",
+                        r.origin, r.object
+                    );
+                }
+            }
+            let _ = writeln!(out, "{checked} policies checked, {invalid} invalid");
+        }
+        Format::Json => {
+            let items: Vec<Value> = results
+                .iter()
+                .map(|r| {
+                    json!({
+                        "file": r.origin.file,
+                        "document": r.origin.document,
+                        "kind": r.kind,
+                        "object": r.object,
+                        "skipped": r.skipped,
+                        "valid": r.report.is_valid(),
+                        "errors": r.report.errors.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>(),
+                        "warnings": r.report.warnings.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let doc = json!({"checked": checked, "invalid": invalid, "results": items});
+            out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            out.push('\n');
+        }
+        Format::Github => {
+            for r in results.iter().filter(|r| !r.skipped) {
+                for (level, list) in [("error", &r.report.errors), ("warning", &r.report.warnings)]
+                {
+                    for v in list.iter() {
+                        let _ = writeln!(
+                            out,
+                            "::{level} file={},title=ImageVariationPolicy {} (document {})::{}",
+                            escape_property(&r.origin.file),
+                            escape_property(&r.object),
+                            r.origin.document,
+                            escape_data(&v.to_string())
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(out, "{checked} policies checked, {invalid} invalid");
+        }
+    }
+    out
+}
+
+fn kind_or_unknown(kind: &str) -> &str {
+    if kind.is_empty() {
+        "document without kind"
+    } else {
+        kind
+    }
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Result of `render`: the ConfigMaps, and notes on policies that were left out.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    /// One multi-document YAML text of ConfigMaps.
+    pub yaml: String,
+    /// Why some policies are not (fully) in the output.
+    pub notes: Vec<String>,
+    /// Whether any policy was invalid.
+    pub any_invalid: bool,
+}
+
+/// Renders the gateway ConfigMaps the operator would write for the policies in `docs`.
+/// ConfigMaps among the inputs stand for the targets' current state (labels, consent,
+/// existing data); other targets are taken not to exist yet.
+pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &str) -> Rendered {
+    let mut rendered = Rendered::default();
+    let mut existing: BTreeMap<TargetKey, crate::target::ExistingTarget> = BTreeMap::new();
+    let mut by_target: BTreeMap<TargetKey, Vec<PolicyAtTarget>> = BTreeMap::new();
+
+    for doc in docs {
+        let Ok(value) = &doc.value else {
+            rendered.any_invalid = true;
+            rendered
+                .notes
+                .push(format!("{}: not valid YAML", doc.origin));
+            continue;
+        };
+        if value.get("kind").and_then(Value::as_str) == Some("ConfigMap")
+            && let Ok(mut cm) = serde_json::from_value::<ConfigMap>(value.clone())
+        {
+            let namespace = cm
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| default_namespace.to_string());
+            cm.metadata.namespace = Some(namespace.clone());
+            let key = TargetKey {
+                namespace,
+                name: cm.metadata.name.clone().unwrap_or_default(),
+            };
+            let mut view = existing_target(&cm);
+            // A manifest carries no managedFields: keys that look like policy keys it holds are
+            // treated as the operator's, so last-good and size rules apply to them.
+            view.owned_keys = view
+                .data
+                .keys()
+                .filter(|k| k.ends_with(".json"))
+                .cloned()
+                .collect();
+            existing.insert(key, view);
+            continue;
+        }
+        let checked = check_document(doc, schema, default_namespace);
+        if checked.skipped {
+            continue;
+        }
+        if !checked.report.is_valid() {
+            rendered.any_invalid = true;
+            rendered.notes.push(format!(
+                "{}: ImageVariationPolicy {} is invalid and not rendered: {}",
+                doc.origin,
+                checked.object,
+                checked.report.errors_summary()
+            ));
+            continue;
+        }
+        let Ok(mut policy) = serde_json::from_value::<ImageVariationPolicy>(value.clone()) else {
+            continue;
+        };
+        let namespace = policy
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_string());
+        policy.metadata.namespace = Some(namespace.clone());
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let document = render_policy(&namespace, &name, &policy.spec);
+        for target in spec_targets(&policy) {
+            by_target.entry(target).or_default().push(PolicyAtTarget {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                key: document.key.clone(),
+                content: Content::Document(document.json.clone()),
+            });
+        }
+    }
+
+    let mut out = String::new();
+    for (target, policies) in &by_target {
+        let current = existing.get(target);
+        let plan = plan_target(target, current, policies);
+        for ((ns, name), outcome) in &plan.outcomes {
+            if let Outcome::RefNotPermitted(m)
+            | Outcome::TargetNotManaged(m)
+            | Outcome::TargetFull(m) = outcome
+            {
+                rendered.notes.push(format!(
+                    "ImageVariationPolicy {ns}/{name} → {target}: {}: {m}",
+                    outcome.reason()
+                ));
+            }
+        }
+        let Some(data) = plan.apply else { continue };
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(target.name.clone()),
+                namespace: Some(target.namespace.clone()),
+                labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
+                annotations: Some(
+                    [(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into(),
+                ),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        };
+        let mut value = serde_json::to_value(&cm).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.insert("apiVersion".into(), json!("v1"));
+            map.insert("kind".into(), json!("ConfigMap"));
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(&value).unwrap_or_default());
+    }
+    rendered.yaml = out;
+    rendered
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics of the controller, in the text exposition format.
+//!
+//! One [`Metrics`] is shared by the reconciler, the target writer and the HTTP server. It
+//! counts; it decides nothing.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set with one `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `success`, or an error category.
+    pub outcome: String,
+}
+
+/// Label set with one `ready` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    /// `true`, `false` or `unknown`.
+    pub ready: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by outcome.
+    pub reconciles: Family<OutcomeLabels, Counter>,
+    /// Reconcile duration in seconds.
+    pub reconcile_duration: Histogram,
+    /// Policies by Ready status.
+    pub policies: Family<ReadyLabels, Gauge>,
+    /// Server-side applies of gateway ConfigMaps.
+    pub configmap_writes: Counter,
+    /// Reconciles running now.
+    pub in_flight: Gauge,
+    /// Whether this replica holds the leader lease (1) or stands by (0).
+    pub leader: Gauge,
+    ready_by_policy: Mutex<std::collections::HashMap<String, &'static str>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("routerpolicy");
+        let reconciles = Family::<OutcomeLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let policies = Family::<ReadyLabels, Gauge>::default();
+        let configmap_writes = Counter::default();
+        let in_flight = Gauge::default();
+        let leader = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Policy reconciles by outcome",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one policy reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "policies",
+            "Policies by Ready condition status",
+            policies.clone(),
+        );
+        registry.register(
+            "configmap_writes",
+            "Server-side applies of gateway ConfigMaps",
+            configmap_writes.clone(),
+        );
+        registry.register(
+            "reconciles_in_flight",
+            "Policy reconciles running now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            policies,
+            configmap_writes,
+            in_flight,
+            leader,
+            ready_by_policy: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconcile.
+    pub fn reconciled(&self, outcome: &str, seconds: f64) {
+        self.reconciles
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// Records the Ready status of a policy (`None` when it is gone).
+    pub fn set_ready(&self, policy: &str, ready: Option<&'static str>) {
+        let Ok(mut map) = self.ready_by_policy.lock() else {
+            return;
+        };
+        let old = match ready {
+            Some(r) => map.insert(policy.to_string(), r),
+            None => map.remove(policy),
+        };
+        if old == ready {
+            return;
+        }
+        if let Some(old) = old {
+            self.policies
+                .get_or_create(&ReadyLabels {
+                    ready: old.to_string(),
+                })
+                .dec();
+        }
+        if let Some(new) = ready {
+            self.policies
+                .get_or_create(&ReadyLabels {
+                    ready: new.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,229 @@
+//! Policy → gateway document, in orq's wire format. Pure.
+//!
+//! The document is the JSON text that orq's SDK sends as the `orq` form field of an
+//! image-variation request (`CreateImageVariationOrq`): snake_case field names, unset fields
+//! omitted so orq applies its own defaults, and a fixed key order, so one policy always renders
+//! to the same bytes. This module knows nothing of ConfigMaps beyond the data-key format.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::{CacheType, Identity, ImageVariationPolicySpec, LoadBalancerType, PromptVersion};
+
+/// The orq router configuration object. Field order is the wire order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<OrqRetry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<OrqFallback>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<OrqPrompt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<OrqIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<OrqIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<OrqCache>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<OrqLoadBalancer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<OrqTimeout>,
+}
+
+/// `retry`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqRetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_codes: Option<Vec<i64>>,
+}
+
+/// `fallbacks[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqFallback {
+    pub model: String,
+}
+
+/// `prompt`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqPrompt {
+    pub id: String,
+    pub version: PromptVersion,
+}
+
+/// `identity` (and the deprecated `contact`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqIdentity {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Vec<BTreeMap<String, String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// `cache`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqCache {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    #[serde(rename = "type")]
+    pub type_: CacheType,
+}
+
+/// `load_balancer`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqLoadBalancer {
+    #[serde(rename = "type")]
+    pub type_: LoadBalancerType,
+    pub models: Vec<OrqWeightedModel>,
+}
+
+/// `load_balancer.models[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqWeightedModel {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// `timeout`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrqTimeout {
+    pub call_timeout: i64,
+}
+
+impl From<&Identity> for OrqIdentity {
+    fn from(identity: &Identity) -> Self {
+        Self {
+            id: identity.id.clone(),
+            display_name: identity.display_name.clone(),
+            email: identity.email.clone(),
+            metadata: identity.metadata.clone(),
+            logo_url: identity.logo_url.clone(),
+            tags: identity.tags.clone(),
+        }
+    }
+}
+
+impl From<&ImageVariationPolicySpec> for OrqConfig {
+    fn from(spec: &ImageVariationPolicySpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            retry: spec.retry.as_ref().map(|r| OrqRetry {
+                count: r.count,
+                on_codes: r.on_codes.clone(),
+            }),
+            fallbacks: spec.fallbacks.as_ref().map(|f| {
+                f.iter()
+                    .map(|f| OrqFallback {
+                        model: f.model.clone(),
+                    })
+                    .collect()
+            }),
+            prompt: spec.prompt.as_ref().map(|p| OrqPrompt {
+                id: p.id.clone(),
+                version: p.version,
+            }),
+            identity: spec.identity.as_ref().map(OrqIdentity::from),
+            contact: spec.contact.as_ref().map(OrqIdentity::from),
+            cache: spec.cache.as_ref().map(|c| OrqCache {
+                ttl: c.ttl,
+                type_: c.type_,
+            }),
+            load_balancer: spec.load_balancer.as_ref().map(|lb| OrqLoadBalancer {
+                type_: lb.type_,
+                models: lb
+                    .models
+                    .iter()
+                    .map(|m| OrqWeightedModel {
+                        model: m.model.clone(),
+                        weight: m.weight,
+                    })
+                    .collect(),
+            }),
+            timeout: spec.timeout.as_ref().map(|t| OrqTimeout {
+                call_timeout: t.call_timeout,
+            }),
+        }
+    }
+}
+
+/// One policy's rendered document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayDocument {
+    /// The ConfigMap data key, `<namespace>.<name>.json`.
+    pub key: String,
+    /// The JSON text.
+    pub json: String,
+    /// Short hash of `json` (first 16 hex digits of SHA-256).
+    pub hash: String,
+}
+
+/// The data key of a policy: `<namespace>.<name>.json` (namespaces contain no dots).
+pub fn data_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}.json")
+}
+
+/// Renders a policy spec to its gateway document. Validation is the caller's job: render
+/// never refuses, so it can be tested on any input.
+pub fn render_policy(
+    namespace: &str,
+    name: &str,
+    spec: &ImageVariationPolicySpec,
+) -> GatewayDocument {
+    let config = OrqConfig::from(spec);
+    // Serializing plain structs of strings, integers and finite floats cannot fail; a
+    // non-finite weight (refused by validation) would serialize as `null`.
+    let json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
+    let hash = short_hash(json.as_bytes());
+    GatewayDocument {
+        key: data_key(namespace, name),
+        json,
+        hash,
+    }
+}
+
+/// First 16 hex digits of the SHA-256 of `bytes`.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of a set of data entries (key and value, in key order): the ConfigMap annotation
+/// `routerpolicy.io/config-hash`.
+pub fn entries_hash<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in entries {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,253 @@
+//! Status: conditions and per-target entries computed from what reconcile found. Pure.
+//!
+//! Condition types are constants; [`compute_status`] takes the previous status and an injected
+//! clock value, keeps `lastTransitionTime` when a condition's status did not change, and
+//! [`status_changed`] compares statuses without timestamps so no-op writes are skipped.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{ImageVariationPolicyStatus, TargetStatus};
+use crate::validate::Report;
+
+/// Valid and every target permitted.
+pub const ACCEPTED: &str = "Accepted";
+/// Written to every target.
+pub const SYNCED: &str = "Synced";
+/// Accepted and Synced.
+pub const READY: &str = "Ready";
+/// kstatus: work is pending.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: cannot progress without a change to the spec (or to the targets' consent).
+pub const STALLED: &str = "Stalled";
+
+/// What reconcile learnt about one policy.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The rule book's verdict (errors and warnings).
+    pub report: Report,
+    /// Hash of the rendered document (valid policies only).
+    pub config_hash: Option<String>,
+    /// One entry per spec target, in spec order.
+    pub targets: Vec<TargetStatus>,
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition_time: now.clone(),
+        observed_generation: generation,
+    }
+}
+
+/// The most telling non-synced target reason, in order of severity.
+fn first_reason<'a>(targets: &'a [TargetStatus], reasons: &[&str]) -> Option<&'a TargetStatus> {
+    reasons
+        .iter()
+        .find_map(|r| targets.iter().find(|t| !t.synced && t.reason == *r))
+}
+
+/// Computes the new status from an observation and the previous status.
+pub fn compute_status(
+    observation: &Observation,
+    previous: Option<&ImageVariationPolicyStatus>,
+    now: &Time,
+) -> ImageVariationPolicyStatus {
+    let generation = observation.generation;
+    let report = &observation.report;
+    let targets = &observation.targets;
+    let total = targets.len();
+    let synced = targets.iter().filter(|t| t.synced).count();
+    let warnings = if report.warnings.is_empty() {
+        String::new()
+    } else {
+        format!(" Warnings: {}", report.warnings_summary())
+    };
+
+    let refused = first_reason(targets, &["RefNotPermitted", "TargetNotManaged"]);
+    let (accepted, accepted_reason, accepted_msg) = if !report.is_valid() {
+        (false, "ValidationFailed", report.errors_summary())
+    } else if let Some(t) = refused {
+        (
+            false,
+            t.reason.as_str(),
+            format!("target {}/{}: {}", t.namespace, t.name, t.message),
+        )
+    } else {
+        (
+            true,
+            "Accepted",
+            format!("valid; all {total} target(s) permitted.{warnings}")
+                .trim()
+                .to_string(),
+        )
+    };
+
+    let failing = first_reason(
+        targets,
+        &[
+            "ValidationFailed",
+            "RefNotPermitted",
+            "TargetNotManaged",
+            "TargetFull",
+            "ApplyFailed",
+        ],
+    );
+    let (synced_ok, synced_reason, synced_msg) = if !report.is_valid() {
+        let kept = targets
+            .iter()
+            .filter(|t| t.message.contains("last good"))
+            .count();
+        (
+            false,
+            "ValidationFailed",
+            format!(
+                "not written: the spec is invalid; the last good document stays in {kept} target(s)"
+            ),
+        )
+    } else if let Some(t) = failing {
+        (
+            false,
+            t.reason.as_str(),
+            format!(
+                "{synced}/{total} targets synced; {}/{}: {}",
+                t.namespace, t.name, t.message
+            ),
+        )
+    } else {
+        (
+            true,
+            "Synced",
+            format!(
+                "document {} written to {synced}/{total} target(s)",
+                observation.config_hash.as_deref().unwrap_or("-")
+            ),
+        )
+    };
+
+    let ready = accepted && synced_ok;
+    let transient = targets
+        .iter()
+        .any(|t| !t.synced && t.reason == "ApplyFailed");
+    let stalled_reason = if !report.is_valid() {
+        Some(("ValidationFailed", accepted_msg.clone()))
+    } else if !accepted {
+        Some((accepted_reason, accepted_msg.clone()))
+    } else if !synced_ok && !transient {
+        Some((synced_reason, synced_msg.clone()))
+    } else {
+        None
+    };
+
+    let mut conditions = vec![
+        condition(
+            ACCEPTED,
+            accepted,
+            accepted_reason,
+            accepted_msg,
+            generation,
+            now,
+        ),
+        condition(
+            SYNCED,
+            synced_ok,
+            synced_reason,
+            synced_msg,
+            generation,
+            now,
+        ),
+        condition(
+            READY,
+            ready,
+            if ready {
+                "Ready"
+            } else if !accepted {
+                accepted_reason
+            } else {
+                synced_reason
+            },
+            if ready {
+                format!("served by {synced}/{total} target(s).{warnings}")
+                    .trim()
+                    .to_string()
+            } else {
+                "see the Accepted and Synced conditions".to_string()
+            },
+            generation,
+            now,
+        ),
+        condition(
+            RECONCILING,
+            transient,
+            if transient { "ApplyFailed" } else { "Idle" },
+            if transient {
+                "retrying writes to the targets".to_string()
+            } else {
+                "no work pending".to_string()
+            },
+            generation,
+            now,
+        ),
+        match stalled_reason {
+            Some((reason, message)) => condition(STALLED, true, reason, message, generation, now),
+            None => condition(
+                STALLED,
+                false,
+                "Progressing",
+                "nothing blocks progress".to_string(),
+                generation,
+                now,
+            ),
+        },
+    ];
+
+    if let Some(previous) = previous {
+        for c in &mut conditions {
+            if let Some(old) = previous.conditions.iter().find(|o| o.type_ == c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+        }
+    }
+
+    ImageVariationPolicyStatus {
+        observed_generation: generation,
+        conditions,
+        targets: targets.clone(),
+        config_hash: if report.is_valid() {
+            observation.config_hash.clone()
+        } else {
+            previous.and_then(|p| p.config_hash.clone())
+        },
+        synced_targets: Some(format!("{synced}/{total}")),
+    }
+}
+
+/// Whether two statuses differ in anything but condition timestamps.
+pub fn status_changed(
+    old: Option<&ImageVariationPolicyStatus>,
+    new: &ImageVariationPolicyStatus,
+) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &ImageVariationPolicyStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Default::default());
+        }
+        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        s
+    };
+    strip(old) != strip(new)
+}

@@ -1,0 +1,546 @@
+//! The Rust rule book: every rule of PRODUCT §1, as a pure function of the spec.
+//!
+//! [`validate_spec`] returns every error and warning, each with its field path in the API
+//! server's notation (`spec.loadBalancer.models[1].weight`) and the rule it broke. The
+//! reconcile loop and `routerpolicy validate` both call it; bounds and patterns come from
+//! [`crate::limits`], which the CRD schema reads too. It does no I/O and never panics.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::api::{Identity, ImageVariationPolicySpec, TargetRef};
+use crate::limits::*;
+
+/// One broken rule (an error) or one piece of advice (a warning).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Violation {
+    /// Field path, e.g. `spec.retry.onCodes[2]`.
+    pub path: String,
+    /// The rule, e.g. `must be less than or equal to 5`.
+    pub message: String,
+}
+
+impl Violation {
+    /// A violation at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Everything the rules found in one policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Broken rules: the policy must not be served.
+    pub errors: Vec<Violation>,
+    /// Advice: the policy is served, and the warning is shown in status and events.
+    pub warnings: Vec<Violation>,
+}
+
+impl Report {
+    /// True when no rule is broken.
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Violation::new(path, message));
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Violation::new(path, message));
+    }
+
+    /// Adds the violations of `other` that this report does not have yet.
+    pub fn merge(&mut self, other: Report) {
+        for v in other.errors {
+            if !self.errors.contains(&v) {
+                self.errors.push(v);
+            }
+        }
+        for v in other.warnings {
+            if !self.warnings.contains(&v) {
+                self.warnings.push(v);
+            }
+        }
+    }
+
+    /// Errors joined for a condition message.
+    pub fn errors_summary(&self) -> String {
+        join(&self.errors)
+    }
+
+    /// Warnings joined for a condition message.
+    pub fn warnings_summary(&self) -> String {
+        join(&self.warnings)
+    }
+}
+
+fn join(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Rule messages shared with the offline schema check, so both say the same thing.
+pub mod msg {
+    /// String shorter than its minimum.
+    pub fn min_length(min: impl std::fmt::Display) -> String {
+        format!("must be at least {min} characters long")
+    }
+    /// String longer than its maximum.
+    pub fn max_length(max: impl std::fmt::Display) -> String {
+        format!("must be at most {max} characters long")
+    }
+    /// Too few list items.
+    pub fn min_items(min: impl std::fmt::Display) -> String {
+        format!("must have at least {min} items")
+    }
+    /// Too many list items.
+    pub fn max_items(max: impl std::fmt::Display) -> String {
+        format!("must have at most {max} items")
+    }
+    /// Number below its minimum.
+    pub fn minimum(min: impl std::fmt::Display) -> String {
+        format!("must be greater than or equal to {min}")
+    }
+    /// Number above its maximum.
+    pub fn maximum(max: impl std::fmt::Display) -> String {
+        format!("must be less than or equal to {max}")
+    }
+    /// String not matching its pattern.
+    pub fn pattern(what: &str, pattern: &str) -> String {
+        format!("must be {what} (pattern {pattern})")
+    }
+    /// Repeated list item.
+    pub fn duplicate(value: impl std::fmt::Display) -> String {
+        format!("duplicate value: {value}")
+    }
+    /// Required field missing.
+    pub const REQUIRED: &str = "is required";
+}
+
+macro_rules! pattern {
+    ($name:ident, $pattern:expr) => {
+        static $name: LazyLock<Regex> = LazyLock::new(|| {
+            Regex::new($pattern).expect("limits patterns are valid regular expressions")
+        });
+    };
+}
+pattern!(DNS1123_SUBDOMAIN, DNS1123_SUBDOMAIN_PATTERN);
+pattern!(DNS1123_LABEL, DNS1123_LABEL_PATTERN);
+pattern!(NO_CONTROL_CHARS, NO_CONTROL_CHARS_PATTERN);
+pattern!(MODEL, MODEL_PATTERN);
+pattern!(PROMPT_ID, PROMPT_ID_PATTERN);
+pattern!(EMAIL, EMAIL_PATTERN);
+pattern!(LOGO_URL, LOGO_URL_PATTERN);
+
+/// What a pattern describes, for messages.
+pub fn describe_pattern(pattern: &str) -> &'static str {
+    match pattern {
+        DNS1123_SUBDOMAIN_PATTERN => "a DNS-1123 subdomain",
+        DNS1123_LABEL_PATTERN => "a DNS-1123 label",
+        NO_CONTROL_CHARS_PATTERN => "free of control characters",
+        MODEL_PATTERN => "a model identifier `provider/model`",
+        PROMPT_ID_PATTERN => "letters, digits, `_` and `-`",
+        EMAIL_PATTERN => "a valid e-mail address",
+        LOGO_URL_PATTERN => "an absolute http:// or https:// URL",
+        _ => "a string matching the pattern",
+    }
+}
+
+/// Whether `value` matches one of the rule book's patterns (unknown patterns match nothing).
+pub fn matches_pattern(pattern: &str, value: &str) -> bool {
+    let re: &Regex = match pattern {
+        DNS1123_SUBDOMAIN_PATTERN => &DNS1123_SUBDOMAIN,
+        DNS1123_LABEL_PATTERN => &DNS1123_LABEL,
+        NO_CONTROL_CHARS_PATTERN => &NO_CONTROL_CHARS,
+        MODEL_PATTERN => &MODEL,
+        PROMPT_ID_PATTERN => &PROMPT_ID,
+        EMAIL_PATTERN => &EMAIL,
+        LOGO_URL_PATTERN => &LOGO_URL,
+        other => {
+            return Regex::new(other)
+                .map(|re| re.is_match(value))
+                .unwrap_or(false);
+        }
+    };
+    re.is_match(value)
+}
+
+impl Report {
+    fn check_string(&mut self, path: &str, value: &str, min: u32, max: u32, pattern: Option<&str>) {
+        // Kubernetes counts string length in Unicode code points.
+        let len = value.chars().count();
+        if len < min as usize {
+            self.error(path, msg::min_length(min));
+        } else if len > max as usize {
+            self.error(path, msg::max_length(max));
+        } else if let Some(pattern) = pattern
+            && !matches_pattern(pattern, value)
+        {
+            self.error(path, msg::pattern(describe_pattern(pattern), pattern));
+        }
+    }
+
+    fn check_items(&mut self, path: &str, len: usize, min: u32, max: u32) {
+        if len < min as usize {
+            self.error(path, msg::min_items(min));
+        } else if len > max as usize {
+            self.error(path, msg::max_items(max));
+        }
+    }
+
+    fn check_range(&mut self, path: &str, value: i64, min: i64, max: i64) {
+        if value < min {
+            self.error(path, msg::minimum(min));
+        } else if value > max {
+            self.error(path, msg::maximum(max));
+        }
+    }
+}
+
+/// Validates a policy spec. `namespace` is the policy's namespace (used to resolve
+/// `targetRefs` without a namespace when looking for duplicates).
+pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report {
+    let mut report = Report::default();
+    check_targets(&mut report, &spec.target_refs, namespace);
+
+    if let Some(name) = &spec.name {
+        report.check_string(
+            "spec.name",
+            name,
+            1,
+            TRACE_NAME_MAX,
+            Some(NO_CONTROL_CHARS_PATTERN),
+        );
+    }
+
+    if let Some(retry) = &spec.retry {
+        if let Some(count) = retry.count {
+            report.check_range("spec.retry.count", count, RETRY_COUNT_MIN, RETRY_COUNT_MAX);
+        }
+        if let Some(codes) = &retry.on_codes {
+            report.check_items("spec.retry.onCodes", codes.len(), 1, RETRY_CODES_MAX);
+            let mut seen = HashSet::new();
+            for (i, code) in codes.iter().enumerate() {
+                let path = format!("spec.retry.onCodes[{i}]");
+                report.check_range(&path, *code, RETRY_CODE_MIN, RETRY_CODE_MAX);
+                if !seen.insert(*code) {
+                    report.error(path, msg::duplicate(code));
+                }
+            }
+            if !codes.is_empty() && !codes.iter().any(|c| *c == 429 || (500..=599).contains(c)) {
+                report.warn(
+                    "spec.retry.onCodes",
+                    "retries on no 429 or 5xx code: rate limits and server errors, the failures a retry can fix, are not retried",
+                );
+            }
+        }
+    }
+
+    if let Some(fallbacks) = &spec.fallbacks {
+        report.check_items("spec.fallbacks", fallbacks.len(), 0, FALLBACKS_MAX);
+        let mut seen = HashSet::new();
+        for (i, fallback) in fallbacks.iter().enumerate() {
+            let path = format!("spec.fallbacks[{i}].model");
+            report.check_string(&path, &fallback.model, 1, MODEL_MAX, Some(MODEL_PATTERN));
+            if !seen.insert(fallback.model.as_str()) {
+                report.error(
+                    format!("spec.fallbacks[{i}]"),
+                    msg::duplicate(&fallback.model),
+                );
+            }
+        }
+        if fallbacks.len() > FALLBACKS_ADVISED_MAX && fallbacks.len() <= FALLBACKS_MAX as usize {
+            report.warn(
+                "spec.fallbacks",
+                format!(
+                    "{} fallbacks: orq advises at most {FALLBACKS_ADVISED_MAX}, each one adds a full attempt's latency to a failing request",
+                    fallbacks.len()
+                ),
+            );
+        }
+    }
+
+    if let Some(prompt) = &spec.prompt {
+        report.check_string(
+            "spec.prompt.id",
+            &prompt.id,
+            1,
+            PROMPT_ID_MAX,
+            Some(PROMPT_ID_PATTERN),
+        );
+    }
+
+    if let Some(identity) = &spec.identity {
+        check_identity(&mut report, "spec.identity", identity);
+    }
+    if let Some(contact) = &spec.contact {
+        check_identity(&mut report, "spec.contact", contact);
+        if spec.identity.is_some() {
+            report.error(
+                "spec.contact",
+                "must not be set together with spec.identity (contact is the deprecated name of identity)",
+            );
+        } else {
+            report.warn(
+                "spec.contact",
+                "is deprecated: rename it to spec.identity (same fields)",
+            );
+        }
+    }
+
+    if let Some(cache) = &spec.cache
+        && let Some(ttl) = cache.ttl
+    {
+        report.check_range("spec.cache.ttl", ttl, CACHE_TTL_MIN, CACHE_TTL_MAX);
+    }
+
+    if let Some(lb) = &spec.load_balancer {
+        check_load_balancer(&mut report, spec, lb);
+    }
+
+    if let Some(timeout) = &spec.timeout {
+        report.check_range(
+            "spec.timeout.callTimeout",
+            timeout.call_timeout,
+            CALL_TIMEOUT_MIN,
+            CALL_TIMEOUT_MAX,
+        );
+        if (CALL_TIMEOUT_MIN..CALL_TIMEOUT_ADVISED_MIN).contains(&timeout.call_timeout) {
+            report.warn(
+                "spec.timeout.callTimeout",
+                format!(
+                    "{} ms is shorter than {CALL_TIMEOUT_ADVISED_MIN} ms: most image-variation calls will time out (it applies to each attempt)",
+                    timeout.call_timeout
+                ),
+            );
+        }
+    }
+
+    report
+}
+
+fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
+    report.check_items("spec.targetRefs", targets.len(), TARGETS_MIN, TARGETS_MAX);
+    let mut seen = BTreeSet::new();
+    for (i, target) in targets.iter().enumerate() {
+        report.check_string(
+            &format!("spec.targetRefs[{i}].name"),
+            &target.name,
+            1,
+            DNS1123_SUBDOMAIN_MAX,
+            Some(DNS1123_SUBDOMAIN_PATTERN),
+        );
+        if let Some(ns) = &target.namespace {
+            report.check_string(
+                &format!("spec.targetRefs[{i}].namespace"),
+                ns,
+                1,
+                DNS1123_LABEL_MAX,
+                Some(DNS1123_LABEL_PATTERN),
+            );
+        }
+        let resolved = (target.resolved_namespace(namespace), target.name.as_str());
+        if !seen.insert(resolved) {
+            report.error(
+                format!("spec.targetRefs[{i}]"),
+                msg::duplicate(format!("{}/{}", resolved.0, resolved.1)),
+            );
+        }
+    }
+}
+
+fn check_identity(report: &mut Report, base: &str, identity: &Identity) {
+    report.check_string(
+        &format!("{base}.id"),
+        &identity.id,
+        1,
+        IDENTITY_ID_MAX,
+        None,
+    );
+    if let Some(name) = &identity.display_name {
+        report.check_string(
+            &format!("{base}.displayName"),
+            name,
+            1,
+            DISPLAY_NAME_MAX,
+            None,
+        );
+    }
+    if let Some(email) = &identity.email {
+        report.check_string(
+            &format!("{base}.email"),
+            email,
+            0,
+            EMAIL_MAX,
+            Some(EMAIL_PATTERN),
+        );
+    }
+    if let Some(url) = &identity.logo_url {
+        report.check_string(
+            &format!("{base}.logoUrl"),
+            url,
+            0,
+            LOGO_URL_MAX,
+            Some(LOGO_URL_PATTERN),
+        );
+    }
+    if let Some(metadata) = &identity.metadata {
+        report.check_items(&format!("{base}.metadata"), metadata.len(), 0, METADATA_MAX);
+    }
+    if let Some(tags) = &identity.tags {
+        report.check_items(&format!("{base}.tags"), tags.len(), 0, TAGS_MAX);
+        let mut seen = HashSet::new();
+        for (i, tag) in tags.iter().enumerate() {
+            let path = format!("{base}.tags[{i}]");
+            report.check_string(&path, tag, 1, TAG_MAX, None);
+            if !seen.insert(tag.as_str()) {
+                report.error(path, msg::duplicate(format!("{tag:?}")));
+            }
+        }
+    }
+}
+
+fn check_load_balancer(
+    report: &mut Report,
+    spec: &ImageVariationPolicySpec,
+    lb: &crate::api::LoadBalancer,
+) {
+    report.check_items(
+        "spec.loadBalancer.models",
+        lb.models.len(),
+        1,
+        LB_MODELS_MAX,
+    );
+    let mut seen = HashSet::new();
+    let mut weights_ok = true;
+    for (i, m) in lb.models.iter().enumerate() {
+        report.check_string(
+            &format!("spec.loadBalancer.models[{i}].model"),
+            &m.model,
+            1,
+            MODEL_MAX,
+            Some(MODEL_PATTERN),
+        );
+        if !seen.insert(m.model.as_str()) {
+            report.error(
+                format!("spec.loadBalancer.models[{i}]"),
+                msg::duplicate(&m.model),
+            );
+        }
+        if let Some(w) = m.weight {
+            let path = format!("spec.loadBalancer.models[{i}].weight");
+            if !w.is_finite() {
+                report.error(path, "must be a finite number");
+                weights_ok = false;
+            } else if w < WEIGHT_MIN {
+                report.error(path, msg::minimum(WEIGHT_MIN));
+                weights_ok = false;
+            } else if w > WEIGHT_MAX {
+                report.error(path, msg::maximum(WEIGHT_MAX));
+                weights_ok = false;
+            }
+        }
+    }
+
+    if let Some(fallbacks) = &spec.fallbacks {
+        for (i, f) in fallbacks.iter().enumerate() {
+            if seen.contains(f.model.as_str()) {
+                report.warn(
+                    format!("spec.fallbacks[{i}].model"),
+                    format!("{} is also a load-balancer model: a failing call may fall back to the model that just failed", f.model),
+                );
+            }
+        }
+    }
+
+    if weights_ok && !lb.models.is_empty() {
+        let set = lb.models.iter().filter(|m| m.weight.is_some()).count();
+        let sum: f64 = lb
+            .models
+            .iter()
+            .map(|m| m.weight.unwrap_or(WEIGHT_DEFAULT))
+            .sum();
+        let partly_unset = set > 0 && set < lb.models.len();
+        if partly_unset || (sum - 1.0).abs() > 1e-9 {
+            let shares = effective_shares(lb)
+                .iter()
+                .map(|(model, share)| format!("{model} {share:.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = if partly_unset {
+                format!("some weights are unset (orq uses {WEIGHT_DEFAULT} for them)")
+            } else {
+                format!("weights sum to {}, not 1", trim_float(sum))
+            };
+            report.warn(
+                "spec.loadBalancer.models",
+                format!("{why}; orq normalizes them to: {shares}"),
+            );
+        }
+    }
+}
+
+/// The traffic share (in percent) each load-balancer model gets after orq normalizes the
+/// weights, unset weights counting as 0.5.
+pub fn effective_shares(lb: &crate::api::LoadBalancer) -> Vec<(String, f64)> {
+    let sum: f64 = lb
+        .models
+        .iter()
+        .map(|m| m.weight.unwrap_or(WEIGHT_DEFAULT))
+        .sum();
+    lb.models
+        .iter()
+        .map(|m| {
+            let share = if sum > 0.0 {
+                m.weight.unwrap_or(WEIGHT_DEFAULT) / sum * 100.0
+            } else {
+                0.0
+            };
+            (m.model.clone(), share)
+        })
+        .collect()
+}
+
+fn trim_float(value: f64) -> String {
+    let s = format!("{value:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Checks a policy's metadata name: a DNS-1123 subdomain, short enough that its data key
+/// `<namespace>.<name>.json` stays a valid ConfigMap key (at most 253 characters).
+pub fn validate_object_name(name: &str, namespace: &str) -> Vec<Violation> {
+    let mut report = Report::default();
+    report.check_string(
+        "metadata.name",
+        name,
+        1,
+        DNS1123_SUBDOMAIN_MAX,
+        Some(DNS1123_SUBDOMAIN_PATTERN),
+    );
+    if report.errors.is_empty() {
+        let key = crate::render::data_key(namespace, name);
+        if key.len() > DNS1123_SUBDOMAIN_MAX as usize {
+            report.error(
+                "metadata.name",
+                format!("is too long: the data key {key:?} would exceed {DNS1123_SUBDOMAIN_MAX} characters"),
+            );
+        }
+    }
+    report.errors
+}

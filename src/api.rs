@@ -238,6 +238,13 @@ pub struct WeightedModel {
     /// do not sum to 1 are accepted with a warning stating the effective shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = WEIGHT_MIN, max = WEIGHT_MAX))]
+    // The API server compares an integer value (`0`) with a fractional `minimum` after
+    // truncating the bound to an integer, so `0` would pass `minimum: 0.001`; CEL compares as
+    // numbers.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 0.001",
+        "message": "must be greater than or equal to 0.001"
+    }]))]
     pub weight: Option<f64>,
 }
 

@@ -508,6 +508,7 @@ async fn reconcile_inner(
     let policy_id = format!("{namespace}/{name}");
     let finalizers = meta.finalizers.clone().unwrap_or_default();
     let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
+    debug!(deleting = meta.deletion_timestamp.is_some(), has_finalizer, generation = ?meta.generation, "reconciling");
 
     if meta.deletion_timestamp.is_some() {
         if !has_finalizer {

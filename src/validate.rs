@@ -355,11 +355,12 @@ fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
                 Some(DNS1123_LABEL_PATTERN),
             );
         }
+        // Reported on the list, as the CRD's CEL rule does (it cannot name an index).
         let resolved = (target.resolved_namespace(namespace), target.name.as_str());
         if !seen.insert(resolved) {
             report.error(
-                format!("spec.targetRefs[{i}]"),
-                msg::duplicate(format!("{}/{}", resolved.0, resolved.1)),
+                "spec.targetRefs",
+                msg::duplicate(format!("{}/{} (entry [{i}])", resolved.0, resolved.1)),
             );
         }
     }

@@ -1,0 +1,390 @@
+//! Test support: a real control plane (etcd + kube-apiserver, built by
+//! `tests/control-plane/build.sh`), shared by the tests of one test binary.
+//!
+//! - [`control_plane`] starts it once per test binary (or uses the cluster of
+//!   `ROUTERPOLICY_TEST_KUBECONFIG`), installs the CRD from `crds/` and waits for it.
+//! - [`ControlPlane::client`] hands out a `kube::Client` (admin) for the calling test's runtime.
+//! - [`ControlPlane::namespace`] creates a fresh namespace per test.
+//! - [`ControlPlane::kubectl`] runs the real kubectl against it.
+//!
+//! Every process is started under a watchdog shell that kills it when the test binary exits,
+//! so nothing outlives the tests, even when one panics.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The token of the test admin (`system:masters`).
+pub const ADMIN_TOKEN: &str = "routerpolicy-test-admin-token";
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// kubeconfig file with admin credentials.
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// Directory with kube-apiserver, etcd and kubectl.
+    pub bin: Option<PathBuf>,
+    /// Scratch directory of this control plane.
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+static NAMESPACE_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared control plane of this test binary.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        let cp = match std::env::var_os("ROUTERPOLICY_TEST_KUBECONFIG") {
+            Some(path) => ControlPlane::external(PathBuf::from(path)),
+            None => ControlPlane::start(),
+        };
+        cp.install_crd();
+        cp
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn control_plane_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ROUTERPOLICY_CONTROL_PLANE_BIN") {
+        return PathBuf::from(dir);
+    }
+    let script = repo_root().join("tests/control-plane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/control-plane/build.sh");
+    assert!(out.status.success(), "tests/control-plane/build.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh prints the bin directory")
+            .trim(),
+    )
+}
+
+/// Starts `program` under a watchdog that kills it when this process exits.
+fn spawn_watched(program: &Path, args: &[String], log: &Path) -> Child {
+    let parent = std::process::id();
+    let script = format!(
+        r#""$0" "$@" & child=$!
+trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM INT
+while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done
+kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; wait $child"#
+    );
+    let logfile = std::fs::File::create(log).expect("create log file");
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone().expect("clone log handle"))
+        .stderr(logfile)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()))
+}
+
+impl ControlPlane {
+    fn external(kubeconfig: PathBuf) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("routerpolicy-ext-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let bin = std::env::var_os("ROUTERPOLICY_CONTROL_PLANE_BIN").map(PathBuf::from);
+        ControlPlane {
+            kubeconfig,
+            server: String::new(),
+            bin,
+            dir,
+            children: Vec::new(),
+        }
+    }
+
+    fn start() -> Self {
+        let bin = control_plane_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("routerpolicy-cp-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let api_port = free_port();
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = spawn_watched(
+            &bin.join("etcd"),
+            &[
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            &dir.join("etcd.log"),
+        );
+
+        // Service-account signing keys and the admin token.
+        let key = dir.join("sa.key");
+        let public = dir.join("sa.pub");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl genrsa");
+        assert!(status.success(), "openssl genrsa failed");
+        let status = Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl rsa");
+        assert!(status.success(), "openssl rsa -pubout failed");
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,1,\"system:masters\"\n"),
+        )
+        .expect("write tokens");
+
+        let server = format!("https://127.0.0.1:{api_port}");
+        let mut args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--authorization-mode=RBAC".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            format!("--service-account-issuer={server}"),
+            format!("--service-account-key-file={}", public.display()),
+            format!("--service-account-signing-key-file={}", key.display()),
+            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            "--v=0".into(),
+        ];
+        if let Ok(address) = std::env::var("ROUTERPOLICY_TEST_ADVERTISE_ADDRESS") {
+            args.push(format!("--advertise-address={address}"));
+        }
+        let apiserver = spawn_watched(
+            &bin.join("kube-apiserver"),
+            &args,
+            &dir.join("kube-apiserver.log"),
+        );
+
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&server, ADMIN_TOKEN, "default"),
+        )
+        .expect("write kubeconfig");
+
+        let cp = ControlPlane {
+            kubeconfig,
+            server,
+            bin: Some(bin),
+            dir,
+            children: vec![etcd, apiserver],
+        };
+        cp.wait_ready();
+        cp
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self.kubectl(&["get", "--raw", "/readyz"]);
+            if out.status.success()
+                && self
+                    .kubectl(&["get", "namespace", "default"])
+                    .status
+                    .success()
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "kube-apiserver not ready after 90 s; last log lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn install_crd(&self) {
+        let crds = repo_root().join("crds");
+        let out = self.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().expect("utf-8 path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "installing crds/ failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/imagevariationpolicies.routerpolicy.io",
+        ]);
+        assert!(
+            out.status.success(),
+            "CRD not Established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The kubectl binary.
+    pub fn kubectl_path(&self) -> PathBuf {
+        self.bin
+            .as_ref()
+            .map(|b| b.join("kubectl"))
+            .unwrap_or_else(|| PathBuf::from("kubectl"))
+    }
+
+    /// Runs kubectl with the admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(&self.kubeconfig, args, None)
+    }
+
+    /// Runs kubectl with a given kubeconfig and optional stdin.
+    pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(self.kubectl_path())
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let Some(input) = stdin
+            && let Some(mut pipe) = child.stdin.take()
+        {
+            pipe.write_all(input.as_bytes())
+                .expect("write kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Applies YAML text with kubectl (client-side apply, strict field validation).
+    pub fn apply(&self, yaml: &str) -> Output {
+        self.kubectl_with(&self.kubeconfig, &["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// A kube client with admin rights, bound to the calling test's runtime.
+    pub async fn client(&self) -> Client {
+        client_from_kubeconfig(&self.kubeconfig).await
+    }
+
+    /// Creates a fresh namespace named `<prefix>-<n>`.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> String {
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id() % 10_000,
+            NAMESPACE_SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        name
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A kubeconfig with a bearer token that skips TLS verification (the serving cert is
+/// self-signed).
+pub fn kubeconfig_yaml(server: &str, token: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: test\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: {namespace}\ncurrent-context: test\n"
+    )
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -96,9 +96,7 @@ pub struct ImageVariationPolicySpec {
 }
 
 /// A gateway ConfigMap to write this policy into.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRef {
     /// Name of the ConfigMap (a DNS-1123 subdomain).

@@ -32,8 +32,8 @@ use crate::metrics::Metrics;
 use crate::render::{data_key, render_policy};
 use crate::status::{Observation, READY, compute_status, status_changed};
 use crate::target::{
-    CONFIG_HASH_ANNOTATION, Content, ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget, TargetKey, plan_target,
+    CONFIG_HASH_ANNOTATION, Content, ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    Outcome, PolicyAtTarget, TargetKey, plan_target,
 };
 use crate::validate::{Report, Violation, validate_object_name, validate_spec};
 
@@ -82,7 +82,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
-            concurrency: 16,
+            concurrency: 64,
             batch_window: Duration::from_millis(20),
             resync: Duration::from_secs(600),
             instance: None,
@@ -129,20 +129,8 @@ pub struct TargetWriter {
 }
 
 impl TargetWriter {
-    fn new(
-        client: Client,
-        policies: Store<Policy>,
-        metrics: Arc<Metrics>,
-        window: Duration,
-    ) -> Self {
-        Self {
-            client,
-            policies,
-            metrics,
-            window,
-            slots: Mutex::default(),
-            owned: Mutex::default(),
-        }
+    fn new(client: Client, policies: Store<Policy>, metrics: Arc<Metrics>, window: Duration) -> Self {
+        Self { client, policies, metrics, window, slots: Mutex::default(), owned: Mutex::default() }
     }
 
     /// Requests a sync of `target` and waits for the batch that includes it.
@@ -158,8 +146,7 @@ impl TargetWriter {
             let this = self.clone();
             tokio::spawn(async move { this.run(target).await });
         }
-        rx.await
-            .unwrap_or_else(|_| Arc::new(Err("target writer stopped".to_string())))
+        rx.await.unwrap_or_else(|_| Arc::new(Err("target writer stopped".to_string())))
     }
 
     async fn run(self: Arc<Self>, target: TargetKey) {
@@ -186,11 +173,7 @@ impl TargetWriter {
     /// Targets whose ConfigMap holds `key` as an operator-owned key.
     fn targets_holding(&self, key: &str) -> Vec<TargetKey> {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        owned
-            .iter()
-            .filter(|(_, keys)| keys.contains(key))
-            .map(|(t, _)| t.clone())
-            .collect()
+        owned.iter().filter(|(_, keys)| keys.contains(key)).map(|(t, _)| t.clone()).collect()
     }
 
     fn record_owned(&self, target: &TargetKey, keys: Option<BTreeSet<String>>) {
@@ -207,10 +190,7 @@ impl TargetWriter {
 
     /// Notes what a watched ConfigMap holds.
     fn observe(&self, cm: &ConfigMap) {
-        let target = TargetKey {
-            namespace: cm.namespace().unwrap_or_default(),
-            name: cm.name_any(),
-        };
+        let target = TargetKey { namespace: cm.namespace().unwrap_or_default(), name: cm.name_any() };
         let keys = existing_target(cm).owned_keys;
         self.record_owned(&target, Some(keys));
     }
@@ -229,12 +209,8 @@ impl TargetWriter {
                 metadata: ObjectMeta {
                     name: Some(target.name.clone()),
                     namespace: Some(target.namespace.clone()),
-                    labels: Some(
-                        [(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into(),
-                    ),
-                    annotations: Some(
-                        [(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into(),
-                    ),
+                    labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
+                    annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into()),
                     ..Default::default()
                 },
                 data: Some(data.clone()),
@@ -252,13 +228,8 @@ impl TargetWriter {
         } else {
             debug!(target = %target, "gateway ConfigMap already up to date");
         }
-        self.record_owned(
-            target,
-            plan.apply.as_ref().map(|d| d.keys().cloned().collect()),
-        );
-        Ok(TargetResult {
-            outcomes: plan.outcomes,
-        })
+        self.record_owned(target, plan.apply.as_ref().map(|d| d.keys().cloned().collect()));
+        Ok(TargetResult { outcomes: plan.outcomes })
     }
 }
 
@@ -267,34 +238,18 @@ impl TargetWriter {
 pub fn existing_target(cm: &ConfigMap) -> ExistingTarget {
     let mut owned_keys = BTreeSet::new();
     for entry in cm.metadata.managed_fields.iter().flatten() {
-        if entry.manager.as_deref() != Some(FIELD_MANAGER)
-            || entry.operation.as_deref() != Some("Apply")
-        {
+        if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.operation.as_deref() != Some("Apply") {
             continue;
         }
-        if let Some(data) = entry
-            .fields_v1
-            .as_ref()
-            .and_then(|f| f.0.get("f:data"))
-            .and_then(|d| d.as_object())
-        {
-            owned_keys.extend(
-                data.keys()
-                    .filter_map(|k| k.strip_prefix("f:"))
-                    .map(str::to_string),
-            );
+        if let Some(data) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).and_then(|d| d.as_object()) {
+            owned_keys.extend(data.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_string));
         }
     }
     ExistingTarget {
         labels: cm.metadata.labels.clone().unwrap_or_default(),
         annotations: cm.metadata.annotations.clone().unwrap_or_default(),
         data: cm.data.clone().unwrap_or_default(),
-        binary_bytes: cm
-            .binary_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| k.len() + v.0.len())
-            .sum(),
+        binary_bytes: cm.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum(),
         owned_keys,
     }
 }
@@ -307,10 +262,7 @@ pub fn spec_targets(policy: &ImageVariationPolicy) -> Vec<TargetKey> {
         .spec
         .target_refs
         .iter()
-        .map(|t| TargetKey {
-            namespace: t.resolved_namespace(&namespace).to_string(),
-            name: t.name.clone(),
-        })
+        .map(|t| TargetKey { namespace: t.resolved_namespace(&namespace).to_string(), name: t.name.clone() })
         .filter(|t| seen.insert(t.clone()))
         .collect()
 }
@@ -319,19 +271,13 @@ pub fn spec_targets(policy: &ImageVariationPolicy) -> Vec<TargetKey> {
 pub fn check_policy(policy: &ImageVariationPolicy) -> Report {
     let namespace = policy.namespace().unwrap_or_default();
     let mut report = validate_spec(&policy.spec, &namespace);
-    report
-        .errors
-        .splice(0..0, validate_object_name(&policy.name_any(), &namespace));
+    report.errors.splice(0..0, validate_object_name(&policy.name_any(), &namespace));
     report
 }
 
 /// Every live policy that wants something in `target`: valid ones that name it in their spec
 /// (their document), invalid ones whose key it already holds (keep the last good one).
-fn policies_at(
-    all: &[Arc<Policy>],
-    target: &TargetKey,
-    existing: Option<&ExistingTarget>,
-) -> Vec<PolicyAtTarget> {
+fn policies_at(all: &[Arc<Policy>], target: &TargetKey, existing: Option<&ExistingTarget>) -> Vec<PolicyAtTarget> {
     let holds = |key: &str| existing.is_some_and(|e| e.owned_keys.contains(key));
     let mut out = Vec::new();
     for guard in all {
@@ -354,12 +300,7 @@ fn policies_at(
                 } else {
                     continue;
                 };
-                out.push(PolicyAtTarget {
-                    namespace,
-                    name,
-                    key,
-                    content,
-                });
+                out.push(PolicyAtTarget { namespace, name, key, content });
             }
             Err(invalid) => {
                 if invalid.metadata.deletion_timestamp.is_some() {
@@ -369,12 +310,7 @@ fn policies_at(
                 let name = invalid.metadata.name.clone().unwrap_or_default();
                 let key = data_key(&namespace, &name);
                 if holds(&key) {
-                    out.push(PolicyAtTarget {
-                        namespace,
-                        name,
-                        key,
-                        content: Content::KeepLastGood,
-                    });
+                    out.push(PolicyAtTarget { namespace, name, key, content: Content::KeepLastGood });
                 }
             }
         }
@@ -420,11 +356,7 @@ impl Context {
         }
     }
 
-    async fn write_status(
-        &self,
-        meta: &ObjectMeta,
-        status: &ImageVariationPolicyStatus,
-    ) -> Result<(), Error> {
+    async fn write_status(&self, meta: &ObjectMeta, status: &ImageVariationPolicyStatus) -> Result<(), Error> {
         let namespace = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
         let patch = json!({
@@ -433,31 +365,22 @@ impl Context {
             "status": status,
         });
         dynamic_api(&self.client, &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(Error::Kube)?;
         Ok(())
     }
 
     /// Sets or removes the finalizer with a merge patch guarded by resourceVersion.
-    async fn set_finalizers(
-        &self,
-        meta: &ObjectMeta,
-        finalizers: Vec<String>,
-    ) -> Result<(), Error> {
+    async fn set_finalizers(&self, meta: &ObjectMeta, finalizers: Vec<String>) -> Result<(), Error> {
         let namespace = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}});
-        match dynamic_api(&self.client, &namespace)
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match dynamic_api(&self.client, &namespace).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            // Gone, or changed since we read it: the newer version arrives as a watch event
+            // and is reconciled from scratch.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => Err(Error::Kube(e)),
         }
     }
@@ -486,19 +409,14 @@ pub async fn reconcile(guard: Arc<Policy>, ctx: Arc<Context>) -> Result<Action, 
             Ok(_) => "success",
             Err(e) => e.category(),
         };
-        ctx.metrics
-            .reconciled(outcome, started.elapsed().as_secs_f64());
+        ctx.metrics.reconciled(outcome, started.elapsed().as_secs_f64());
         result
     }
     .instrument(span)
     .await
 }
 
-async fn reconcile_inner(
-    guard: &Policy,
-    meta: &ObjectMeta,
-    ctx: &Context,
-) -> Result<Action, Error> {
+async fn reconcile_inner(guard: &Policy, meta: &ObjectMeta, ctx: &Context) -> Result<Action, Error> {
     let namespace = meta.namespace.clone().unwrap_or_default();
     if !ctx.namespaces.is_empty() && !ctx.namespaces.contains(&namespace) {
         return Ok(Action::await_change());
@@ -516,8 +434,7 @@ async fn reconcile_inner(
         }
         // Cleanup: every ConfigMap that holds the key or that the spec names drops the key
         // (the planner leaves out policies being deleted). A missing target is fine.
-        let mut targets: BTreeSet<TargetKey> =
-            ctx.writer.targets_holding(&key).into_iter().collect();
+        let mut targets: BTreeSet<TargetKey> = ctx.writer.targets_holding(&key).into_iter().collect();
         if let Ok(policy) = &guard.0 {
             targets.extend(spec_targets(policy));
             targets.extend(status_targets(policy.status.as_ref()));
@@ -535,10 +452,7 @@ async fn reconcile_inner(
         let remaining = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
         ctx.set_finalizers(meta, remaining).await?;
         ctx.metrics.set_ready(&policy_id, None);
-        info!(
-            targets = targets.len(),
-            "policy deleted; its keys were removed from its targets"
-        );
+        info!(targets = targets.len(), "policy deleted; its keys were removed from its targets");
         return Ok(Action::await_change());
     }
 
@@ -555,10 +469,7 @@ async fn reconcile_inner(
         Err(invalid) => {
             // Unreadable object: its last good document stays wherever it is.
             let report = Report {
-                errors: vec![Violation::new(
-                    "spec",
-                    format!("cannot be read: {}", invalid.error),
-                )],
+                errors: vec![Violation::new("spec", format!("cannot be read: {}", invalid.error))],
                 warnings: vec![],
             };
             let previous = read_status(ctx, meta).await;
@@ -571,13 +482,7 @@ async fn reconcile_inner(
             let status = compute_status(&observation, previous.as_ref(), &now());
             if status_changed(previous.as_ref(), &status) {
                 ctx.write_status(meta, &status).await?;
-                ctx.event(
-                    meta,
-                    EventType::Warning,
-                    "ValidationFailed",
-                    observation.report.errors_summary(),
-                )
-                .await;
+                ctx.event(meta, EventType::Warning, "ValidationFailed", observation.report.errors_summary()).await;
             }
             ctx.metrics.set_ready(&policy_id, Some("false"));
             return Ok(Action::await_change());
@@ -594,8 +499,7 @@ async fn reconcile_inner(
         all.extend(ctx.writer.targets_holding(&key));
         all.extend(status_targets(previous.as_ref()));
         let all: Vec<_> = all.into_iter().collect();
-        let results: BTreeMap<TargetKey, SyncResult> =
-            ctx.sync_all(&all).await.into_iter().collect();
+        let results: BTreeMap<TargetKey, SyncResult> = ctx.sync_all(&all).await.into_iter().collect();
         let id = (namespace.clone(), name.clone());
         let targets = wanted
             .iter()
@@ -623,12 +527,7 @@ async fn reconcile_inner(
                 }
             })
             .collect();
-        Observation {
-            generation: meta.generation,
-            report,
-            config_hash: Some(document.hash),
-            targets,
-        }
+        Observation { generation: meta.generation, report, config_hash: Some(document.hash), targets }
     } else {
         Observation {
             generation: meta.generation,
@@ -639,14 +538,8 @@ async fn reconcile_inner(
     };
 
     let status = compute_status(&observation, previous.as_ref(), &now());
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map(|c| c.status == "True")
-        .unwrap_or(false);
-    ctx.metrics
-        .set_ready(&policy_id, Some(if ready { "true" } else { "false" }));
+    let ready = status.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status == "True").unwrap_or(false);
+    ctx.metrics.set_ready(&policy_id, Some(if ready { "true" } else { "false" }));
     if status_changed(previous.as_ref(), &status) {
         ctx.write_status(meta, &status).await?;
         publish_transition_events(ctx, meta, previous.as_ref(), &status, &observation).await;
@@ -670,29 +563,15 @@ async fn reconcile_inner(
 fn outcome_message(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Synced => String::new(),
-        Outcome::Retained {
-            has_last_good: true,
-        } => "invalid spec; the last good document stays".to_string(),
-        Outcome::Retained {
-            has_last_good: false,
-        } => "invalid spec; no earlier document to keep".to_string(),
-        Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::TargetFull(m) => {
-            m.clone()
-        }
+        Outcome::Retained { has_last_good: true } => "invalid spec; the last good document stays".to_string(),
+        Outcome::Retained { has_last_good: false } => "invalid spec; no earlier document to keep".to_string(),
+        Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::TargetFull(m) => m.clone(),
     }
 }
 
 fn status_targets(status: Option<&ImageVariationPolicyStatus>) -> Vec<TargetKey> {
     status
-        .map(|s| {
-            s.targets
-                .iter()
-                .map(|t| TargetKey {
-                    namespace: t.namespace.clone(),
-                    name: t.name.clone(),
-                })
-                .collect()
-        })
+        .map(|s| s.targets.iter().map(|t| TargetKey { namespace: t.namespace.clone(), name: t.name.clone() }).collect())
         .unwrap_or_default()
 }
 
@@ -712,9 +591,7 @@ fn retained_targets(
             let kept = holding.contains(&t)
                 || previous.is_some_and(|p| {
                     p.targets.iter().any(|s| {
-                        s.namespace == t.namespace
-                            && s.name == t.name
-                            && (s.synced || s.message.contains("last good"))
+                        s.namespace == t.namespace && s.name == t.name && (s.synced || s.message.contains("last good"))
                     })
                 });
             TargetStatus {
@@ -735,13 +612,8 @@ fn retained_targets(
 
 async fn read_status(ctx: &Context, meta: &ObjectMeta) -> Option<ImageVariationPolicyStatus> {
     let api = dynamic_api(&ctx.client, meta.namespace.as_deref().unwrap_or_default());
-    let obj = api
-        .get_status(meta.name.as_deref().unwrap_or_default())
-        .await
-        .ok()?;
-    obj.data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
+    let obj = api.get_status(meta.name.as_deref().unwrap_or_default()).await.ok()?;
+    obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
 }
 
 async fn publish_transition_events(
@@ -753,13 +625,7 @@ async fn publish_transition_events(
 ) {
     let report = &observation.report;
     if !report.is_valid() {
-        ctx.event(
-            meta,
-            EventType::Warning,
-            "ValidationFailed",
-            report.errors_summary(),
-        )
-        .await;
+        ctx.event(meta, EventType::Warning, "ValidationFailed", report.errors_summary()).await;
         return;
     }
     let previous_targets = previous.map(|p| p.targets.clone()).unwrap_or_default();
@@ -771,37 +637,19 @@ async fn publish_transition_events(
             "RefNotPermitted" | "TargetNotManaged" | "TargetFull" => t.reason.clone(),
             _ => "ApplyFailed".to_string(),
         };
-        ctx.event(
-            meta,
-            EventType::Warning,
-            &reason,
-            format!("{}/{}: {}", t.namespace, t.name, t.message),
-        )
-        .await;
+        ctx.event(meta, EventType::Warning, &reason, format!("{}/{}: {}", t.namespace, t.name, t.message)).await;
     }
     if let Some(deprecated) = report.warnings.iter().find(|w| w.path == "spec.contact") {
-        let already = previous.is_some_and(|p| {
-            p.conditions
-                .iter()
-                .any(|c| c.message.contains("spec.contact: is deprecated"))
-        });
+        let already =
+            previous.is_some_and(|p| p.conditions.iter().any(|c| c.message.contains("spec.contact: is deprecated")));
         if !already {
-            ctx.event(
-                meta,
-                EventType::Warning,
-                "DeprecatedField",
-                deprecated.to_string(),
-            )
-            .await;
+            ctx.event(meta, EventType::Warning, "DeprecatedField", deprecated.to_string()).await;
         }
     }
     let all_synced = status.targets.iter().all(|t| t.synced);
     let hash_changed = previous.and_then(|p| p.config_hash.clone()) != status.config_hash;
     let newly_synced = status.targets.iter().any(|t| {
-        t.synced
-            && !previous_targets
-                .iter()
-                .any(|p| p.namespace == t.namespace && p.name == t.name && p.synced)
+        t.synced && !previous_targets.iter().any(|p| p.namespace == t.namespace && p.name == t.name && p.synced)
     });
     if all_synced && (hash_changed || newly_synced) {
         ctx.event(
@@ -841,23 +689,15 @@ fn configmap_mapper(
 ) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Policy>> + Send + Sync + 'static {
     move |cm: ConfigMap| {
         writer.observe(&cm);
-        let target = TargetKey {
-            namespace: cm.namespace().unwrap_or_default(),
-            name: cm.name_any(),
-        };
-        let keys: BTreeSet<&String> = cm
-            .data
-            .as_ref()
-            .map(|d| d.keys().collect())
-            .unwrap_or_default();
+        let target = TargetKey { namespace: cm.namespace().unwrap_or_default(), name: cm.name_any() };
+        let keys: BTreeSet<&String> = cm.data.as_ref().map(|d| d.keys().collect()).unwrap_or_default();
         store
             .state()
             .iter()
             .filter(|guard| match &guard.0 {
                 Ok(p) => {
                     spec_targets(p).contains(&target)
-                        || keys
-                            .contains(&data_key(&p.namespace().unwrap_or_default(), &p.name_any()))
+                        || keys.contains(&data_key(&p.namespace().unwrap_or_default(), &p.name_any()))
                 }
                 Err(i) => keys.contains(&data_key(
                     i.metadata.namespace.as_deref().unwrap_or_default(),
@@ -884,18 +724,10 @@ pub async fn run(
     let controller = Controller::new(policies, wc.clone())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
-    let writer = Arc::new(TargetWriter::new(
-        client.clone(),
-        store.clone(),
-        metrics.clone(),
-        settings.batch_window,
-    ));
+    let writer = Arc::new(TargetWriter::new(client.clone(), store.clone(), metrics.clone(), settings.batch_window));
     let recorder = Recorder::new(
         client.clone(),
-        Reporter {
-            controller: "routerpolicy".to_string(),
-            instance: settings.instance.clone(),
-        },
+        Reporter { controller: "routerpolicy".to_string(), instance: settings.instance.clone() },
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -911,16 +743,11 @@ pub async fn run(
         // is repaired by re-reconciling the policies that live there.
         .watches(
             configmaps.clone(),
-            wc.clone()
-                .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+            wc.clone().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
             configmap_mapper(store.clone(), writer.clone()),
         )
         // Gateway ConfigMaps opted in by their owners: consent given or withdrawn takes effect.
-        .watches(
-            configmaps,
-            wc.labels(&format!("{GATEWAY_LABEL}=true")),
-            configmap_mapper(store, writer),
-        )
+        .watches(configmaps, wc.labels(&format!("{GATEWAY_LABEL}=true")), configmap_mapper(store, writer))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

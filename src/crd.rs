@@ -63,9 +63,7 @@ mod tests {
 
     fn contains_key(value: &Value, key: &str) -> bool {
         match value {
-            Value::Object(map) => {
-                map.contains_key(key) || map.values().any(|v| contains_key(v, key))
-            }
+            Value::Object(map) => map.contains_key(key) || map.values().any(|v| contains_key(v, key)),
             Value::Array(items) => items.iter().any(|v| contains_key(v, key)),
             _ => false,
         }
@@ -79,10 +77,7 @@ mod tests {
         assert!(!contains_key(&schema, "anyOf"));
         assert!(!contains_key(&schema, "oneOf"));
         assert!(!contains_key(&schema, "$ref"));
-        assert!(!contains_key(
-            &schema,
-            "x-kubernetes-preserve-unknown-fields"
-        ));
+        assert!(!contains_key(&schema, "x-kubernetes-preserve-unknown-fields"));
     }
 
     #[test]
@@ -101,26 +96,12 @@ mod tests {
         assert_eq!(crd.spec.names.kind, "ImageVariationPolicy");
         assert_eq!(crd.spec.names.plural, "imagevariationpolicies");
         assert_eq!(crd.spec.names.short_names, Some(vec!["ivp".to_string()]));
-        assert_eq!(
-            crd.spec.names.categories,
-            Some(vec!["routerpolicy".to_string()])
-        );
+        assert_eq!(crd.spec.names.categories, Some(vec!["routerpolicy".to_string()]));
         assert_eq!(crd.spec.scope, "Namespaced");
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(
-            version
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
-        );
-        let columns: Vec<_> = version
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.as_str())
-            .collect();
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert_eq!(columns, ["Ready", "Targets", "Hash", "Age"]);
     }
 }

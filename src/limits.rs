@@ -9,8 +9,7 @@ pub const TARGETS_MIN: u32 = 1;
 /// `spec.targetRefs`: at most 16 targets.
 pub const TARGETS_MAX: u32 = 16;
 /// DNS-1123 subdomain (ConfigMap names).
-pub const DNS1123_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS1123_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// Maximum length of a DNS-1123 subdomain.
 pub const DNS1123_SUBDOMAIN_MAX: u32 = 253;
 /// DNS-1123 label (namespace names).

@@ -59,11 +59,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match cli.command {
@@ -71,11 +67,7 @@ fn main() -> ExitCode {
             print!("{}", routerpolicy::crd::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Validate {
-            paths,
-            output,
-            namespace,
-        } => {
+        Command::Validate { paths, output, namespace } => {
             let docs = match manifests::load(&paths) {
                 Ok(docs) => docs,
                 Err(e) => {
@@ -84,16 +76,9 @@ fn main() -> ExitCode {
                 }
             };
             let schema = routerpolicy::crd::openapi_schema();
-            let results: Vec<_> = docs
-                .iter()
-                .map(|d| manifests::check_document(d, &schema, &namespace))
-                .collect();
+            let results: Vec<_> = docs.iter().map(|d| manifests::check_document(d, &schema, &namespace)).collect();
             print!("{}", manifests::format_results(&results, output));
-            if results.iter().any(|r| !r.report.is_valid()) {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+            if results.iter().any(|r| !r.report.is_valid()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Command::Render { paths, namespace } => {
             let docs = if paths.is_empty() {
@@ -108,27 +93,16 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            let rendered = manifests::render_configmaps(
-                &docs,
-                &routerpolicy::crd::openapi_schema(),
-                &namespace,
-            );
+            let rendered = manifests::render_configmaps(&docs, &routerpolicy::crd::openapi_schema(), &namespace);
             print!("{}", rendered.yaml);
             for note in &rendered.notes {
                 eprintln!("note: {note}");
             }
-            if rendered.any_invalid {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+            if rendered.any_invalid { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Command::Run(options) => {
             routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");

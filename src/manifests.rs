@@ -20,8 +20,8 @@ use crate::api::ImageVariationPolicy;
 use crate::controller::{check_policy, existing_target, spec_targets};
 use crate::render::render_policy;
 use crate::target::{
-    CONFIG_HASH_ANNOTATION, Content, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget,
-    TargetKey, plan_target,
+    CONFIG_HASH_ANNOTATION, Content, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget, TargetKey,
+    plan_target,
 };
 use crate::validate::{Report, Violation, validate_object_name};
 
@@ -66,18 +66,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
-                .map_err(|source| LoadError {
-                    path: "<stdin>".into(),
-                    source,
-                })?;
+                .map_err(|source| LoadError { path: "<stdin>".into(), source })?;
             docs.extend(parse_documents("<stdin>", &text));
             continue;
         }
         for file in files_under(path)? {
-            let text = std::fs::read_to_string(&file).map_err(|source| LoadError {
-                path: file.display().to_string(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|source| LoadError { path: file.display().to_string(), source })?;
             docs.extend(parse_documents(&file.display().to_string(), &text));
         }
     }
@@ -85,19 +80,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
 }
 
 fn files_under(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let meta = std::fs::metadata(path).map_err(|source| LoadError {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|source| LoadError { path: path.display().to_string(), source })?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(path)
-        .map_err(|source| LoadError {
-            path: path.display().to_string(),
-            source,
-        })?
+        .map_err(|source| LoadError { path: path.display().to_string(), source })?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .collect();
@@ -105,10 +94,7 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     for entry in entries {
         if entry.is_dir() {
             out.extend(files_under(&entry)?);
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+        } else if matches!(entry.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
             out.push(entry);
         }
     }
@@ -119,21 +105,12 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 pub fn parse_documents(file: &str, text: &str) -> Vec<Document> {
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let origin = Origin {
-            file: file.to_string(),
-            document: i + 1,
-        };
+        let origin = Origin { file: file.to_string(), document: i + 1 };
         match Value::deserialize(de) {
             Ok(Value::Null) => {}
-            Ok(value) => out.push(Document {
-                origin,
-                value: Ok(value),
-            }),
+            Ok(value) => out.push(Document { origin, value: Ok(value) }),
             Err(e) => {
-                out.push(Document {
-                    origin,
-                    value: Err(format!("not valid YAML: {e}")),
-                });
+                out.push(Document { origin, value: Err(format!("not valid YAML: {e}")) });
                 // The parser cannot resume after a syntax error.
                 break;
             }
@@ -168,60 +145,32 @@ pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -
                 kind: String::new(),
                 object: String::new(),
                 skipped: false,
-                report: Report {
-                    errors: vec![Violation::new("<document>", e.clone())],
-                    warnings: vec![],
-                },
+                report: Report { errors: vec![Violation::new("<document>", e.clone())], warnings: vec![] },
             };
         }
     };
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let namespace = value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or(default_namespace)
-        .to_string();
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let namespace =
+        value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(default_namespace).to_string();
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
     let object = format!("{namespace}/{name}");
     let is_policy = kind == "ImageVariationPolicy" && api_version.starts_with("routerpolicy.io/");
     if !is_policy {
-        return Checked {
-            origin: doc.origin.clone(),
-            kind,
-            object,
-            skipped: true,
-            report: Report::default(),
-        };
+        return Checked { origin: doc.origin.clone(), kind, object, skipped: true, report: Report::default() };
     }
 
     let mut report = Report::default();
     if api_version != "routerpolicy.io/v1alpha1" {
-        report.errors.push(Violation::new(
-            "apiVersion",
-            format!("{api_version:?} is not served; use routerpolicy.io/v1alpha1"),
-        ));
+        report
+            .errors
+            .push(Violation::new("apiVersion", format!("{api_version:?} is not served; use routerpolicy.io/v1alpha1")));
     }
     report.errors.extend(crate::schema::check(schema, value));
     if name.is_empty() {
-        report
-            .errors
-            .push(Violation::new("metadata.name", "is required"));
+        report.errors.push(Violation::new("metadata.name", "is required"));
     } else {
-        report
-            .errors
-            .extend(validate_object_name(&name, &namespace));
+        report.errors.extend(validate_object_name(&name, &namespace));
     }
     match serde_json::from_value::<ImageVariationPolicy>(value.clone()) {
         Ok(policy) => {
@@ -230,18 +179,10 @@ pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -
             rules.errors.retain(|v| v.path != "metadata.name");
             report.merge(rules);
         }
-        Err(e) if report.errors.is_empty() => report
-            .errors
-            .push(Violation::new("<document>", e.to_string())),
+        Err(e) if report.errors.is_empty() => report.errors.push(Violation::new("<document>", e.to_string())),
         Err(_) => {}
     }
-    Checked {
-        origin: doc.origin.clone(),
-        kind,
-        object,
-        skipped: false,
-        report,
-    }
+    Checked { origin: doc.origin.clone(), kind, object, skipped: false, report }
 }
 
 fn with_namespace(mut policy: ImageVariationPolicy, namespace: &str) -> ImageVariationPolicy {
@@ -278,26 +219,16 @@ pub fn format_results(results: &[Checked], format: Format) -> String {
                     );
                     continue;
                 }
+                let subject =
+                    if r.kind.is_empty() { String::new() } else { format!(" ImageVariationPolicy {}:", r.object) };
                 if r.report.is_valid() {
-                    let _ = writeln!(
-                        out,
-                        "{}: ImageVariationPolicy {}: valid",
-                        r.origin, r.object
-                    );
+                    let _ = writeln!(out, "{}:{subject} valid", r.origin);
                 }
                 for e in &r.report.errors {
-                    let _ = writeln!(
-                        out,
-                        "{}: ImageVariationPolicy {}: error: {e}",
-                        r.origin, r.object
-                    );
+                    let _ = writeln!(out, "{}:{subject} error: {e}", r.origin);
                 }
                 for w in &r.report.warnings {
-                    let _ = writeln!(
-                        out,
-                        "{}: ImageVariationPolicy {}: warning: {w}",
-                        r.origin, r.object
-                    );
+                    let _ = writeln!(out, "{}:{subject} warning: {w}", r.origin);
                 }
             }
             let _ = writeln!(out, "{checked} policies checked, {invalid} invalid");
@@ -324,8 +255,7 @@ pub fn format_results(results: &[Checked], format: Format) -> String {
         }
         Format::Github => {
             for r in results.iter().filter(|r| !r.skipped) {
-                for (level, list) in [("error", &r.report.errors), ("warning", &r.report.warnings)]
-                {
+                for (level, list) in [("error", &r.report.errors), ("warning", &r.report.warnings)] {
                     for v in list.iter() {
                         let _ = writeln!(
                             out,
@@ -345,17 +275,11 @@ pub fn format_results(results: &[Checked], format: Format) -> String {
 }
 
 fn kind_or_unknown(kind: &str) -> &str {
-    if kind.is_empty() {
-        "document without kind"
-    } else {
-        kind
-    }
+    if kind.is_empty() { "document without kind" } else { kind }
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {
@@ -384,33 +308,19 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
     for doc in docs {
         let Ok(value) = &doc.value else {
             rendered.any_invalid = true;
-            rendered
-                .notes
-                .push(format!("{}: not valid YAML", doc.origin));
+            rendered.notes.push(format!("{}: not valid YAML", doc.origin));
             continue;
         };
         if value.get("kind").and_then(Value::as_str) == Some("ConfigMap")
             && let Ok(mut cm) = serde_json::from_value::<ConfigMap>(value.clone())
         {
-            let namespace = cm
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| default_namespace.to_string());
+            let namespace = cm.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());
             cm.metadata.namespace = Some(namespace.clone());
-            let key = TargetKey {
-                namespace,
-                name: cm.metadata.name.clone().unwrap_or_default(),
-            };
+            let key = TargetKey { namespace, name: cm.metadata.name.clone().unwrap_or_default() };
             let mut view = existing_target(&cm);
             // A manifest carries no managedFields: keys that look like policy keys it holds are
             // treated as the operator's, so last-good and size rules apply to them.
-            view.owned_keys = view
-                .data
-                .keys()
-                .filter(|k| k.ends_with(".json"))
-                .cloned()
-                .collect();
+            view.owned_keys = view.data.keys().filter(|k| k.ends_with(".json")).cloned().collect();
             existing.insert(key, view);
             continue;
         }
@@ -431,11 +341,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         let Ok(mut policy) = serde_json::from_value::<ImageVariationPolicy>(value.clone()) else {
             continue;
         };
-        let namespace = policy
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| default_namespace.to_string());
+        let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());
         policy.metadata.namespace = Some(namespace.clone());
         let name = policy.metadata.name.clone().unwrap_or_default();
         let document = render_policy(&namespace, &name, &policy.spec);
@@ -454,14 +360,8 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         let current = existing.get(target);
         let plan = plan_target(target, current, policies);
         for ((ns, name), outcome) in &plan.outcomes {
-            if let Outcome::RefNotPermitted(m)
-            | Outcome::TargetNotManaged(m)
-            | Outcome::TargetFull(m) = outcome
-            {
-                rendered.notes.push(format!(
-                    "ImageVariationPolicy {ns}/{name} → {target}: {}: {m}",
-                    outcome.reason()
-                ));
+            if let Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::TargetFull(m) = outcome {
+                rendered.notes.push(format!("ImageVariationPolicy {ns}/{name} → {target}: {}: {m}", outcome.reason()));
             }
         }
         let Some(data) = plan.apply else { continue };
@@ -470,9 +370,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
                 name: Some(target.name.clone()),
                 namespace: Some(target.namespace.clone()),
                 labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
-                annotations: Some(
-                    [(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into(),
-                ),
+                annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into()),
                 ..Default::default()
             },
             data: Some(data),

@@ -53,36 +53,12 @@ impl Default for Metrics {
         let configmap_writes = Counter::default();
         let in_flight = Gauge::default();
         let leader = Gauge::default();
-        registry.register(
-            "reconciles",
-            "Policy reconciles by outcome",
-            reconciles.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of one policy reconcile",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "policies",
-            "Policies by Ready condition status",
-            policies.clone(),
-        );
-        registry.register(
-            "configmap_writes",
-            "Server-side applies of gateway ConfigMaps",
-            configmap_writes.clone(),
-        );
-        registry.register(
-            "reconciles_in_flight",
-            "Policy reconciles running now",
-            in_flight.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 when this replica holds the leader lease",
-            leader.clone(),
-        );
+        registry.register("reconciles", "Policy reconciles by outcome", reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Duration of one policy reconcile", reconcile_duration.clone());
+        registry.register("policies", "Policies by Ready condition status", policies.clone());
+        registry.register("configmap_writes", "Server-side applies of gateway ConfigMaps", configmap_writes.clone());
+        registry.register("reconciles_in_flight", "Policy reconciles running now", in_flight.clone());
+        registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
         Self {
             registry,
             reconciles,
@@ -99,11 +75,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one reconcile.
     pub fn reconciled(&self, outcome: &str, seconds: f64) {
-        self.reconciles
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.reconciles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
         self.reconcile_duration.observe(seconds);
     }
 
@@ -120,18 +92,10 @@ impl Metrics {
             return;
         }
         if let Some(old) = old {
-            self.policies
-                .get_or_create(&ReadyLabels {
-                    ready: old.to_string(),
-                })
-                .dec();
+            self.policies.get_or_create(&ReadyLabels { ready: old.to_string() }).dec();
         }
         if let Some(new) = ready {
-            self.policies
-                .get_or_create(&ReadyLabels {
-                    ready: new.to_string(),
-                })
-                .inc();
+            self.policies.get_or_create(&ReadyLabels { ready: new.to_string() }).inc();
         }
     }
 

@@ -130,41 +130,24 @@ impl From<&ImageVariationPolicySpec> for OrqConfig {
     fn from(spec: &ImageVariationPolicySpec) -> Self {
         Self {
             name: spec.name.clone(),
-            retry: spec.retry.as_ref().map(|r| OrqRetry {
-                count: r.count,
-                on_codes: r.on_codes.clone(),
-            }),
-            fallbacks: spec.fallbacks.as_ref().map(|f| {
-                f.iter()
-                    .map(|f| OrqFallback {
-                        model: f.model.clone(),
-                    })
-                    .collect()
-            }),
-            prompt: spec.prompt.as_ref().map(|p| OrqPrompt {
-                id: p.id.clone(),
-                version: p.version,
-            }),
+            retry: spec.retry.as_ref().map(|r| OrqRetry { count: r.count, on_codes: r.on_codes.clone() }),
+            fallbacks: spec
+                .fallbacks
+                .as_ref()
+                .map(|f| f.iter().map(|f| OrqFallback { model: f.model.clone() }).collect()),
+            prompt: spec.prompt.as_ref().map(|p| OrqPrompt { id: p.id.clone(), version: p.version }),
             identity: spec.identity.as_ref().map(OrqIdentity::from),
             contact: spec.contact.as_ref().map(OrqIdentity::from),
-            cache: spec.cache.as_ref().map(|c| OrqCache {
-                ttl: c.ttl,
-                type_: c.type_,
-            }),
+            cache: spec.cache.as_ref().map(|c| OrqCache { ttl: c.ttl, type_: c.type_ }),
             load_balancer: spec.load_balancer.as_ref().map(|lb| OrqLoadBalancer {
                 type_: lb.type_,
                 models: lb
                     .models
                     .iter()
-                    .map(|m| OrqWeightedModel {
-                        model: m.model.clone(),
-                        weight: m.weight,
-                    })
+                    .map(|m| OrqWeightedModel { model: m.model.clone(), weight: m.weight })
                     .collect(),
             }),
-            timeout: spec.timeout.as_ref().map(|t| OrqTimeout {
-                call_timeout: t.call_timeout,
-            }),
+            timeout: spec.timeout.as_ref().map(|t| OrqTimeout { call_timeout: t.call_timeout }),
         }
     }
 }
@@ -187,21 +170,13 @@ pub fn data_key(namespace: &str, name: &str) -> String {
 
 /// Renders a policy spec to its gateway document. Validation is the caller's job: render
 /// never refuses, so it can be tested on any input.
-pub fn render_policy(
-    namespace: &str,
-    name: &str,
-    spec: &ImageVariationPolicySpec,
-) -> GatewayDocument {
+pub fn render_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpec) -> GatewayDocument {
     let config = OrqConfig::from(spec);
     // Serializing plain structs of strings, integers and finite floats cannot fail; a
     // non-finite weight (refused by validation) would serialize as `null`.
     let json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
     let hash = short_hash(json.as_bytes());
-    GatewayDocument {
-        key: data_key(namespace, name),
-        json,
-        hash,
-    }
+    GatewayDocument { key: data_key(namespace, name), json, hash }
 }
 
 /// First 16 hex digits of the SHA-256 of `bytes`.
@@ -220,10 +195,5 @@ pub fn entries_hash<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Strin
         hasher.update(value.as_bytes());
         hasher.update([0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

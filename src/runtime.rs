@@ -39,11 +39,7 @@ pub struct RunOptions {
     #[arg(long, env = "ROUTERPOLICY_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(
-        long,
-        env = "ROUTERPOLICY_METRICS_ADDR",
-        default_value = "0.0.0.0:8080"
-    )]
+    #[arg(long, env = "ROUTERPOLICY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
     /// Leader election: only the holder of the Lease reconciles (on|off).
     #[arg(long, env = "ROUTERPOLICY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -52,11 +48,7 @@ pub struct RunOptions {
     #[arg(long, env = "ROUTERPOLICY_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Name of the leader-election Lease.
-    #[arg(
-        long,
-        env = "ROUTERPOLICY_LEASE_NAME",
-        default_value = "routerpolicy-leader"
-    )]
+    #[arg(long, env = "ROUTERPOLICY_LEASE_NAME", default_value = "routerpolicy-leader")]
     pub lease_name: String,
     /// Seconds a lease stays valid without renewal; a standby takes over after at most this.
     #[arg(long, env = "ROUTERPOLICY_LEASE_DURATION", default_value_t = 15)]
@@ -65,18 +57,13 @@ pub struct RunOptions {
     #[arg(long, env = "ROUTERPOLICY_IDENTITY")]
     pub identity: Option<String>,
     /// Log format.
-    #[arg(
-        long,
-        env = "ROUTERPOLICY_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env = "ROUTERPOLICY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log level or tracing filter (e.g. `info`, `routerpolicy=debug`).
     #[arg(long, env = "ROUTERPOLICY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Maximum policy reconciles at once.
-    #[arg(long, env = "ROUTERPOLICY_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "ROUTERPOLICY_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
 }
 
@@ -116,9 +103,7 @@ impl RunError {
             RunError::Config(_) | RunError::Unreachable(_) => Some(
                 "set KUBECONFIG or run inside a cluster; to work without a cluster use `routerpolicy validate -f DIR` or `routerpolicy render -f DIR`",
             ),
-            RunError::CrdMissing => {
-                Some("install it with `kubectl apply -f crds/` (or `kubectl apply -k deploy/`)")
-            }
+            RunError::CrdMissing => Some("install it with `kubectl apply -f crds/` (or `kubectl apply -k deploy/`)"),
             _ => None,
         }
     }
@@ -126,18 +111,12 @@ impl RunError {
 
 /// Sets up `tracing` with the chosen format and filter.
 pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
 }
 
@@ -147,15 +126,10 @@ struct Health {
     ready: Arc<AtomicBool>,
 }
 
-async fn metrics_handler(
-    State(health): State<Health>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn metrics_handler(State(health): State<Health>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     (
         StatusCode::OK,
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         health.metrics.encode(),
     )
 }
@@ -169,28 +143,19 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
 }
 
 /// Serves the health and metrics endpoints until `shutdown` fires.
-async fn serve_http(
-    addr: SocketAddr,
-    health: Health,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), RunError> {
+async fn serve_http(addr: SocketAddr, health: Health, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| RunError::Listen { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
     info!(%addr, "serving /metrics, /healthz and /readyz");
     tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
             error!(error = %e, "HTTP server failed");
         }
     });
@@ -200,14 +165,13 @@ async fn serve_http(
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -232,9 +196,7 @@ fn default_identity() -> String {
 fn default_lease_namespace() -> String {
     std::env::var("POD_NAMESPACE")
         .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
-        })
+        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "routerpolicy-system".to_string())
@@ -257,24 +219,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
-    serve_http(
-        options.metrics_addr,
-        Health {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        },
-        stop_rx.clone(),
-    )
-    .await?;
+    serve_http(options.metrics_addr, Health { metrics: metrics.clone(), ready: ready.clone() }, stop_rx.clone())
+        .await?;
 
     let identity = options.identity.clone().unwrap_or_else(default_identity);
     let settings = Settings {
-        namespaces: options
-            .namespaces
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect(),
+        namespaces: options.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
         concurrency: options.concurrency,
         instance: Some(identity.clone()),
         ..Settings::default()
@@ -305,10 +255,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         return Ok(());
     }
 
-    let lease_namespace = options
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(default_lease_namespace);
+    let lease_namespace = options.lease_namespace.clone().unwrap_or_else(default_lease_namespace);
     let duration = options.lease_duration.max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
         .with_namespace(&lease_namespace)
@@ -357,11 +304,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             };
             controller::run(client, settings, metrics.clone(), run_stop).await;
             metrics.leader.set(0);
-            if lost_flag.load(Ordering::Relaxed) {
-                Err(RunError::LostLease)
-            } else {
-                Ok(())
-            }
+            if lost_flag.load(Ordering::Relaxed) { Err(RunError::LostLease) } else { Ok(()) }
         }
         Ok(false) => Ok(()),
         Err(e) => Err(e),

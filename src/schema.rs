@@ -20,11 +20,7 @@ pub fn check(schema: &Value, value: &Value) -> Vec<Violation> {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
-    }
+    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -52,11 +48,7 @@ fn type_matches(expected: &str, value: &Value) -> bool {
 }
 
 fn display_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
 }
 
 fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
@@ -64,35 +56,21 @@ fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation
         return;
     };
     let at = |p: &str| {
-        if p.is_empty() {
-            "<root>".to_string()
-        } else {
-            p.to_string()
-        }
+        if p.is_empty() { "<root>".to_string() } else { p.to_string() }
     };
 
     if let Some(expected) = schema.get("type").and_then(Value::as_str)
         && !type_matches(expected, value)
     {
-        out.push(Violation::new(
-            at(path),
-            format!("must be of type {expected}, got {}", type_name(value)),
-        ));
+        out.push(Violation::new(at(path), format!("must be of type {expected}, got {}", type_name(value))));
         return;
     }
 
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
-        let list = allowed
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        out.push(Violation::new(
-            at(path),
-            format!("must be one of {list}, got {value}"),
-        ));
+        let list = allowed.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+        out.push(Violation::new(at(path), format!("must be one of {list}, got {value}")));
     }
 
     match value {
@@ -117,10 +95,7 @@ fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation
                     // apiVersion, kind and metadata are implicit in every CRD schema; the
                     // object name is checked by the Rust rules.
                 } else if properties.is_some() {
-                    out.push(Violation::new(
-                        child_path,
-                        "unknown field (not declared in the schema)",
-                    ));
+                    out.push(Violation::new(child_path, "unknown field (not declared in the schema)"));
                 }
             }
         }
@@ -155,10 +130,7 @@ fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation
             } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
                 && !matches_pattern(pattern, s)
             {
-                out.push(Violation::new(
-                    at(path),
-                    msg::pattern(describe_pattern(pattern), pattern),
-                ));
+                out.push(Violation::new(at(path), msg::pattern(describe_pattern(pattern), pattern)));
             }
         }
         Value::Number(n) => {
@@ -181,12 +153,7 @@ fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation
 /// Fields every Kubernetes object has, which a CRD's root schema does not declare.
 const IMPLICIT_ROOT_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
-fn check_list_type(
-    schema: &serde_json::Map<String, Value>,
-    items: &[Value],
-    path: &str,
-    out: &mut Vec<Violation>,
-) {
+fn check_list_type(schema: &serde_json::Map<String, Value>, items: &[Value], path: &str, out: &mut Vec<Violation>) {
     match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
         Some("set") => {
             for (i, item) in items.iter().enumerate() {
@@ -201,20 +168,11 @@ fn check_list_type(
                 .and_then(Value::as_array)
                 .map(|k| k.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let key_of = |item: &Value| {
-                keys.iter()
-                    .map(|k| item.get(*k).cloned())
-                    .collect::<Vec<_>>()
-            };
+            let key_of = |item: &Value| keys.iter().map(|k| item.get(*k).cloned()).collect::<Vec<_>>();
             for (i, item) in items.iter().enumerate() {
                 let key = key_of(item);
-                if key.iter().all(Option::is_some)
-                    && items[..i].iter().any(|prev| key_of(prev) == key)
-                {
-                    let shown = key
-                        .iter()
-                        .flatten()
-                        .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()));
+                if key.iter().all(Option::is_some) && items[..i].iter().any(|prev| key_of(prev) == key) {
+                    let shown = key.iter().flatten().map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()));
                     out.push(Violation::new(
                         format!("{path}[{i}]"),
                         msg::duplicate(shown.collect::<Vec<_>>().join(",")),

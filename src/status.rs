@@ -33,14 +33,7 @@ pub struct Observation {
     pub targets: Vec<TargetStatus>,
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
@@ -53,9 +46,7 @@ fn condition(
 
 /// The most telling non-synced target reason, in order of severity.
 fn first_reason<'a>(targets: &'a [TargetStatus], reasons: &[&str]) -> Option<&'a TargetStatus> {
-    reasons
-        .iter()
-        .find_map(|r| targets.iter().find(|t| !t.synced && t.reason == *r))
+    reasons.iter().find_map(|r| targets.iter().find(|t| !t.synced && t.reason == *r))
 }
 
 /// Computes the new status from an observation and the previous status.
@@ -69,61 +60,34 @@ pub fn compute_status(
     let targets = &observation.targets;
     let total = targets.len();
     let synced = targets.iter().filter(|t| t.synced).count();
-    let warnings = if report.warnings.is_empty() {
-        String::new()
-    } else {
-        format!(" Warnings: {}", report.warnings_summary())
-    };
+    let warnings =
+        if report.warnings.is_empty() { String::new() } else { format!(" Warnings: {}", report.warnings_summary()) };
 
     let refused = first_reason(targets, &["RefNotPermitted", "TargetNotManaged"]);
     let (accepted, accepted_reason, accepted_msg) = if !report.is_valid() {
         (false, "ValidationFailed", report.errors_summary())
     } else if let Some(t) = refused {
-        (
-            false,
-            t.reason.as_str(),
-            format!("target {}/{}: {}", t.namespace, t.name, t.message),
-        )
+        (false, t.reason.as_str(), format!("target {}/{}: {}", t.namespace, t.name, t.message))
     } else {
-        (
-            true,
-            "Accepted",
-            format!("valid; all {total} target(s) permitted.{warnings}")
-                .trim()
-                .to_string(),
-        )
+        (true, "Accepted", format!("valid; all {total} target(s) permitted.{warnings}").trim().to_string())
     };
 
     let failing = first_reason(
         targets,
-        &[
-            "ValidationFailed",
-            "RefNotPermitted",
-            "TargetNotManaged",
-            "TargetFull",
-            "ApplyFailed",
-        ],
+        &["ValidationFailed", "RefNotPermitted", "TargetNotManaged", "TargetFull", "ApplyFailed"],
     );
     let (synced_ok, synced_reason, synced_msg) = if !report.is_valid() {
-        let kept = targets
-            .iter()
-            .filter(|t| t.message.contains("last good"))
-            .count();
+        let kept = targets.iter().filter(|t| t.message.contains("last good")).count();
         (
             false,
             "ValidationFailed",
-            format!(
-                "not written: the spec is invalid; the last good document stays in {kept} target(s)"
-            ),
+            format!("not written: the spec is invalid; the last good document stays in {kept} target(s)"),
         )
     } else if let Some(t) = failing {
         (
             false,
             t.reason.as_str(),
-            format!(
-                "{synced}/{total} targets synced; {}/{}: {}",
-                t.namespace, t.name, t.message
-            ),
+            format!("{synced}/{total} targets synced; {}/{}: {}", t.namespace, t.name, t.message),
         )
     } else {
         (
@@ -137,9 +101,7 @@ pub fn compute_status(
     };
 
     let ready = accepted && synced_ok;
-    let transient = targets
-        .iter()
-        .any(|t| !t.synced && t.reason == "ApplyFailed");
+    let transient = targets.iter().any(|t| !t.synced && t.reason == "ApplyFailed");
     let stalled_reason = if !report.is_valid() {
         Some(("ValidationFailed", accepted_msg.clone()))
     } else if !accepted {
@@ -151,22 +113,8 @@ pub fn compute_status(
     };
 
     let mut conditions = vec![
-        condition(
-            ACCEPTED,
-            accepted,
-            accepted_reason,
-            accepted_msg,
-            generation,
-            now,
-        ),
-        condition(
-            SYNCED,
-            synced_ok,
-            synced_reason,
-            synced_msg,
-            generation,
-            now,
-        ),
+        condition(ACCEPTED, accepted, accepted_reason, accepted_msg, generation, now),
+        condition(SYNCED, synced_ok, synced_reason, synced_msg, generation, now),
         condition(
             READY,
             ready,
@@ -178,9 +126,7 @@ pub fn compute_status(
                 synced_reason
             },
             if ready {
-                format!("served by {synced}/{total} target(s).{warnings}")
-                    .trim()
-                    .to_string()
+                format!("served by {synced}/{total} target(s).{warnings}").trim().to_string()
             } else {
                 "see the Accepted and Synced conditions".to_string()
             },
@@ -191,24 +137,13 @@ pub fn compute_status(
             RECONCILING,
             transient,
             if transient { "ApplyFailed" } else { "Idle" },
-            if transient {
-                "retrying writes to the targets".to_string()
-            } else {
-                "no work pending".to_string()
-            },
+            if transient { "retrying writes to the targets".to_string() } else { "no work pending".to_string() },
             generation,
             now,
         ),
         match stalled_reason {
             Some((reason, message)) => condition(STALLED, true, reason, message, generation, now),
-            None => condition(
-                STALLED,
-                false,
-                "Progressing",
-                "nothing blocks progress".to_string(),
-                generation,
-                now,
-            ),
+            None => condition(STALLED, false, "Progressing", "nothing blocks progress".to_string(), generation, now),
         },
     ];
 
@@ -236,10 +171,7 @@ pub fn compute_status(
 }
 
 /// Whether two statuses differ in anything but condition timestamps.
-pub fn status_changed(
-    old: Option<&ImageVariationPolicyStatus>,
-    new: &ImageVariationPolicyStatus,
-) -> bool {
+pub fn status_changed(old: Option<&ImageVariationPolicyStatus>, new: &ImageVariationPolicyStatus) -> bool {
     let Some(old) = old else { return true };
     let strip = |s: &ImageVariationPolicyStatus| {
         let mut s = s.clone();
@@ -250,4 +182,91 @@ pub fn status_changed(
         s
     };
     strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::Violation;
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("timestamp"))
+    }
+
+    fn target(synced: bool, reason: &str) -> TargetStatus {
+        TargetStatus {
+            namespace: "ns".into(),
+            name: "gw".into(),
+            key: "ns.p.json".into(),
+            synced,
+            reason: reason.into(),
+            message: "m".into(),
+        }
+    }
+
+    fn observe(report: Report, targets: Vec<TargetStatus>) -> Observation {
+        Observation { generation: Some(2), report, config_hash: Some("abc".into()), targets }
+    }
+
+    fn get<'a>(s: &'a ImageVariationPolicyStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).expect("condition")
+    }
+
+    #[test]
+    fn synced_everywhere_is_ready() {
+        let s = compute_status(&observe(Report::default(), vec![target(true, "Synced")]), None, &at(1));
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!(get(&s, STALLED).status, "False");
+        assert_eq!(s.synced_targets.as_deref(), Some("1/1"));
+        assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn invalid_spec_is_stalled_and_keeps_the_previous_hash() {
+        let report = Report {
+            errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
+            warnings: vec![],
+        };
+        let previous = ImageVariationPolicyStatus { config_hash: Some("old".into()), ..Default::default() };
+        let s = compute_status(&observe(report, vec![]), Some(&previous), &at(1));
+        assert_eq!(get(&s, ACCEPTED).reason, "ValidationFailed");
+        assert!(get(&s, ACCEPTED).message.contains("spec.retry.count: must be less than or equal to 5"));
+        assert_eq!(get(&s, STALLED).status, "True");
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(s.config_hash.as_deref(), Some("old"));
+    }
+
+    #[test]
+    fn refused_target_is_not_accepted_and_full_target_is_not_synced() {
+        let s = compute_status(&observe(Report::default(), vec![target(false, "RefNotPermitted")]), None, &at(1));
+        assert_eq!(get(&s, ACCEPTED).reason, "RefNotPermitted");
+        let s = compute_status(
+            &observe(Report::default(), vec![target(true, "Synced"), target(false, "TargetFull")]),
+            None,
+            &at(1),
+        );
+        assert_eq!(get(&s, ACCEPTED).status, "True");
+        assert_eq!(get(&s, SYNCED).reason, "TargetFull");
+        assert_eq!(s.synced_targets.as_deref(), Some("1/2"));
+    }
+
+    #[test]
+    fn a_failed_write_is_reconciling_not_stalled() {
+        let s = compute_status(&observe(Report::default(), vec![target(false, "ApplyFailed")]), None, &at(1));
+        assert_eq!(get(&s, RECONCILING).status, "True");
+        assert_eq!(get(&s, STALLED).status, "False");
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_status_holds_and_no_change_means_no_write() {
+        let obs = observe(Report::default(), vec![target(true, "Synced")]);
+        let first = compute_status(&obs, None, &at(100));
+        let second = compute_status(&obs, Some(&first), &at(200));
+        assert_eq!(get(&second, READY).last_transition_time, at(100));
+        assert!(!status_changed(Some(&first), &second));
+        let broken = observe(Report::default(), vec![target(false, "TargetFull")]);
+        let third = compute_status(&broken, Some(&second), &at(300));
+        assert_eq!(get(&third, READY).last_transition_time, at(300));
+        assert!(status_changed(Some(&second), &third));
+    }
 }

@@ -69,11 +69,7 @@ impl ExistingTarget {
     pub fn allows_namespace(&self, namespace: &str) -> bool {
         self.annotations
             .get(ALLOWED_NAMESPACES_ANNOTATION)
-            .is_some_and(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .any(|n| n == "*" || n == namespace)
-            })
+            .is_some_and(|list| list.split(',').map(str::trim).any(|n| n == "*" || n == namespace))
     }
 }
 
@@ -131,10 +127,7 @@ impl Outcome {
 
     /// Whether the target permits the policy at all (Accepted).
     pub fn permitted(&self) -> bool {
-        !matches!(
-            self,
-            Outcome::RefNotPermitted(_) | Outcome::TargetNotManaged(_)
-        )
+        !matches!(self, Outcome::RefNotPermitted(_) | Outcome::TargetNotManaged(_))
     }
 }
 
@@ -171,11 +164,7 @@ fn entry_size(key: &str, value: &str) -> usize {
 
 /// Plans one target. `policies` are all live policies that name this target in their spec;
 /// policies being deleted, or that no longer name it, are simply absent (their keys go).
-pub fn plan_target(
-    target: &TargetKey,
-    existing: Option<&ExistingTarget>,
-    policies: &[PolicyAtTarget],
-) -> TargetPlan {
+pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, policies: &[PolicyAtTarget]) -> TargetPlan {
     let mut outcomes = BTreeMap::new();
     let mut permitted = Vec::new();
 
@@ -224,17 +213,11 @@ pub fn plan_target(
         Some(cm) => cm.is_managed() || cm.is_opted_in(),
     };
     if !writable {
-        return TargetPlan {
-            apply: None,
-            config_hash: entries_hash([]),
-            outcomes,
-        };
+        return TargetPlan { apply: None, config_hash: entries_hash([]), outcomes };
     }
 
     // Start from what other writers hold: their keys count against the size limit too.
-    let owned: BTreeSet<&str> = existing
-        .map(|e| e.owned_keys.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+    let owned: BTreeSet<&str> = existing.map(|e| e.owned_keys.iter().map(String::as_str).collect()).unwrap_or_default();
     let mut used: usize = existing
         .map(|e| {
             e.binary_bytes
@@ -245,15 +228,7 @@ pub fn plan_target(
                     .sum::<usize>()
         })
         .unwrap_or(0);
-    let current = |key: &str| {
-        existing.and_then(|e| {
-            if owned.contains(key) {
-                e.data.get(key)
-            } else {
-                None
-            }
-        })
-    };
+    let current = |key: &str| existing.and_then(|e| if owned.contains(key) { e.data.get(key) } else { None });
 
     let mut apply = BTreeMap::new();
     // First pass: what already lives there stays (at its current value), so nothing served is
@@ -267,14 +242,9 @@ pub fn plan_target(
     for policy in &permitted {
         let id = (policy.namespace.clone(), policy.name.clone());
         let outcome = match &policy.content {
-            Content::KeepLastGood => Outcome::Retained {
-                has_last_good: apply.contains_key(&policy.key),
-            },
+            Content::KeepLastGood => Outcome::Retained { has_last_good: apply.contains_key(&policy.key) },
             Content::Document(doc) => {
-                let old = apply
-                    .get(&policy.key)
-                    .map(|v| entry_size(&policy.key, v))
-                    .unwrap_or(0);
+                let old = apply.get(&policy.key).map(|v| entry_size(&policy.key, v)).unwrap_or(0);
                 let new = entry_size(&policy.key, doc);
                 if used - old + new <= CONFIGMAP_MAX_BYTES {
                     used = used - old + new;
@@ -283,11 +253,7 @@ pub fn plan_target(
                 } else {
                     Outcome::TargetFull(format!(
                         "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this document ({new} bytes); {}",
-                        if old > 0 {
-                            "the previous document stays"
-                        } else {
-                            "it was not added"
-                        }
+                        if old > 0 { "the previous document stays" } else { "it was not added" }
                     ))
                 }
             }
@@ -296,9 +262,168 @@ pub fn plan_target(
     }
 
     let config_hash = entries_hash(apply.iter());
-    TargetPlan {
-        apply: Some(apply),
-        config_hash,
-        outcomes,
+    TargetPlan { apply: Some(apply), config_hash, outcomes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> TargetKey {
+        TargetKey { namespace: "gateway".into(), name: "gw".into() }
+    }
+
+    fn policy(namespace: &str, name: &str, doc: &str) -> PolicyAtTarget {
+        PolicyAtTarget {
+            namespace: namespace.into(),
+            name: name.into(),
+            key: crate::render::data_key(namespace, name),
+            content: Content::Document(doc.into()),
+        }
+    }
+
+    fn invalid(namespace: &str, name: &str) -> PolicyAtTarget {
+        PolicyAtTarget { content: Content::KeepLastGood, ..policy(namespace, name, "") }
+    }
+
+    fn existing() -> ExistingTarget {
+        ExistingTarget::default()
+    }
+
+    fn with_label(mut e: ExistingTarget, key: &str, value: &str) -> ExistingTarget {
+        e.labels.insert(key.into(), value.into());
+        e
+    }
+
+    fn owning(mut e: ExistingTarget, key: &str, value: &str) -> ExistingTarget {
+        e.data.insert(key.into(), value.into());
+        e.owned_keys.insert(key.into());
+        e
+    }
+
+    fn outcome(plan: &TargetPlan, ns: &str, name: &str) -> Outcome {
+        plan.outcomes[&(ns.to_string(), name.to_string())].clone()
+    }
+
+    #[test]
+    fn missing_configmap_in_the_policys_namespace_is_created() {
+        let plan = plan_target(&target(), None, &[policy("gateway", "p", "{}")]);
+        assert_eq!(plan.apply, Some([("gateway.p.json".to_string(), "{}".to_string())].into()));
+        assert_eq!(outcome(&plan, "gateway", "p"), Outcome::Synced);
+    }
+
+    #[test]
+    fn missing_configmap_in_another_namespace_is_not_created() {
+        let plan = plan_target(&target(), None, &[policy("team", "p", "{}")]);
+        assert_eq!(plan.apply, None);
+        assert!(matches!(outcome(&plan, "team", "p"), Outcome::RefNotPermitted(_)));
+    }
+
+    #[test]
+    fn unlabelled_configmap_in_the_same_namespace_is_not_managed() {
+        let plan = plan_target(&target(), Some(&existing()), &[policy("gateway", "p", "{}")]);
+        assert_eq!(plan.apply, None);
+        assert!(matches!(outcome(&plan, "gateway", "p"), Outcome::TargetNotManaged(_)));
+    }
+
+    #[test]
+    fn opted_in_configmap_in_the_same_namespace_needs_no_annotation() {
+        let cm = with_label(existing(), GATEWAY_LABEL, "true");
+        let plan = plan_target(&target(), Some(&cm), &[policy("gateway", "p", "{}")]);
+        assert_eq!(outcome(&plan, "gateway", "p"), Outcome::Synced);
+    }
+
+    #[test]
+    fn cross_namespace_needs_the_label_and_the_namespace_in_the_annotation() {
+        let labelled = with_label(existing(), GATEWAY_LABEL, "true");
+        let plan = plan_target(&target(), Some(&labelled), &[policy("team", "p", "{}")]);
+        assert!(matches!(outcome(&plan, "team", "p"), Outcome::RefNotPermitted(m) if m.contains("annotation")));
+
+        let mut allowed = labelled.clone();
+        allowed.annotations.insert(ALLOWED_NAMESPACES_ANNOTATION.into(), "other, team".into());
+        let plan = plan_target(&target(), Some(&allowed), &[policy("team", "p", "{}")]);
+        assert_eq!(outcome(&plan, "team", "p"), Outcome::Synced);
+
+        let mut star = labelled;
+        star.annotations.insert(ALLOWED_NAMESPACES_ANNOTATION.into(), "*".into());
+        assert_eq!(
+            outcome(&plan_target(&target(), Some(&star), &[policy("team", "p", "{}")]), "team", "p"),
+            Outcome::Synced
+        );
+
+        let mut annotated_only = existing();
+        annotated_only.annotations.insert(ALLOWED_NAMESPACES_ANNOTATION.into(), "*".into());
+        let plan = plan_target(&target(), Some(&annotated_only), &[policy("team", "p", "{}")]);
+        assert!(matches!(outcome(&plan, "team", "p"), Outcome::RefNotPermitted(m) if m.contains("not labelled")));
+        assert_eq!(plan.apply, None);
+    }
+
+    #[test]
+    fn withdrawn_consent_drops_the_key_from_a_managed_configmap() {
+        let cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "team.p.json", "{}");
+        let plan = plan_target(&target(), Some(&cm), &[policy("team", "p", "{}")]);
+        assert_eq!(plan.apply, Some(BTreeMap::new()));
+        assert!(matches!(outcome(&plan, "team", "p"), Outcome::RefNotPermitted(_)));
+    }
+
+    #[test]
+    fn invalid_policy_keeps_its_last_good_document() {
+        let cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "gateway.p.json", "{\"good\":1}");
+        let plan = plan_target(&target(), Some(&cm), &[invalid("gateway", "p")]);
+        assert_eq!(plan.apply, Some([("gateway.p.json".to_string(), "{\"good\":1}".to_string())].into()));
+        assert_eq!(outcome(&plan, "gateway", "p"), Outcome::Retained { has_last_good: true });
+        assert!(plan.is_noop(Some(&ExistingTarget {
+            annotations: [(CONFIG_HASH_ANNOTATION.into(), plan.config_hash.clone())].into(),
+            ..cm
+        })));
+    }
+
+    #[test]
+    fn keys_of_other_writers_are_neither_applied_nor_dropped() {
+        let mut cm = with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE);
+        cm.data.insert("theirs.json".into(), "x".into());
+        let plan = plan_target(&target(), Some(&cm), &[policy("gateway", "p", "{}")]);
+        assert_eq!(plan.apply, Some([("gateway.p.json".to_string(), "{}".to_string())].into()));
+    }
+
+    #[test]
+    fn newcomers_that_do_not_fit_get_target_full_and_residents_stay() {
+        let big = "x".repeat(CONFIGMAP_MAX_BYTES / 2);
+        let cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "gateway.a.json", &big);
+        let policies = [policy("gateway", "a", &big), policy("gateway", "b", &big), policy("gateway", "c", "{}")];
+        let plan = plan_target(&target(), Some(&cm), &policies);
+        assert_eq!(outcome(&plan, "gateway", "a"), Outcome::Synced);
+        assert!(matches!(outcome(&plan, "gateway", "b"), Outcome::TargetFull(_)));
+        assert_eq!(outcome(&plan, "gateway", "c"), Outcome::Synced);
+        let apply = plan.apply.expect("apply");
+        assert!(
+            apply.contains_key("gateway.a.json")
+                && apply.contains_key("gateway.c.json")
+                && !apply.contains_key("gateway.b.json")
+        );
+        assert!(apply.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= CONFIGMAP_MAX_BYTES);
+    }
+
+    #[test]
+    fn a_resident_that_grows_too_big_keeps_its_previous_document() {
+        let cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "gateway.a.json", "{\"v\":1}");
+        let plan = plan_target(&target(), Some(&cm), &[policy("gateway", "a", &"x".repeat(CONFIGMAP_MAX_BYTES))]);
+        assert!(
+            matches!(outcome(&plan, "gateway", "a"), Outcome::TargetFull(m) if m.contains("previous document stays"))
+        );
+        assert_eq!(plan.apply.expect("apply")["gateway.a.json"], "{\"v\":1}");
+    }
+
+    #[test]
+    fn an_up_to_date_configmap_needs_no_write() {
+        let plan = plan_target(&target(), None, &[policy("gateway", "p", "{}")]);
+        let mut cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "gateway.p.json", "{}");
+        cm.annotations.insert(CONFIG_HASH_ANNOTATION.into(), plan.config_hash.clone());
+        assert!(plan.is_noop(Some(&cm)));
+        let stale = owning(cm.clone(), "gateway.gone.json", "{}");
+        assert!(!plan.is_noop(Some(&stale)), "an owned key of a deleted policy must be removed");
+        let edited = owning(cm, "gateway.p.json", "{\"hand\":1}");
+        assert!(!plan.is_noop(Some(&edited)), "a hand edit must be repaired");
+        assert!(!plan.is_noop(None), "a deleted ConfigMap must be recreated");
     }
 }

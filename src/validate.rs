@@ -26,10 +26,7 @@ pub struct Violation {
 impl Violation {
     /// A violation at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { path: path.into(), message: message.into() }
     }
 }
 
@@ -88,11 +85,7 @@ impl Report {
 }
 
 fn join(violations: &[Violation]) -> String {
-    violations
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Rule messages shared with the offline schema check, so both say the same thing.
@@ -135,9 +128,8 @@ pub mod msg {
 
 macro_rules! pattern {
     ($name:ident, $pattern:expr) => {
-        static $name: LazyLock<Regex> = LazyLock::new(|| {
-            Regex::new($pattern).expect("limits patterns are valid regular expressions")
-        });
+        static $name: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new($pattern).expect("limits patterns are valid regular expressions"));
     };
 }
 pattern!(DNS1123_SUBDOMAIN, DNS1123_SUBDOMAIN_PATTERN);
@@ -173,9 +165,7 @@ pub fn matches_pattern(pattern: &str, value: &str) -> bool {
         EMAIL_PATTERN => &EMAIL,
         LOGO_URL_PATTERN => &LOGO_URL,
         other => {
-            return Regex::new(other)
-                .map(|re| re.is_match(value))
-                .unwrap_or(false);
+            return Regex::new(other).map(|re| re.is_match(value)).unwrap_or(false);
         }
     };
     re.is_match(value)
@@ -220,13 +210,7 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
     check_targets(&mut report, &spec.target_refs, namespace);
 
     if let Some(name) = &spec.name {
-        report.check_string(
-            "spec.name",
-            name,
-            1,
-            TRACE_NAME_MAX,
-            Some(NO_CONTROL_CHARS_PATTERN),
-        );
+        report.check_string("spec.name", name, 1, TRACE_NAME_MAX, Some(NO_CONTROL_CHARS_PATTERN));
     }
 
     if let Some(retry) = &spec.retry {
@@ -259,10 +243,7 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
             let path = format!("spec.fallbacks[{i}].model");
             report.check_string(&path, &fallback.model, 1, MODEL_MAX, Some(MODEL_PATTERN));
             if !seen.insert(fallback.model.as_str()) {
-                report.error(
-                    format!("spec.fallbacks[{i}]"),
-                    msg::duplicate(&fallback.model),
-                );
+                report.error(format!("spec.fallbacks[{i}]"), msg::duplicate(&fallback.model));
             }
         }
         if fallbacks.len() > FALLBACKS_ADVISED_MAX && fallbacks.len() <= FALLBACKS_MAX as usize {
@@ -277,13 +258,7 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
     }
 
     if let Some(prompt) = &spec.prompt {
-        report.check_string(
-            "spec.prompt.id",
-            &prompt.id,
-            1,
-            PROMPT_ID_MAX,
-            Some(PROMPT_ID_PATTERN),
-        );
+        report.check_string("spec.prompt.id", &prompt.id, 1, PROMPT_ID_MAX, Some(PROMPT_ID_PATTERN));
     }
 
     if let Some(identity) = &spec.identity {
@@ -297,10 +272,7 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
                 "must not be set together with spec.identity (contact is the deprecated name of identity)",
             );
         } else {
-            report.warn(
-                "spec.contact",
-                "is deprecated: rename it to spec.identity (same fields)",
-            );
+            report.warn("spec.contact", "is deprecated: rename it to spec.identity (same fields)");
         }
     }
 
@@ -315,12 +287,7 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
     }
 
     if let Some(timeout) = &spec.timeout {
-        report.check_range(
-            "spec.timeout.callTimeout",
-            timeout.call_timeout,
-            CALL_TIMEOUT_MIN,
-            CALL_TIMEOUT_MAX,
-        );
+        report.check_range("spec.timeout.callTimeout", timeout.call_timeout, CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
         if (CALL_TIMEOUT_MIN..CALL_TIMEOUT_ADVISED_MIN).contains(&timeout.call_timeout) {
             report.warn(
                 "spec.timeout.callTimeout",
@@ -358,48 +325,21 @@ fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
         // Reported on the list, as the CRD's CEL rule does (it cannot name an index).
         let resolved = (target.resolved_namespace(namespace), target.name.as_str());
         if !seen.insert(resolved) {
-            report.error(
-                "spec.targetRefs",
-                msg::duplicate(format!("{}/{} (entry [{i}])", resolved.0, resolved.1)),
-            );
+            report.error("spec.targetRefs", msg::duplicate(format!("{}/{} (entry [{i}])", resolved.0, resolved.1)));
         }
     }
 }
 
 fn check_identity(report: &mut Report, base: &str, identity: &Identity) {
-    report.check_string(
-        &format!("{base}.id"),
-        &identity.id,
-        1,
-        IDENTITY_ID_MAX,
-        None,
-    );
+    report.check_string(&format!("{base}.id"), &identity.id, 1, IDENTITY_ID_MAX, None);
     if let Some(name) = &identity.display_name {
-        report.check_string(
-            &format!("{base}.displayName"),
-            name,
-            1,
-            DISPLAY_NAME_MAX,
-            None,
-        );
+        report.check_string(&format!("{base}.displayName"), name, 1, DISPLAY_NAME_MAX, None);
     }
     if let Some(email) = &identity.email {
-        report.check_string(
-            &format!("{base}.email"),
-            email,
-            0,
-            EMAIL_MAX,
-            Some(EMAIL_PATTERN),
-        );
+        report.check_string(&format!("{base}.email"), email, 0, EMAIL_MAX, Some(EMAIL_PATTERN));
     }
     if let Some(url) = &identity.logo_url {
-        report.check_string(
-            &format!("{base}.logoUrl"),
-            url,
-            0,
-            LOGO_URL_MAX,
-            Some(LOGO_URL_PATTERN),
-        );
+        report.check_string(&format!("{base}.logoUrl"), url, 0, LOGO_URL_MAX, Some(LOGO_URL_PATTERN));
     }
     if let Some(metadata) = &identity.metadata {
         report.check_items(&format!("{base}.metadata"), metadata.len(), 0, METADATA_MAX);
@@ -417,17 +357,8 @@ fn check_identity(report: &mut Report, base: &str, identity: &Identity) {
     }
 }
 
-fn check_load_balancer(
-    report: &mut Report,
-    spec: &ImageVariationPolicySpec,
-    lb: &crate::api::LoadBalancer,
-) {
-    report.check_items(
-        "spec.loadBalancer.models",
-        lb.models.len(),
-        1,
-        LB_MODELS_MAX,
-    );
+fn check_load_balancer(report: &mut Report, spec: &ImageVariationPolicySpec, lb: &crate::api::LoadBalancer) {
+    report.check_items("spec.loadBalancer.models", lb.models.len(), 1, LB_MODELS_MAX);
     let mut seen = HashSet::new();
     let mut weights_ok = true;
     for (i, m) in lb.models.iter().enumerate() {
@@ -439,10 +370,7 @@ fn check_load_balancer(
             Some(MODEL_PATTERN),
         );
         if !seen.insert(m.model.as_str()) {
-            report.error(
-                format!("spec.loadBalancer.models[{i}]"),
-                msg::duplicate(&m.model),
-            );
+            report.error(format!("spec.loadBalancer.models[{i}]"), msg::duplicate(&m.model));
         }
         if let Some(w) = m.weight {
             let path = format!("spec.loadBalancer.models[{i}].weight");
@@ -464,7 +392,10 @@ fn check_load_balancer(
             if seen.contains(f.model.as_str()) {
                 report.warn(
                     format!("spec.fallbacks[{i}].model"),
-                    format!("{} is also a load-balancer model: a failing call may fall back to the model that just failed", f.model),
+                    format!(
+                        "{} is also a load-balancer model: a failing call may fall back to the model that just failed",
+                        f.model
+                    ),
                 );
             }
         }
@@ -472,11 +403,7 @@ fn check_load_balancer(
 
     if weights_ok && !lb.models.is_empty() {
         let set = lb.models.iter().filter(|m| m.weight.is_some()).count();
-        let sum: f64 = lb
-            .models
-            .iter()
-            .map(|m| m.weight.unwrap_or(WEIGHT_DEFAULT))
-            .sum();
+        let sum: f64 = lb.models.iter().map(|m| m.weight.unwrap_or(WEIGHT_DEFAULT)).sum();
         let partly_unset = set > 0 && set < lb.models.len();
         if partly_unset || (sum - 1.0).abs() > 1e-9 {
             let shares = effective_shares(lb)
@@ -489,10 +416,7 @@ fn check_load_balancer(
             } else {
                 format!("weights sum to {}, not 1", trim_float(sum))
             };
-            report.warn(
-                "spec.loadBalancer.models",
-                format!("{why}; orq normalizes them to: {shares}"),
-            );
+            report.warn("spec.loadBalancer.models", format!("{why}; orq normalizes them to: {shares}"));
         }
     }
 }
@@ -500,19 +424,11 @@ fn check_load_balancer(
 /// The traffic share (in percent) each load-balancer model gets after orq normalizes the
 /// weights, unset weights counting as 0.5.
 pub fn effective_shares(lb: &crate::api::LoadBalancer) -> Vec<(String, f64)> {
-    let sum: f64 = lb
-        .models
-        .iter()
-        .map(|m| m.weight.unwrap_or(WEIGHT_DEFAULT))
-        .sum();
+    let sum: f64 = lb.models.iter().map(|m| m.weight.unwrap_or(WEIGHT_DEFAULT)).sum();
     lb.models
         .iter()
         .map(|m| {
-            let share = if sum > 0.0 {
-                m.weight.unwrap_or(WEIGHT_DEFAULT) / sum * 100.0
-            } else {
-                0.0
-            };
+            let share = if sum > 0.0 { m.weight.unwrap_or(WEIGHT_DEFAULT) / sum * 100.0 } else { 0.0 };
             (m.model.clone(), share)
         })
         .collect()
@@ -527,13 +443,7 @@ fn trim_float(value: f64) -> String {
 /// `<namespace>.<name>.json` stays a valid ConfigMap key (at most 253 characters).
 pub fn validate_object_name(name: &str, namespace: &str) -> Vec<Violation> {
     let mut report = Report::default();
-    report.check_string(
-        "metadata.name",
-        name,
-        1,
-        DNS1123_SUBDOMAIN_MAX,
-        Some(DNS1123_SUBDOMAIN_PATTERN),
-    );
+    report.check_string("metadata.name", name, 1, DNS1123_SUBDOMAIN_MAX, Some(DNS1123_SUBDOMAIN_PATTERN));
     if report.errors.is_empty() {
         let key = crate::render::data_key(namespace, name);
         if key.len() > DNS1123_SUBDOMAIN_MAX as usize {

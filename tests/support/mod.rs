@@ -60,10 +60,7 @@ pub fn control_plane() -> &'static ControlPlane {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 fn control_plane_bin() -> PathBuf {
@@ -71,20 +68,11 @@ fn control_plane_bin() -> PathBuf {
         return PathBuf::from(dir);
     }
     let script = repo_root().join("tests/control-plane/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/control-plane/build.sh");
+    let out =
+        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run tests/control-plane/build.sh");
     assert!(out.status.success(), "tests/control-plane/build.sh failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("build.sh prints the bin directory")
-            .trim(),
-    )
+    PathBuf::from(stdout.lines().last().expect("build.sh prints the bin directory").trim())
 }
 
 /// Starts `program` under a watchdog that kills it when this process exits.
@@ -111,28 +99,14 @@ kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; wait $child"#
 
 impl ControlPlane {
     fn external(kubeconfig: PathBuf) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("routerpolicy-ext-")
-            .tempdir()
-            .expect("tempdir")
-            .keep();
+        let dir = tempfile::Builder::new().prefix("routerpolicy-ext-").tempdir().expect("tempdir").keep();
         let bin = std::env::var_os("ROUTERPOLICY_CONTROL_PLANE_BIN").map(PathBuf::from);
-        ControlPlane {
-            kubeconfig,
-            server: String::new(),
-            bin,
-            dir,
-            children: Vec::new(),
-        }
+        ControlPlane { kubeconfig, server: String::new(), bin, dir, children: Vec::new() }
     }
 
     fn start() -> Self {
         let bin = control_plane_bin();
-        let dir = tempfile::Builder::new()
-            .prefix("routerpolicy-cp-")
-            .tempdir()
-            .expect("tempdir")
-            .keep();
+        let dir = tempfile::Builder::new().prefix("routerpolicy-cp-").tempdir().expect("tempdir").keep();
         let etcd_port = free_port();
         let peer_port = free_port();
         let api_port = free_port();
@@ -174,11 +148,8 @@ impl ControlPlane {
             .status()
             .expect("openssl rsa");
         assert!(status.success(), "openssl rsa -pubout failed");
-        std::fs::write(
-            dir.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,1,\"system:masters\"\n"),
-        )
-        .expect("write tokens");
+        std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,1,\"system:masters\"\n"))
+            .expect("write tokens");
 
         let server = format!("https://127.0.0.1:{api_port}");
         let mut args = vec![
@@ -200,26 +171,12 @@ impl ControlPlane {
         if let Ok(address) = std::env::var("ROUTERPOLICY_TEST_ADVERTISE_ADDRESS") {
             args.push(format!("--advertise-address={address}"));
         }
-        let apiserver = spawn_watched(
-            &bin.join("kube-apiserver"),
-            &args,
-            &dir.join("kube-apiserver.log"),
-        );
+        let apiserver = spawn_watched(&bin.join("kube-apiserver"), &args, &dir.join("kube-apiserver.log"));
 
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            kubeconfig_yaml(&server, ADMIN_TOKEN, "default"),
-        )
-        .expect("write kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, ADMIN_TOKEN, "default")).expect("write kubeconfig");
 
-        let cp = ControlPlane {
-            kubeconfig,
-            server,
-            bin: Some(bin),
-            dir,
-            children: vec![etcd, apiserver],
-        };
+        let cp = ControlPlane { kubeconfig, server, bin: Some(bin), dir, children: vec![etcd, apiserver] };
         cp.wait_ready();
         cp
     }
@@ -228,17 +185,11 @@ impl ControlPlane {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let out = self.kubectl(&["get", "--raw", "/readyz"]);
-            if out.status.success()
-                && self
-                    .kubectl(&["get", "namespace", "default"])
-                    .status
-                    .success()
-            {
+            if out.status.success() && self.kubectl(&["get", "namespace", "default"]).status.success() {
                 return;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log"))
-                    .unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 panic!(
                     "kube-apiserver not ready after 90 s; last log lines:\n{}",
@@ -251,36 +202,20 @@ impl ControlPlane {
 
     fn install_crd(&self) {
         let crds = repo_root().join("crds");
-        let out = self.kubectl(&[
-            "apply",
-            "--server-side",
-            "-f",
-            crds.to_str().expect("utf-8 path"),
-        ]);
-        assert!(
-            out.status.success(),
-            "installing crds/ failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.kubectl(&["apply", "--server-side", "-f", crds.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "installing crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
         let out = self.kubectl(&[
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "crd/imagevariationpolicies.routerpolicy.io",
         ]);
-        assert!(
-            out.status.success(),
-            "CRD not Established: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "CRD not Established: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// The kubectl binary.
     pub fn kubectl_path(&self) -> PathBuf {
-        self.bin
-            .as_ref()
-            .map(|b| b.join("kubectl"))
-            .unwrap_or_else(|| PathBuf::from("kubectl"))
+        self.bin.as_ref().map(|b| b.join("kubectl")).unwrap_or_else(|| PathBuf::from("kubectl"))
     }
 
     /// Runs kubectl with the admin kubeconfig.
@@ -294,11 +229,7 @@ impl ControlPlane {
         let mut child = Command::new(self.kubectl_path())
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -306,8 +237,7 @@ impl ControlPlane {
         if let Some(input) = stdin
             && let Some(mut pipe) = child.stdin.take()
         {
-            pipe.write_all(input.as_bytes())
-                .expect("write kubectl stdin");
+            pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
         }
         child.wait_with_output().expect("kubectl output")
     }
@@ -324,22 +254,10 @@ impl ControlPlane {
 
     /// Creates a fresh namespace named `<prefix>-<n>`.
     pub async fn namespace(&self, client: &Client, prefix: &str) -> String {
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id() % 10_000,
-            NAMESPACE_SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create namespace");
+        let name = format!("{prefix}-{}-{}", std::process::id() % 10_000, NAMESPACE_SEQ.fetch_add(1, Ordering::SeqCst));
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
         name
     }
 }
@@ -364,9 +282,7 @@ pub fn kubeconfig_yaml(server: &str, token: &str, namespace: &str) -> String {
 /// A client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
     Client::try_from(config).expect("client")
 }
 
@@ -381,10 +297,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,0 +1,209 @@
+//! The `routerpolicy` binary as users and pipelines run it: exit codes, output formats,
+//! golden renders of the examples.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn routerpolicy(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+        .args(args)
+        .current_dir(root())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run routerpolicy");
+    if let Some(input) = stdin
+        && let Some(mut pipe) = child.stdin.take()
+    {
+        pipe.write_all(input.as_bytes()).expect("stdin");
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display()));
+    assert!(expected == actual, "{} differs from the output (UPDATE_GOLDEN=1 regenerates):\n{actual}", path.display());
+}
+
+#[test]
+fn crd_subcommand_prints_the_committed_crd() {
+    let out = routerpolicy(&["crd"], None);
+    assert!(out.status.success());
+    let committed =
+        std::fs::read_to_string(root().join("crds/imagevariationpolicies.routerpolicy.io.yaml")).expect("crds/");
+    assert_eq!(stdout(&out), committed);
+}
+
+#[test]
+fn validate_examples_exits_1_only_because_of_the_invalid_example() {
+    let out = routerpolicy(&["validate", "-f", "examples/"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(": error: ")).collect();
+    assert!(!errors.is_empty());
+    assert!(
+        errors
+            .iter()
+            .all(|l| l.starts_with("examples/invalid/broken.yaml#1: ImageVariationPolicy team-a/broken: error: ")),
+        "{text}"
+    );
+    for path in
+        ["spec.retry.count", "spec.retry.onCodes[0]", "spec.loadBalancer.models[1].weight", "spec.identity.logoUrl"]
+    {
+        assert!(errors.iter().any(|l| l.contains(&format!("error: {path}: "))), "{path} missing in:\n{text}");
+    }
+    assert!(text.contains("skipped ConfigMap gateway/shared-image-gateway"));
+    assert!(text.ends_with("4 policies checked, 1 invalid\n"), "{text}");
+}
+
+#[test]
+fn validate_valid_examples_exits_0() {
+    let out = routerpolicy(
+        &["validate", "-f", "examples/minimal.yaml", "-f", "examples/full.yaml", "-f", "examples/cross-namespace.yaml"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn every_single_rule_manifest_exits_1_and_names_its_path() {
+    let dir = root().join("tests/fixtures/invalid");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("fixtures").filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("fixture");
+        let expect = text.lines().find_map(|l| l.strip_prefix("# expect: ")).expect("expect line").trim();
+        let out = routerpolicy(&["validate", "-o", "json", "-f", file.to_str().expect("utf-8")], None);
+        assert_eq!(out.status.code(), Some(1), "{}", file.display());
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+        let paths: Vec<&str> = report["results"][0]["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["path"].as_str())
+            .collect();
+        assert!(paths.contains(&expect), "{}: {expect} not in {paths:?}", file.display());
+    }
+}
+
+#[test]
+fn validate_reads_stdin_and_multi_document_yaml() {
+    let input = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: routerpolicy.io/v1alpha1\nkind: ImageVariationPolicy\nmetadata: {name: a}\nspec: {targetRefs: [{name: gw}], timeout: {callTimeout: 10}}\n";
+    let out = routerpolicy(&["validate", "-f", "-"], Some(input));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("<stdin>#1: skipped Namespace"), "{text}");
+    assert!(text.contains("<stdin>#2: ImageVariationPolicy default/a: valid"), "{text}");
+    assert!(text.contains("warning: spec.timeout.callTimeout: 10 ms is shorter than 1000 ms"), "{text}");
+}
+
+#[test]
+fn validate_github_format_emits_workflow_annotations() {
+    let out = routerpolicy(&["validate", "-o", "github", "-f", "examples/invalid/broken.yaml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("::error file=examples/invalid/broken.yaml,title=ImageVariationPolicy team-a/broken (document 1)::spec.retry.count: must be less than or equal to 5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn validate_exits_2_on_a_missing_file_and_on_bad_usage() {
+    let out = routerpolicy(&["validate", "-f", "no/such/file.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.yaml"));
+    let out = routerpolicy(&["validate"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = routerpolicy(&["validate", "-f", "examples/", "-o", "xml"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn validate_reports_broken_yaml_with_file_and_document() {
+    let out = routerpolicy(&["validate", "-f", "-"], Some("a: [1, 2\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("<stdin>#1: error: <document>: not valid YAML"), "{}", stdout(&out));
+}
+
+#[test]
+fn render_examples_matches_the_golden_configmaps() {
+    let out = routerpolicy(
+        &["render", "-f", "examples/minimal.yaml", "-f", "examples/full.yaml", "-f", "examples/cross-namespace.yaml"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    golden("examples.configmaps.yaml", &stdout(&out));
+}
+
+#[test]
+fn render_documents_are_the_orq_wire_object_under_namespace_name_keys() {
+    let out = routerpolicy(&["render", "-f", "examples/full.yaml"], None);
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    assert_eq!(docs.len(), 1);
+    let data = docs[0]["data"].as_object().expect("data");
+    let doc = data["team-a.avatars.json"].as_str().expect("key team-a.avatars.json");
+    golden("full.orq.json", doc);
+    let parsed: serde_json::Value = serde_json::from_str(doc).expect("json");
+    for key in ["retry", "fallbacks", "prompt", "identity", "cache", "load_balancer", "timeout"] {
+        assert!(parsed.get(key).is_some(), "{key} missing");
+    }
+    assert_eq!(parsed["retry"]["on_codes"], serde_json::json!([429, 500, 502, 503, 504]));
+    assert_eq!(parsed["timeout"]["call_timeout"], 30000);
+    assert_eq!(parsed["identity"]["display_name"], "Jane Doe");
+    assert_eq!(parsed["identity"]["logo_url"], "https://example.com/avatars/jane-doe.jpg");
+}
+
+#[test]
+fn render_without_files_uses_the_built_in_example() {
+    let out = routerpolicy(&["render"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("team-a.avatars.json"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("built-in example"));
+}
+
+#[test]
+fn render_refuses_a_cross_namespace_target_without_consent() {
+    let input = std::fs::read_to_string(root().join("examples/cross-namespace.yaml"))
+        .expect("example")
+        .replace("team-b,team-c", "team-c");
+    let out = routerpolicy(&["render", "-f", "-"], Some(&input));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("team-b/thumbnails → gateway/shared-image-gateway: RefNotPermitted"), "{stderr}");
+    assert!(!stdout(&out).contains("team-b.thumbnails.json"));
+}
+
+#[test]
+fn run_without_a_cluster_exits_with_a_hint_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+        .args(["run", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: ") && stderr.contains("hint: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

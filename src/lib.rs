@@ -14,6 +14,7 @@ pub mod crd;
 pub mod limits;
 pub mod manifests;
 pub mod metrics;
+pub mod reference;
 pub mod render;
 pub mod runtime;
 pub mod schema;

@@ -207,3 +207,17 @@ fn run_without_a_cluster_exits_with_a_hint_not_a_panic() {
     assert!(stderr.contains("error: ") && stderr.contains("hint: "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn docs_reference_matches_the_crd_schema() {
+    let markdown = routerpolicy::reference::markdown(&routerpolicy::crd::openapi_schema());
+    let path = root().join("docs/reference.md");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &markdown).expect("write docs/reference.md");
+    }
+    let committed = std::fs::read_to_string(&path).expect("docs/reference.md");
+    assert!(
+        committed == markdown,
+        "docs/reference.md drifted from the schema: UPDATE_GOLDEN=1 cargo test --test cli docs_reference"
+    );
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for routerpolicy development: the Rust components the checks use,
+# the system tools the tests use, the test control plane (kube-apiserver, etcd, kubectl built
+# from the Go module proxy, cached under target/control-plane/), and a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+need cargo || { echo "install.sh: Rust (cargo) is required: https://rustup.rs" >&2; exit 2; }
+need go || { echo "install.sh: Go 1.24 or newer is required to build the test control plane" >&2; exit 2; }
+if need rustup; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+if ! need openssl || ! need cc; then
+  if need apt-get && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq openssl gcc >/dev/null
+  else
+    echo "install.sh: please install openssl and a C compiler" >&2
+    exit 2
+  fi
+fi
+
+tests/control-plane/build.sh >/dev/null
+cargo build --release --locked
+echo "ready: target/release/routerpolicy"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and every test, the same on a laptop and in CI:
+# formatting, clippy, generated-file drift, unit/property/CLI tests, and the end-to-end
+# tests against a real kube-apiserver + etcd (built once by tests/control-plane/build.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "test control plane"
+export ROUTERPOLICY_CONTROL_PLANE_BIN="${ROUTERPOLICY_CONTROL_PLANE_BIN:-$(tests/control-plane/build.sh | tail -n 1)}"
+"$ROUTERPOLICY_CONTROL_PLANE_BIN/kube-apiserver" --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "crds/ is generated from the Rust types"
+cargo build --locked --release
+diff -u crds/imagevariationpolicies.routerpolicy.io.yaml <(target/release/routerpolicy crd) \
+  || { echo "crds/ drifted: run 'target/release/routerpolicy crd > crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
+
+step "cargo test (unit, property, CLI, end-to-end on the real control plane)"
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,315 @@
+//! Operating the real binary on the real control plane: `deploy/` is accepted, the shipped
+//! RBAC is sufficient (the operator runs under the deploy/ ServiceAccount's token), leader
+//! election hands over without losing anything, and `/metrics`, `/healthz`, `/readyz` work.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::{control_plane, eventually, kubeconfig_yaml};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `routerpolicy run` process, stopped with SIGTERM when dropped.
+struct Instance {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Instance {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let log = control_plane().dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+            .arg("run")
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg(format!("--identity={name}"))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("ROUTERPOLICY_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start routerpolicy run");
+        Instance { child, port, log }
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// The value of a metric line starting with `prefix` (summed over matching lines).
+    fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        let values: Vec<f64> =
+            body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    fn is_leader(&self) -> bool {
+        self.metric("routerpolicy_leader ") == Some(1.0)
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = control_plane().kubectl(args);
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn apply_ok(yaml: &str) {
+    let out = control_plane().apply(yaml);
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn policy(namespace: &str, name: &str, spec: serde_json::Value) -> String {
+    json!({
+        "apiVersion": "routerpolicy.io/v1alpha1",
+        "kind": "ImageVariationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+    .to_string()
+}
+
+/// deploy/ applied server-side, once per test binary; returns a kubeconfig holding a token of
+/// the deploy/ ServiceAccount obtained from the TokenRequest API.
+fn install_deploy() -> PathBuf {
+    static KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| {
+            let cp = control_plane();
+            let deploy = support::repo_root().join("deploy");
+            kubectl_ok(&["apply", "--server-side", "-k", deploy.to_str().expect("utf-8")]);
+            let token = kubectl_ok(&["create", "token", "routerpolicy", "-n", "routerpolicy-system", "--duration=2h"]);
+            let server = cp.kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+            let server = String::from_utf8_lossy(&server.stdout).into_owned();
+            let path = cp.dir.join("operator-sa.kubeconfig");
+            std::fs::write(&path, kubeconfig_yaml(&server, token.trim(), "routerpolicy-system"))
+                .expect("write kubeconfig");
+            path
+        })
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_kustomization_is_accepted_by_the_api_server() {
+    install_deploy();
+    let deployment = kubectl_ok(&["get", "deployment", "routerpolicy", "-n", "routerpolicy-system", "-o", "json"]);
+    let deployment: serde_json::Value = serde_json::from_str(&deployment).expect("json");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    kubectl_ok(&["get", "service", "routerpolicy-metrics", "-n", "routerpolicy-system"]);
+    // The ServiceAccount may do what the operator needs and nothing it does not.
+    for (verb, resource, expected) in [
+        ("patch", "imagevariationpolicies.routerpolicy.io", "yes"),
+        ("patch", "configmaps", "yes"),
+        ("create", "configmaps", "yes"),
+        ("delete", "configmaps", "no"),
+        ("get", "secrets", "no"),
+        ("create", "events.events.k8s.io", "yes"),
+    ] {
+        let out = control_plane().kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--all-namespaces",
+            "--as=system:serviceaccount:routerpolicy-system:routerpolicy",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "can-i {verb} {resource}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rbac_is_sufficient_for_everything_the_operator_does() {
+    let cp = control_plane();
+    let sa_kubeconfig = install_deploy();
+    let client = cp.client().await;
+    let team = cp.namespace(&client, "rbac-team").await;
+    let gateway = cp.namespace(&client, "rbac-gateway").await;
+    let namespaces = format!("--namespaces={team},{gateway}");
+    let instance = Instance::start(
+        &sa_kubeconfig,
+        "rbac",
+        &[&namespaces, "--lease-namespace=routerpolicy-system", "--lease-name=rbac-test"],
+    );
+
+    // Same-namespace target, created by the operator.
+    apply_ok(&policy(&team, "local", json!({"targetRefs": [{"name": "gw"}], "retry": {"count": 2}})));
+    // Cross-namespace target with consent.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &gateway);
+    let shared = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("shared".into()),
+            labels: Some([("routerpolicy.io/gateway".to_string(), "true".to_string())].into()),
+            annotations: Some([("routerpolicy.io/allowed-namespaces".to_string(), team.clone())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &shared).await.expect("gateway cm");
+    apply_ok(&policy(
+        &team,
+        "remote",
+        json!({"targetRefs": [{"name": "shared", "namespace": gateway}], "cache": {"type": "exact_match"}}),
+    ));
+
+    for name in ["local", "remote"] {
+        let out = cp.kubectl(&["wait", "-n", &team, "--for=condition=Ready", "--timeout=60s", &format!("ivp/{name}")]);
+        assert!(
+            out.status.success(),
+            "{name}: {}\noperator log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            instance.log()
+        );
+    }
+    let events = kubectl_ok(&["get", "events", "-n", &team, "-o", "json"]);
+    assert!(events.contains("\"reason\": \"Synced\""), "no Synced event: {events}");
+
+    // Deletion through the finalizer.
+    let out = cp.kubectl(&["delete", "-n", &team, "ivp", "remote", "--timeout=60s"]);
+    assert!(out.status.success(), "{}\noperator log:\n{}", String::from_utf8_lossy(&out.stderr), instance.log());
+    let data = cms.get("shared").await.expect("cm").data.unwrap_or_default();
+    assert!(!data.contains_key(&format!("{team}.remote.json")));
+    assert!(!instance.log().contains("Forbidden"), "the operator hit a permission error:\n{}", instance.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_a_standby_takes_over_without_losing_anything() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "leader").await;
+    let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
+    let flags = [
+        format!("--namespaces={ns}"),
+        "--lease-namespace=routerpolicy-system".into(),
+        "--lease-name=leader-test".into(),
+        "--lease-duration=6".into(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = Instance::start(&cp.kubeconfig, "instance-a", &flags);
+    let b = Instance::start(&cp.kubeconfig, "instance-b", &flags);
+
+    // Both become healthy and ready; exactly one leads.
+    eventually(WAIT, "both instances ready and exactly one leader", || async {
+        let ready = a.get("/readyz")?.0 == 200 && b.get("/readyz")?.0 == 200;
+        let healthy = a.get("/healthz")?.0 == 200 && b.get("/healthz")?.0 == 200;
+        (ready && healthy && (a.is_leader() ^ b.is_leader())).then_some(())
+    })
+    .await;
+    let (mut leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
+
+    apply_ok(&policy(&ns, "p1", json!({"targetRefs": [{"name": "gw"}], "retry": {"count": 1}})));
+    let out = cp.kubectl(&["wait", "-n", &ns, "--for=condition=Ready", "--timeout=60s", "ivp/p1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually(WAIT, "reconcile counters on the leader", || async {
+        (leader.metric("routerpolicy_reconciles_total{outcome=\"success\"}")? >= 1.0).then_some(())
+    })
+    .await;
+    assert!(leader.metric("routerpolicy_configmap_writes_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(standby.metric("routerpolicy_configmap_writes_total"), Some(0.0), "the standby must not write");
+    assert_eq!(standby.metric("routerpolicy_reconciles_total"), None, "the standby must not reconcile");
+
+    // SIGTERM the leader: it releases the lease; the standby takes over and picks up a change
+    // made while nobody led.
+    let stopped_at = Instant::now();
+    leader.terminate();
+    apply_ok(&policy(&ns, "p2", json!({"targetRefs": [{"name": "gw"}], "retry": {"count": 2}})));
+    eventually(WAIT, "the standby to lead", || async { standby.is_leader().then_some(()) }).await;
+    let took = stopped_at.elapsed();
+    let out = cp.kubectl(&["wait", "-n", &ns, "--for=condition=Ready", "--timeout=60s", "ivp/p2"]);
+    assert!(out.status.success(), "{}\nlog:\n{}", String::from_utf8_lossy(&out.stderr), standby.log());
+    println!("standby led {took:?} after the leader got SIGTERM (lease duration 6 s)");
+    assert!(leader.log().contains("released the leader lease"), "SIGTERM must release the lease:\n{}", leader.log());
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let data = cms.get("gw").await.expect("cm").data.unwrap_or_default();
+    assert!(data.contains_key(&format!("{ns}.p1.json")) && data.contains_key(&format!("{ns}.p2.json")), "{data:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_when_reconciles_happen() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "metrics").await;
+    let instance = Instance::start(&cp.kubeconfig, "metrics", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    eventually(WAIT, "/readyz", || async { (instance.get("/readyz")?.0 == 200).then_some(()) }).await;
+    let (_, text) = instance.get("/metrics").expect("metrics");
+    assert!(text.contains("# TYPE routerpolicy_reconcile_duration_seconds histogram"), "{text}");
+    let before = instance.metric("routerpolicy_reconciles_total{outcome=\"success\"}").unwrap_or(0.0);
+
+    apply_ok(&policy(&ns, "p", json!({"targetRefs": [{"name": "gw"}]})));
+    apply_ok(&policy(&ns, "bad", json!({"targetRefs": [{"name": "gw"}, {"name": "gw", "namespace": ns}]})));
+    eventually(WAIT, "reconcile counters to move", || async {
+        let after = instance.metric("routerpolicy_reconciles_total{outcome=\"success\"}")?;
+        (after > before
+            && instance.metric("routerpolicy_policies{ready=\"true\"}")? >= 1.0
+            && instance.metric("routerpolicy_policies{ready=\"false\"}")? >= 1.0
+            && instance.metric("routerpolicy_configmap_writes_total")? >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(instance.metric("routerpolicy_reconcile_duration_seconds_count").unwrap_or(0.0) >= 1.0);
+    assert_eq!(instance.metric("routerpolicy_reconciles_in_flight"), Some(0.0));
+
+    // Touching the policy is not needed for drift: the ConfigMap watch repairs it.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.patch("gw", &PatchParams::default(), &Patch::Merge(json!({"data": {format!("{ns}.p.json"): "tampered"}})))
+        .await
+        .expect("tamper");
+    eventually(WAIT, "drift repaired by the binary", || async {
+        let data = cms.get("gw").await.ok()?.data?;
+        (data.get(&format!("{ns}.p.json")).map(String::as_str) != Some("tampered")).then_some(())
+    })
+    .await;
+}

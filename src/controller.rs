@@ -289,9 +289,15 @@ fn policies_at(all: &[Arc<Policy>], target: &TargetKey, existing: Option<&Existi
                 let namespace = policy.namespace().unwrap_or_default();
                 let name = policy.name_any();
                 let key = data_key(&namespace, &name);
-                let report = check_policy(policy);
-                let content = if report.is_valid() {
-                    if !spec_targets(policy).contains(target) {
+                // Cheap checks first: most policies in the store aim elsewhere.
+                let aims_here = policy.spec.target_refs.iter().any(|t| {
+                    t.name == target.name && t.resolved_namespace(&namespace) == target.namespace
+                });
+                if !aims_here && !holds(&key) {
+                    continue;
+                }
+                let content = if check_policy(policy).is_valid() {
+                    if !aims_here {
                         continue;
                     }
                     Content::Document(render_policy(&namespace, &name, &policy.spec).json)

@@ -70,10 +70,8 @@ async fn main() {
     let targets = env_usize("SCALE_TARGETS", 20).max(1);
     let cp = support::control_plane();
     let client = cp.client().await;
-    println!("routerpolicy scale benchmark: {policies} policies over {targets} targets (kube-apiserver {})", {
-        let v = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
-        v
-    });
+    let version = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
+    println!("routerpolicy scale benchmark: {policies} policies over {targets} targets (kube-apiserver {version})");
 
     // Expected ConfigMaps: what the operator must produce.
     let ns_base = cp.namespace(&client, "bench-baseline").await;
@@ -134,7 +132,7 @@ async fn main() {
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    tokio::spawn(controller::run(
+    let operator = tokio::spawn(controller::run(
         client.clone(),
         Settings { namespaces: vec![ns.clone()], ..Settings::default() },
         metrics.clone(),
@@ -228,4 +226,5 @@ async fn main() {
         edit.as_secs_f64() / direct.as_secs_f64()
     );
     let _ = stop.send(());
+    let _ = operator.await;
 }

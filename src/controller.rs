@@ -99,6 +99,8 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     resync: Duration,
+    /// Consecutive failures per policy (`namespace/name`), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 /// The result of one target write, shared by every request it served.
@@ -290,9 +292,11 @@ fn policies_at(all: &[Arc<Policy>], target: &TargetKey, existing: Option<&Existi
                 let name = policy.name_any();
                 let key = data_key(&namespace, &name);
                 // Cheap checks first: most policies in the store aim elsewhere.
-                let aims_here = policy.spec.target_refs.iter().any(|t| {
-                    t.name == target.name && t.resolved_namespace(&namespace) == target.namespace
-                });
+                let aims_here = policy
+                    .spec
+                    .target_refs
+                    .iter()
+                    .any(|t| t.name == target.name && t.resolved_namespace(&namespace) == target.namespace);
                 if !aims_here && !holds(&key) {
                     continue;
                 }
@@ -412,7 +416,10 @@ pub async fn reconcile(guard: Arc<Policy>, ctx: Arc<Context>) -> Result<Action, 
         let result = reconcile_inner(&guard, &meta, &ctx).await;
         ctx.metrics.in_flight.dec();
         let outcome = match &result {
-            Ok(_) => "success",
+            Ok(_) => {
+                ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&format!("{namespace}/{name}"));
+                "success"
+            }
             Err(e) => e.category(),
         };
         ctx.metrics.reconciled(outcome, started.elapsed().as_secs_f64());
@@ -672,19 +679,29 @@ async fn publish_transition_events(
     }
 }
 
-/// What to do after a failed reconcile: API and write errors retry with backoff.
-pub fn error_policy(guard: Arc<Policy>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … capped at 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// What to do after a failed reconcile. Invalid specs never get here (they are reported in
+/// status and wait for a change); API and write errors retry with exponential backoff.
+pub fn error_policy(guard: Arc<Policy>, error: &Error, ctx: Arc<Context>) -> Action {
     let meta = match &guard.0 {
         Ok(p) => &p.metadata,
         Err(i) => &i.metadata,
     };
-    warn!(
-        namespace = meta.namespace.as_deref().unwrap_or_default(),
-        name = meta.name.as_deref().unwrap_or_default(),
-        error = %error,
-        "reconcile failed; retrying"
-    );
-    Action::requeue(Duration::from_secs(5))
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let failures = {
+        let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(format!("{namespace}/{name}")).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff(failures);
+    warn!(namespace, name, error = %error, failures, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 /// The ConfigMap → policies mapping for the ConfigMap watches: every policy that names the
@@ -742,6 +759,7 @@ pub async fn run(
         recorder,
         metrics,
         resync: settings.resync,
+        failures: Mutex::default(),
     });
     let configmaps: Api<ConfigMap> = Api::all(client.clone());
     controller
@@ -762,4 +780,16 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_is_capped() {
+        let delays: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256, 256]);
+        assert!(backoff(u32::MAX) <= Duration::from_secs(300));
+    }
 }

@@ -23,4 +23,4 @@ diff -u crds/imagevariationpolicies.routerpolicy.io.yaml <(target/release/router
   || { echo "crds/ drifted: run 'target/release/routerpolicy crd > crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
 
 step "cargo test (unit, property, CLI, end-to-end on the real control plane)"
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"

@@ -32,8 +32,8 @@ use crate::metrics::Metrics;
 use crate::render::{data_key, render_policy};
 use crate::status::{Observation, READY, compute_status, status_changed};
 use crate::target::{
-    CONFIG_HASH_ANNOTATION, Content, ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-    Outcome, PolicyAtTarget, TargetKey, plan_target,
+    Content, ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget,
+    TargetKey, applied_configmap, plan_target,
 };
 use crate::validate::{Report, Violation, validate_object_name, validate_spec};
 
@@ -207,17 +207,7 @@ impl TargetWriter {
         if let Some(data) = &plan.apply
             && !plan.is_noop(existing.as_ref())
         {
-            let cm = ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(target.name.clone()),
-                    namespace: Some(target.namespace.clone()),
-                    labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
-                    annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into()),
-                    ..Default::default()
-                },
-                data: Some(data.clone()),
-                ..Default::default()
-            };
+            let cm = applied_configmap(target, data.clone(), &plan.config_hash);
             let params = PatchParams::apply(FIELD_MANAGER).force();
             match api.patch(&target.name, &params, &Patch::Apply(&cm)).await {
                 Ok(_) => {}

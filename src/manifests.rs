@@ -12,17 +12,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ObjectMeta;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::ImageVariationPolicy;
 use crate::controller::{check_policy, existing_target, spec_targets};
 use crate::render::render_policy;
-use crate::target::{
-    CONFIG_HASH_ANNOTATION, Content, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget, TargetKey,
-    plan_target,
-};
+use crate::target::{Content, Outcome, PolicyAtTarget, TargetKey, applied_configmap, plan_target};
 use crate::validate::{Report, Violation, validate_object_name};
 
 /// Where a document came from.
@@ -365,17 +361,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
             }
         }
         let Some(data) = plan.apply else { continue };
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(target.name.clone()),
-                namespace: Some(target.namespace.clone()),
-                labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
-                annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), plan.config_hash.clone())].into()),
-                ..Default::default()
-            },
-            data: Some(data),
-            ..Default::default()
-        };
+        let cm = applied_configmap(target, data, &plan.config_hash);
         let mut value = serde_json::to_value(&cm).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut value {
             map.insert("apiVersion".into(), json!("v1"));

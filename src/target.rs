@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ObjectMeta;
+
 use crate::limits::CONFIGMAP_MAX_BYTES;
 use crate::render::entries_hash;
 
@@ -154,6 +157,22 @@ impl TargetPlan {
             && existing.annotations.get(CONFIG_HASH_ANNOTATION) == Some(&self.config_hash)
             && existing.owned_keys.iter().all(|k| apply.contains_key(k))
             && apply.iter().all(|(k, v)| existing.data.get(k) == Some(v))
+    }
+}
+
+/// The ConfigMap the operator server-side applies for a plan: only the fields it owns (the
+/// managed-by label, the config-hash annotation and its data keys).
+pub fn applied_configmap(target: &TargetKey, data: BTreeMap<String, String>, config_hash: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(target.namespace.clone()),
+            labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
+            annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())].into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
     }
 }
 

@@ -108,12 +108,18 @@ fn retry_spec(target: &str, count: i64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crd_is_established_and_kubectl_explain_shows_descriptions() {
     let cp = control_plane();
-    let out = cp.kubectl(&["explain", "imagevariationpolicies.spec.retry.count"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The API server publishes a new CRD's OpenAPI a little after it is Established.
+    let explain = |field: &'static str| async move {
+        eventually(WAIT, &format!("kubectl explain {field}"), || async {
+            let out = cp.kubectl(&["explain", field]);
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .await
+    };
+    let text = explain("imagevariationpolicies.spec.retry.count").await;
     assert!(text.contains("Number of retries, 1 to 5"), "explain output: {text}");
-    let out = cp.kubectl(&["explain", "ivp.spec.loadBalancer.models.weight"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("orq normalizes weights"));
+    let text = explain("ivp.spec.loadBalancer.models.weight").await;
+    assert!(text.contains("orq normalizes weights"), "explain output: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

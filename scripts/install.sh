@@ -9,8 +9,8 @@ need() { command -v "$1" >/dev/null 2>&1; }
 
 need cargo || { echo "install.sh: Rust (cargo) is required: https://rustup.rs" >&2; exit 2; }
 need go || { echo "install.sh: Go 1.24 or newer is required to build the test control plane" >&2; exit 2; }
-if need rustup; then
-  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  need rustup && rustup component add rustfmt clippy
 fi
 if ! need openssl || ! need cc; then
   if need apt-get && [ "$(id -u)" = 0 ]; then

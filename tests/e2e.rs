@@ -517,3 +517,36 @@ async fn each_rule_is_refused_at_admission_with_the_path_validate_reports() {
     }
     assert!(failures.is_empty(), "{} of {} rules failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_target_keeps_what_it_serves_and_refuses_newcomers() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "full").await;
+    let _operator = start_operator(&client, &[&ns]);
+    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
+    // Each document is about 400 KB (metadata values have no length bound of their own), so
+    // two fit in the 1 MiB ConfigMap and a third does not.
+    let big = |name: &str| {
+        let spec = json!({"targetRefs": [{"name": "gw"}], "identity": {"id": name, "metadata": [{"blob": "x".repeat(400_000)}]}});
+        (serde_json::from_str::<serde_json::Value>(&policy_yaml(&ns, name, spec.clone())).expect("json"), spec)
+    };
+    for name in ["a", "b"] {
+        let (body, spec) = big(name);
+        api.patch(name, &PatchParams::apply("test"), &Patch::Apply(&body)).await.expect("apply");
+        wait_for_key(&client, &ns, "gw", &format!("{ns}.{name}.json"), &rendered(&ns, name, spec)).await;
+    }
+    let (body, _) = big("c");
+    api.patch("c", &PatchParams::apply("test"), &Patch::Apply(&body)).await.expect("apply");
+    let p = wait_for_condition(&client, &ns, "c", "Synced", "False", Some("TargetFull")).await;
+    assert_eq!(p.status.expect("status").targets[0].reason, "TargetFull");
+    let data = configmap_data(&client, &ns, "gw").await.expect("cm");
+    assert!(data.contains_key(&format!("{ns}.a.json")) && data.contains_key(&format!("{ns}.b.json")));
+    assert!(!data.contains_key(&format!("{ns}.c.json")));
+    wait_for_condition(&client, &ns, "a", "Ready", "True", None).await;
+    wait_for_condition(&client, &ns, "b", "Ready", "True", None).await;
+
+    // Room again: the newcomer gets in.
+    api.delete("a", &DeleteParams::default()).await.expect("delete a");
+    wait_for_condition(&client, &ns, "c", "Ready", "True", None).await;
+}

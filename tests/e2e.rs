@@ -239,7 +239,7 @@ async fn deleting_a_policy_removes_only_its_key() {
     wait_for_key(&client, &ns, "gw", &format!("{ns}.two.json"), &rendered(&ns, "two", retry_spec("gw", 2))).await;
 
     // Another writer's key in the same ConfigMap.
-    let out = cp.kubectl(&[
+    cp.kubectl_ok(&[
         "patch",
         "-n",
         &ns,
@@ -249,10 +249,8 @@ async fn deleting_a_policy_removes_only_its_key() {
         "-p",
         r#"{"data":{"hand-written.txt":"keep me"}}"#,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = cp.kubectl(&["delete", "-n", &ns, "ivp", "one", "--timeout=60s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.kubectl_ok(&["delete", "-n", &ns, "ivp", "one", "--timeout=60s"]);
     wait_for_no_key(&client, &ns, "gw", &format!("{ns}.one.json")).await;
     let data = configmap_data(&client, &ns, "gw").await.expect("the ConfigMap is never deleted");
     assert_eq!(data.get("hand-written.txt").map(String::as_str), Some("keep me"));
@@ -270,8 +268,7 @@ async fn deletion_is_not_blocked_by_a_missing_target_namespace() {
     let spec = json!({"targetRefs": [{"name": "gw", "namespace": "no-such-namespace"}]});
     apply_ok(&policy_yaml(&ns, "lost", spec));
     wait_for_condition(&client, &ns, "lost", "Accepted", "False", Some("RefNotPermitted")).await;
-    let out = cp.kubectl(&["delete", "-n", &ns, "ivp", "lost", "--timeout=30s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.kubectl_ok(&["delete", "-n", &ns, "ivp", "lost", "--timeout=30s"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +364,7 @@ async fn hand_edits_deleted_keys_and_a_deleted_configmap_are_repaired() {
     apply_ok(&policy_yaml(&ns, "p", retry_spec("gw", 3)));
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
-    let out = cp.kubectl(&[
+    cp.kubectl_ok(&[
         "patch",
         "-n",
         &ns,
@@ -377,10 +374,9 @@ async fn hand_edits_deleted_keys_and_a_deleted_configmap_are_repaired() {
         "-p",
         &json!({"data": {key.clone(): "{\"hacked\":true}"}}).to_string(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
-    let out = cp.kubectl(&[
+    cp.kubectl_ok(&[
         "patch",
         "-n",
         &ns,
@@ -390,7 +386,6 @@ async fn hand_edits_deleted_keys_and_a_deleted_configmap_are_repaired() {
         "-p",
         &json!([{"op": "remove", "path": format!("/data/{key}")}]).to_string(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);

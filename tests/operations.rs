@@ -94,12 +94,6 @@ impl Drop for Instance {
     }
 }
 
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = control_plane().kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn apply_ok(yaml: &str) {
     let out = control_plane().apply(yaml);
     assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
@@ -123,8 +117,15 @@ fn install_deploy() -> PathBuf {
         .get_or_init(|| {
             let cp = control_plane();
             let deploy = support::repo_root().join("deploy");
-            kubectl_ok(&["apply", "--server-side", "-k", deploy.to_str().expect("utf-8")]);
-            let token = kubectl_ok(&["create", "token", "routerpolicy", "-n", "routerpolicy-system", "--duration=2h"]);
+            control_plane().kubectl_ok(&["apply", "--server-side", "-k", deploy.to_str().expect("utf-8")]);
+            let token = control_plane().kubectl_ok(&[
+                "create",
+                "token",
+                "routerpolicy",
+                "-n",
+                "routerpolicy-system",
+                "--duration=2h",
+            ]);
             let server = cp.kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
             let server = String::from_utf8_lossy(&server.stdout).into_owned();
             let path = cp.dir.join("operator-sa.kubeconfig");
@@ -138,7 +139,8 @@ fn install_deploy() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_kustomization_is_accepted_by_the_api_server() {
     install_deploy();
-    let deployment = kubectl_ok(&["get", "deployment", "routerpolicy", "-n", "routerpolicy-system", "-o", "json"]);
+    let deployment =
+        control_plane().kubectl_ok(&["get", "deployment", "routerpolicy", "-n", "routerpolicy-system", "-o", "json"]);
     let deployment: serde_json::Value = serde_json::from_str(&deployment).expect("json");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -149,7 +151,7 @@ async fn deploy_kustomization_is_accepted_by_the_api_server() {
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     assert!(container["resources"]["limits"]["memory"].is_string());
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    kubectl_ok(&["get", "service", "routerpolicy-metrics", "-n", "routerpolicy-system"]);
+    control_plane().kubectl_ok(&["get", "service", "routerpolicy-metrics", "-n", "routerpolicy-system"]);
     // The ServiceAccount may do what the operator needs and nothing it does not.
     for (verb, resource, expected) in [
         ("patch", "imagevariationpolicies.routerpolicy.io", "yes"),
@@ -214,7 +216,7 @@ async fn the_shipped_rbac_is_sufficient_for_everything_the_operator_does() {
             instance.log()
         );
     }
-    let events = kubectl_ok(&["get", "events", "-n", &team, "-o", "json"]);
+    let events = control_plane().kubectl_ok(&["get", "events", "-n", &team, "-o", "json"]);
     assert!(events.contains("\"reason\": \"Synced\""), "no Synced event: {events}");
 
     // Deletion through the finalizer.
@@ -251,8 +253,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_losing_anything
     let (mut leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
 
     apply_ok(&policy(&ns, "p1", json!({"targetRefs": [{"name": "gw"}], "retry": {"count": 1}})));
-    let out = cp.kubectl(&["wait", "-n", &ns, "--for=condition=Ready", "--timeout=60s", "ivp/p1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", "--timeout=60s", "ivp/p1"]);
     eventually(WAIT, "reconcile counters on the leader", || async {
         (leader.metric("routerpolicy_reconciles_total{outcome=\"success\"}")? >= 1.0).then_some(())
     })

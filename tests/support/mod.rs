@@ -223,6 +223,13 @@ impl ControlPlane {
         self.kubectl_with(&self.kubeconfig, args, None)
     }
 
+    /// Runs kubectl with the admin kubeconfig, asserts that it succeeded, returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs kubectl with a given kubeconfig and optional stdin.
     pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;

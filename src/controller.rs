@@ -193,8 +193,7 @@ impl TargetWriter {
     /// Notes what a watched ConfigMap holds.
     fn observe(&self, cm: &ConfigMap) {
         let target = TargetKey { namespace: cm.namespace().unwrap_or_default(), name: cm.name_any() };
-        let keys = existing_target(cm).owned_keys;
-        self.record_owned(&target, Some(keys));
+        self.record_owned(&target, Some(owned_keys(cm)));
     }
 
     async fn sync_once(&self, target: &TargetKey) -> Result<TargetResult, kube::Error> {
@@ -225,24 +224,29 @@ impl TargetWriter {
     }
 }
 
-/// The view of a live ConfigMap that the planner needs, including the data keys owned by the
-/// operator's field manager (read from `managedFields`).
-pub fn existing_target(cm: &ConfigMap) -> ExistingTarget {
-    let mut owned_keys = BTreeSet::new();
+/// The data keys the operator's field manager owns in a ConfigMap (from `managedFields`).
+pub fn owned_keys(cm: &ConfigMap) -> BTreeSet<String> {
+    let mut owned = BTreeSet::new();
     for entry in cm.metadata.managed_fields.iter().flatten() {
         if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.operation.as_deref() != Some("Apply") {
             continue;
         }
         if let Some(data) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).and_then(|d| d.as_object()) {
-            owned_keys.extend(data.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_string));
+            owned.extend(data.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_string));
         }
     }
+    owned
+}
+
+/// The view of a live ConfigMap that the planner needs, including the data keys owned by the
+/// operator's field manager.
+pub fn existing_target(cm: &ConfigMap) -> ExistingTarget {
     ExistingTarget {
         labels: cm.metadata.labels.clone().unwrap_or_default(),
         annotations: cm.metadata.annotations.clone().unwrap_or_default(),
         data: cm.data.clone().unwrap_or_default(),
         binary_bytes: cm.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum(),
-        owned_keys,
+        owned_keys: owned_keys(cm),
     }
 }
 
@@ -257,6 +261,13 @@ pub fn spec_targets(policy: &ImageVariationPolicy) -> Vec<TargetKey> {
         .map(|t| TargetKey { namespace: t.resolved_namespace(&namespace).to_string(), name: t.name.clone() })
         .filter(|t| seen.insert(t.clone()))
         .collect()
+}
+
+/// Whether the policy's spec names `target` (without allocating: this runs for every policy
+/// in the store on every target sync and every ConfigMap event).
+pub fn aims_at(policy: &ImageVariationPolicy, target: &TargetKey) -> bool {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    policy.spec.target_refs.iter().any(|t| t.name == target.name && t.resolved_namespace(namespace) == target.namespace)
 }
 
 /// Validates a policy: the object name and the spec.
@@ -282,11 +293,7 @@ fn policies_at(all: &[Arc<Policy>], target: &TargetKey, existing: Option<&Existi
                 let name = policy.name_any();
                 let key = data_key(&namespace, &name);
                 // Cheap checks first: most policies in the store aim elsewhere.
-                let aims_here = policy
-                    .spec
-                    .target_refs
-                    .iter()
-                    .any(|t| t.name == target.name && t.resolved_namespace(&namespace) == target.namespace);
+                let aims_here = aims_at(policy, target);
                 if !aims_here && !holds(&key) {
                     continue;
                 }
@@ -709,8 +716,7 @@ fn configmap_mapper(
             .iter()
             .filter(|guard| match &guard.0 {
                 Ok(p) => {
-                    spec_targets(p).contains(&target)
-                        || keys.contains(&data_key(&p.namespace().unwrap_or_default(), &p.name_any()))
+                    aims_at(p, &target) || keys.contains(&data_key(&p.namespace().unwrap_or_default(), &p.name_any()))
                 }
                 Err(i) => keys.contains(&data_key(
                     i.metadata.namespace.as_deref().unwrap_or_default(),

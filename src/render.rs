@@ -181,7 +181,11 @@ pub fn render_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpe
 
 /// First 16 hex digits of the SHA-256 of `bytes`.
 pub fn short_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    short_hex(&Sha256::digest(bytes))
+}
+
+/// The first 16 hex digits of a digest.
+fn short_hex(digest: &[u8]) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -195,5 +199,5 @@ pub fn entries_hash<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Strin
         hasher.update(value.as_bytes());
         hasher.update([0]);
     }
-    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    short_hex(&hasher.finalize())
 }

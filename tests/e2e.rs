@@ -96,6 +96,12 @@ async fn wait_for_condition(
     .await
 }
 
+/// Edits a ConfigMap by hand, as a person with kubectl would.
+fn patch_configmap(namespace: &str, name: &str, patch_type: &str, patch: &str) {
+    let patch_type = format!("--type={patch_type}");
+    control_plane().kubectl_ok(&["patch", "-n", namespace, "configmap", name, &patch_type, "-p", patch]);
+}
+
 fn rendered(namespace: &str, name: &str, spec: serde_json::Value) -> String {
     let spec = serde_json::from_value(spec).expect("spec");
     render_policy(namespace, name, &spec).json
@@ -239,16 +245,7 @@ async fn deleting_a_policy_removes_only_its_key() {
     wait_for_key(&client, &ns, "gw", &format!("{ns}.two.json"), &rendered(&ns, "two", retry_spec("gw", 2))).await;
 
     // Another writer's key in the same ConfigMap.
-    cp.kubectl_ok(&[
-        "patch",
-        "-n",
-        &ns,
-        "configmap",
-        "gw",
-        "--type=merge",
-        "-p",
-        r#"{"data":{"hand-written.txt":"keep me"}}"#,
-    ]);
+    patch_configmap(&ns, "gw", "merge", r#"{"data":{"hand-written.txt":"keep me"}}"#);
 
     cp.kubectl_ok(&["delete", "-n", &ns, "ivp", "one", "--timeout=60s"]);
     wait_for_no_key(&client, &ns, "gw", &format!("{ns}.one.json")).await;
@@ -364,28 +361,10 @@ async fn hand_edits_deleted_keys_and_a_deleted_configmap_are_repaired() {
     apply_ok(&policy_yaml(&ns, "p", retry_spec("gw", 3)));
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
-    cp.kubectl_ok(&[
-        "patch",
-        "-n",
-        &ns,
-        "configmap",
-        "gw",
-        "--type=merge",
-        "-p",
-        &json!({"data": {key.clone(): "{\"hacked\":true}"}}).to_string(),
-    ]);
+    patch_configmap(&ns, "gw", "merge", &json!({"data": {key.clone(): "{\"hacked\":true}"}}).to_string());
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
-    cp.kubectl_ok(&[
-        "patch",
-        "-n",
-        &ns,
-        "configmap",
-        "gw",
-        "--type=json",
-        "-p",
-        &json!([{"op": "remove", "path": format!("/data/{key}")}]).to_string(),
-    ]);
+    patch_configmap(&ns, "gw", "json", &json!([{"op": "remove", "path": format!("/data/{key}")}]).to_string());
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);

@@ -290,12 +290,53 @@ pub struct TargetStatus {
     pub key: String,
     /// Whether the current document is written there.
     pub synced: bool,
-    /// Machine-readable reason (`Synced`, `RefNotPermitted`, `TargetNotManaged`,
-    /// `TargetFull`, `ValidationFailed`, `ApplyFailed`).
-    pub reason: String,
+    /// Machine-readable reason.
+    pub reason: TargetReason,
+    /// Whether an earlier good document of this policy stays in the ConfigMap while the current
+    /// spec cannot be written (invalid spec, or a document that does not fit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_good_kept: bool,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// Why a policy is, or is not, in one target ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+pub enum TargetReason {
+    /// The current document is written.
+    #[default]
+    Synced,
+    /// The spec is invalid; nothing new is written (the last good document, if any, stays).
+    ValidationFailed,
+    /// Cross-namespace target without consent (missing, not labelled, or namespace not listed).
+    RefNotPermitted,
+    /// Same-namespace ConfigMap that routerpolicy neither created nor was opted into.
+    TargetNotManaged,
+    /// The document does not fit in the ConfigMap's 1 MiB.
+    TargetFull,
+    /// Writing the ConfigMap failed; retried with backoff.
+    ApplyFailed,
+}
+
+impl TargetReason {
+    /// The reason as it appears in status, conditions and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetReason::Synced => "Synced",
+            TargetReason::ValidationFailed => "ValidationFailed",
+            TargetReason::RefNotPermitted => "RefNotPermitted",
+            TargetReason::TargetNotManaged => "TargetNotManaged",
+            TargetReason::TargetFull => "TargetFull",
+            TargetReason::ApplyFailed => "ApplyFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl TargetRef {

@@ -1,78 +1,79 @@
-//! The reconcile loop: gathers, applies, reports.
+//! The controller: watch events → [`Index`] → computed writes. The imperative shell.
 //!
-//! `policy reconcile → validate → request target syncs → compute status → patch status`.
-//! Target writes go through [`TargetWriter`], which coalesces every request for one ConfigMap
-//! that arrives while a write is pending or running into a single server-side apply of the
-//! complete set of operator-owned keys (a burst of N policy changes costs O(1) writes to the
-//! target). What a target should hold is decided by the pure [`crate::target::plan_target`].
+//! ```text
+//! policy watch(es) ──┐                      ┌─▶ target queue ─▶ plan_target ─▶ ConfigMap apply
+//!                    ├─▶ Index (pure) ──────┤                          │ outcomes
+//! ConfigMap watches ─┘  touched targets     └─▶ status queue ◀─────────┘ ─▶ status apply, events
+//! ```
 //!
-//! The policy watch uses [`DeserializeGuard`], so an object that cannot be read (stored under
-//! a looser CRD) becomes a per-object `ValidationFailed` status instead of stalling the watch.
+//! - **Watches** feed the [`Index`]: policies (one watch per namespace of `--namespaces`, or
+//!   one cluster-wide) and the two label-selected ConfigMap watches (written by the operator;
+//!   opted in by a gateway owner). Each policy is validated and rendered once per change;
+//!   each ConfigMap is reduced to the [`ExistingTarget`] view before it is kept.
+//! - **Targets are reconciled as targets.** An event schedules exactly the targets it touches;
+//!   the target queue coalesces requests (a target is never planned twice at once, and a
+//!   target that keeps being touched waits for a quiet moment, up to a bound), so a burst of
+//!   N edits to one ConfigMap costs O(1) applies. The pure [`plan_target`] decides.
+//! - **Status from outcomes.** A plan records a typed [`crate::target::Outcome`] per policy;
+//!   once every target of a policy has one for its current spec, the status queue computes
+//!   its status and writes it only when it changed. The echo of that write changes nothing
+//!   in the index, so it causes no further work.
+//! - **No finalizer.** Deletion is level-triggered: a deleted policy leaves the index and the
+//!   targets that named it or hold its key are re-planned without it. Nothing is written
+//!   before every watch has delivered its first complete list; then every known target is
+//!   re-planned once, which prunes keys of policies deleted while no operator ran. Objects
+//!   that still carry the legacy `routerpolicy.io/cleanup` finalizer get it removed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future::join_all};
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams};
+use futures::stream::{BoxStream, SelectAll};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::error_boundary::DeserializeGuard;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
 use serde_json::json;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, Semaphore, mpsc, watch as signal};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus, TargetStatus};
+use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus, TargetReason};
+use crate::index::{Boundary, Index, ObservedPolicy};
 use crate::metrics::Metrics;
-use crate::render::{data_key, render_policy};
+use crate::render::data_key;
 use crate::status::{Observation, READY, compute_status, status_changed};
-use crate::target::{
-    Content, ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Outcome, PolicyAtTarget,
-    TargetKey, applied_configmap, plan_target,
-};
-use crate::validate::{Report, Violation, validate_object_name, validate_spec};
+use crate::target::{ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TargetKey};
+use crate::target::{applied_configmap, plan_target};
 
-/// The finalizer that removes a policy's keys before the policy goes.
-pub const FINALIZER: &str = "routerpolicy.io/cleanup";
+/// The finalizer earlier versions added to every policy; removed wherever it is found.
+pub const LEGACY_FINALIZER: &str = "routerpolicy.io/cleanup";
+
+/// Bit of the ConfigMap watch on [`MANAGED_BY_LABEL`].
+const MANAGED_WATCH: u8 = 1;
+/// Bit of the ConfigMap watch on [`GATEWAY_LABEL`].
+const GATEWAY_WATCH: u8 = 2;
 
 type Policy = DeserializeGuard<ImageVariationPolicy>;
-
-/// Reconcile errors.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A call to the API server failed.
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[source] kube::Error),
-    /// One or more target writes failed.
-    #[error("writing targets failed: {0}")]
-    Targets(String),
-}
-
-impl Error {
-    /// Short label for metrics and events.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "api_error",
-            Error::Targets(_) => "target_error",
-        }
-    }
-}
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Namespaces to watch for policies; empty means all.
     pub namespaces: Vec<String>,
-    /// Maximum reconciles at once (0: unbounded).
+    /// Maximum target plans, and status writes, at once.
     pub concurrency: u16,
-    /// How long a target write waits to gather more requests.
+    /// A target that is touched again within this time waits for quiet before it is planned.
     pub batch_window: Duration,
-    /// Re-check interval for healthy policies.
+    /// The longest a target waits for quiet.
+    pub batch_max: Duration,
+    /// Every this often every target is re-planned (a safety net; no-op plans write nothing).
     pub resync: Duration,
     /// Name of this instance, for events.
     pub instance: Option<String>,
@@ -83,596 +84,11 @@ impl Default for Settings {
         Self {
             namespaces: Vec::new(),
             concurrency: 64,
-            batch_window: Duration::from_millis(20),
-            resync: Duration::from_secs(600),
+            batch_window: Duration::from_millis(8),
+            batch_max: Duration::from_millis(200),
+            resync: Duration::from_secs(300),
             instance: None,
         }
-    }
-}
-
-/// Shared state of the reconciler.
-pub struct Context {
-    client: Client,
-    /// Namespaces to act in; empty means all.
-    namespaces: Vec<String>,
-    writer: Arc<TargetWriter>,
-    recorder: Recorder,
-    metrics: Arc<Metrics>,
-    resync: Duration,
-    /// Consecutive failures per policy (`namespace/name`), for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-/// The result of one target write, shared by every request it served.
-#[derive(Clone, Debug)]
-pub struct TargetResult {
-    /// Outcome per policy (namespace, name).
-    pub outcomes: BTreeMap<(String, String), Outcome>,
-}
-
-type SyncResult = Arc<Result<TargetResult, String>>;
-
-#[derive(Default)]
-struct Slot {
-    waiters: Vec<oneshot::Sender<SyncResult>>,
-    running: bool,
-}
-
-/// Writes gateway ConfigMaps: one server-side apply per batch of requests per target.
-pub struct TargetWriter {
-    client: Client,
-    policies: Store<Policy>,
-    metrics: Arc<Metrics>,
-    window: Duration,
-    slots: Mutex<HashMap<TargetKey, Slot>>,
-    /// Data keys the operator owns in each ConfigMap it has seen (from watch events and its own
-    /// applies): lets a deleted or retargeted policy find every ConfigMap that holds its key.
-    owned: Mutex<HashMap<TargetKey, BTreeSet<String>>>,
-}
-
-impl TargetWriter {
-    fn new(client: Client, policies: Store<Policy>, metrics: Arc<Metrics>, window: Duration) -> Self {
-        Self { client, policies, metrics, window, slots: Mutex::default(), owned: Mutex::default() }
-    }
-
-    /// Requests a sync of `target` and waits for the batch that includes it.
-    pub async fn sync(self: &Arc<Self>, target: TargetKey) -> SyncResult {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = slots.entry(target.clone()).or_default();
-            slot.waiters.push(tx);
-            !std::mem::replace(&mut slot.running, true)
-        };
-        if start {
-            let this = self.clone();
-            tokio::spawn(async move { this.run(target).await });
-        }
-        rx.await.unwrap_or_else(|_| Arc::new(Err("target writer stopped".to_string())))
-    }
-
-    async fn run(self: Arc<Self>, target: TargetKey) {
-        loop {
-            tokio::time::sleep(self.window).await;
-            let waiters = {
-                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(slot) = slots.get_mut(&target) else {
-                    return;
-                };
-                if slot.waiters.is_empty() {
-                    slots.remove(&target);
-                    return;
-                }
-                std::mem::take(&mut slot.waiters)
-            };
-            let result = Arc::new(self.sync_once(&target).await.map_err(|e| e.to_string()));
-            for waiter in waiters {
-                let _ = waiter.send(result.clone());
-            }
-        }
-    }
-
-    /// Targets whose ConfigMap holds `key` as an operator-owned key.
-    fn targets_holding(&self, key: &str) -> Vec<TargetKey> {
-        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        owned.iter().filter(|(_, keys)| keys.contains(key)).map(|(t, _)| t.clone()).collect()
-    }
-
-    fn record_owned(&self, target: &TargetKey, keys: Option<BTreeSet<String>>) {
-        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        match keys {
-            Some(keys) if !keys.is_empty() => {
-                owned.insert(target.clone(), keys);
-            }
-            _ => {
-                owned.remove(target);
-            }
-        }
-    }
-
-    /// Notes what a watched ConfigMap holds.
-    fn observe(&self, cm: &ConfigMap) {
-        let target = TargetKey { namespace: cm.namespace().unwrap_or_default(), name: cm.name_any() };
-        self.record_owned(&target, Some(owned_keys(cm)));
-    }
-
-    async fn sync_once(&self, target: &TargetKey) -> Result<TargetResult, kube::Error> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &target.namespace);
-        let live = api.get_opt(&target.name).await?;
-        let existing = live.as_ref().map(existing_target);
-        let policies = policies_at(&self.policies.state(), target, existing.as_ref());
-        let plan = plan_target(target, existing.as_ref(), &policies);
-
-        if let Some(data) = &plan.apply
-            && !plan.is_noop(existing.as_ref())
-        {
-            let cm = applied_configmap(target, data.clone(), &plan.config_hash);
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch(&target.name, &params, &Patch::Apply(&cm)).await {
-                Ok(_) => {}
-                // A missing namespace with nothing to write there is not an error.
-                Err(kube::Error::Api(e)) if e.code == 404 && data.is_empty() => {}
-                Err(e) => return Err(e),
-            }
-            self.metrics.configmap_writes.inc();
-            info!(target = %target, keys = data.len(), hash = %plan.config_hash, "applied gateway ConfigMap");
-        } else {
-            debug!(target = %target, "gateway ConfigMap already up to date");
-        }
-        self.record_owned(target, plan.apply.as_ref().map(|d| d.keys().cloned().collect()));
-        Ok(TargetResult { outcomes: plan.outcomes })
-    }
-}
-
-/// The data keys the operator's field manager owns in a ConfigMap (from `managedFields`).
-pub fn owned_keys(cm: &ConfigMap) -> BTreeSet<String> {
-    let mut owned = BTreeSet::new();
-    for entry in cm.metadata.managed_fields.iter().flatten() {
-        if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.operation.as_deref() != Some("Apply") {
-            continue;
-        }
-        if let Some(data) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).and_then(|d| d.as_object()) {
-            owned.extend(data.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_string));
-        }
-    }
-    owned
-}
-
-/// The view of a live ConfigMap that the planner needs, including the data keys owned by the
-/// operator's field manager.
-pub fn existing_target(cm: &ConfigMap) -> ExistingTarget {
-    ExistingTarget {
-        labels: cm.metadata.labels.clone().unwrap_or_default(),
-        annotations: cm.metadata.annotations.clone().unwrap_or_default(),
-        data: cm.data.clone().unwrap_or_default(),
-        binary_bytes: cm.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum(),
-        owned_keys: owned_keys(cm),
-    }
-}
-
-/// The resolved, de-duplicated targets of a policy spec.
-pub fn spec_targets(policy: &ImageVariationPolicy) -> Vec<TargetKey> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let mut seen = BTreeSet::new();
-    policy
-        .spec
-        .target_refs
-        .iter()
-        .map(|t| TargetKey { namespace: t.resolved_namespace(&namespace).to_string(), name: t.name.clone() })
-        .filter(|t| seen.insert(t.clone()))
-        .collect()
-}
-
-/// Whether the policy's spec names `target` (without allocating: this runs for every policy
-/// in the store on every target sync and every ConfigMap event).
-pub fn aims_at(policy: &ImageVariationPolicy, target: &TargetKey) -> bool {
-    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
-    policy.spec.target_refs.iter().any(|t| t.name == target.name && t.resolved_namespace(namespace) == target.namespace)
-}
-
-/// Validates a policy: the object name and the spec.
-pub fn check_policy(policy: &ImageVariationPolicy) -> Report {
-    let namespace = policy.namespace().unwrap_or_default();
-    let mut report = validate_spec(&policy.spec, &namespace);
-    report.errors.splice(0..0, validate_object_name(&policy.name_any(), &namespace));
-    report
-}
-
-/// Every live policy that wants something in `target`: valid ones that name it in their spec
-/// (their document), invalid ones whose key it already holds (keep the last good one).
-fn policies_at(all: &[Arc<Policy>], target: &TargetKey, existing: Option<&ExistingTarget>) -> Vec<PolicyAtTarget> {
-    let holds = |key: &str| existing.is_some_and(|e| e.owned_keys.contains(key));
-    let mut out = Vec::new();
-    for guard in all {
-        match &guard.0 {
-            Ok(policy) => {
-                if policy.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let namespace = policy.namespace().unwrap_or_default();
-                let name = policy.name_any();
-                let key = data_key(&namespace, &name);
-                // Cheap checks first: most policies in the store aim elsewhere.
-                let aims_here = aims_at(policy, target);
-                if !aims_here && !holds(&key) {
-                    continue;
-                }
-                let content = if check_policy(policy).is_valid() {
-                    if !aims_here {
-                        continue;
-                    }
-                    Content::Document(render_policy(&namespace, &name, &policy.spec).json)
-                } else if holds(&key) {
-                    Content::KeepLastGood
-                } else {
-                    continue;
-                };
-                out.push(PolicyAtTarget { namespace, name, key, content });
-            }
-            Err(invalid) => {
-                if invalid.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
-                let name = invalid.metadata.name.clone().unwrap_or_default();
-                let key = data_key(&namespace, &name);
-                if holds(&key) {
-                    out.push(PolicyAtTarget { namespace, name, key, content: Content::KeepLastGood });
-                }
-            }
-        }
-    }
-    out
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-fn policy_api_resource() -> ApiResource {
-    ApiResource::erase::<ImageVariationPolicy>(&())
-}
-
-fn dynamic_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &policy_api_resource())
-}
-
-fn object_reference(meta: &ObjectMeta) -> k8s_openapi::api::core::v1::ObjectReference {
-    k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(ImageVariationPolicy::api_version(&()).to_string()),
-        kind: Some(ImageVariationPolicy::kind(&()).to_string()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        ..Default::default()
-    }
-}
-
-impl Context {
-    async fn event(&self, meta: &ObjectMeta, type_: EventType, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note.chars().take(1024).collect()),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &object_reference(meta)).await {
-            warn!(error = %e, "could not publish event");
-        }
-    }
-
-    async fn write_status(&self, meta: &ObjectMeta, status: &ImageVariationPolicyStatus) -> Result<(), Error> {
-        let namespace = meta.namespace.clone().unwrap_or_default();
-        let name = meta.name.clone().unwrap_or_default();
-        let patch = json!({
-            "apiVersion": ImageVariationPolicy::api_version(&()),
-            "kind": ImageVariationPolicy::kind(&()),
-            "status": status,
-        });
-        dynamic_api(&self.client, &namespace)
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(Error::Kube)?;
-        Ok(())
-    }
-
-    /// Sets or removes the finalizer with a merge patch guarded by resourceVersion.
-    async fn set_finalizers(&self, meta: &ObjectMeta, finalizers: Vec<String>) -> Result<(), Error> {
-        let namespace = meta.namespace.clone().unwrap_or_default();
-        let name = meta.name.clone().unwrap_or_default();
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}});
-        match dynamic_api(&self.client, &namespace).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            // Gone, or changed since we read it: the newer version arrives as a watch event
-            // and is reconciled from scratch.
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(e) => Err(Error::Kube(e)),
-        }
-    }
-
-    async fn sync_all(&self, targets: &[TargetKey]) -> Vec<(TargetKey, SyncResult)> {
-        let results = join_all(targets.iter().map(|t| self.writer.sync(t.clone()))).await;
-        targets.iter().cloned().zip(results).collect()
-    }
-}
-
-/// Reconciles one policy.
-pub async fn reconcile(guard: Arc<Policy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let meta = match &guard.0 {
-        Ok(p) => p.metadata.clone(),
-        Err(invalid) => invalid.metadata.clone(),
-    };
-    let namespace = meta.namespace.clone().unwrap_or_default();
-    let name = meta.name.clone().unwrap_or_default();
-    let span = info_span!("reconcile", namespace = %namespace, name = %name);
-    async move {
-        ctx.metrics.in_flight.inc();
-        let started = Instant::now();
-        let result = reconcile_inner(&guard, &meta, &ctx).await;
-        ctx.metrics.in_flight.dec();
-        let outcome = match &result {
-            Ok(_) => {
-                ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&format!("{namespace}/{name}"));
-                "success"
-            }
-            Err(e) => e.category(),
-        };
-        ctx.metrics.reconciled(outcome, started.elapsed().as_secs_f64());
-        result
-    }
-    .instrument(span)
-    .await
-}
-
-async fn reconcile_inner(guard: &Policy, meta: &ObjectMeta, ctx: &Context) -> Result<Action, Error> {
-    let namespace = meta.namespace.clone().unwrap_or_default();
-    if !ctx.namespaces.is_empty() && !ctx.namespaces.contains(&namespace) {
-        return Ok(Action::await_change());
-    }
-    let name = meta.name.clone().unwrap_or_default();
-    let key = data_key(&namespace, &name);
-    let policy_id = format!("{namespace}/{name}");
-    let finalizers = meta.finalizers.clone().unwrap_or_default();
-    let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
-    debug!(deleting = meta.deletion_timestamp.is_some(), has_finalizer, generation = ?meta.generation, "reconciling");
-
-    if meta.deletion_timestamp.is_some() {
-        if !has_finalizer {
-            return Ok(Action::await_change());
-        }
-        // Cleanup: every ConfigMap that holds the key or that the spec names drops the key
-        // (the planner leaves out policies being deleted). A missing target is fine.
-        let mut targets: BTreeSet<TargetKey> = ctx.writer.targets_holding(&key).into_iter().collect();
-        if let Ok(policy) = &guard.0 {
-            targets.extend(spec_targets(policy));
-            targets.extend(status_targets(policy.status.as_ref()));
-        }
-        let targets: Vec<_> = targets.into_iter().collect();
-        let failures: Vec<String> = ctx
-            .sync_all(&targets)
-            .await
-            .into_iter()
-            .filter_map(|(t, r)| r.as_ref().as_ref().err().map(|e| format!("{t}: {e}")))
-            .collect();
-        if !failures.is_empty() {
-            return Err(Error::Targets(failures.join("; ")));
-        }
-        let remaining = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-        ctx.set_finalizers(meta, remaining).await?;
-        ctx.metrics.set_ready(&policy_id, None);
-        info!(targets = targets.len(), "policy deleted; its keys were removed from its targets");
-        return Ok(Action::await_change());
-    }
-
-    if !has_finalizer {
-        let mut with = finalizers;
-        with.push(FINALIZER.to_string());
-        ctx.set_finalizers(meta, with).await?;
-        // The patch triggers another reconcile with the finalizer in place.
-        return Ok(Action::await_change());
-    }
-
-    let policy = match &guard.0 {
-        Ok(policy) => policy,
-        Err(invalid) => {
-            // Unreadable object: its last good document stays wherever it is.
-            let report = Report {
-                errors: vec![Violation::new("spec", format!("cannot be read: {}", invalid.error))],
-                warnings: vec![],
-            };
-            let previous = read_status(ctx, meta).await;
-            let observation = Observation {
-                generation: meta.generation,
-                report,
-                config_hash: None,
-                targets: retained_targets(previous.as_ref(), &ctx.writer, &key),
-            };
-            let status = compute_status(&observation, previous.as_ref(), &now());
-            if status_changed(previous.as_ref(), &status) {
-                ctx.write_status(meta, &status).await?;
-                ctx.event(meta, EventType::Warning, "ValidationFailed", observation.report.errors_summary()).await;
-            }
-            ctx.metrics.set_ready(&policy_id, Some("false"));
-            return Ok(Action::await_change());
-        }
-    };
-
-    let report = check_policy(policy);
-    let previous = policy.status.clone();
-    let observation = if report.is_valid() {
-        let document = render_policy(&namespace, &name, &policy.spec);
-        let wanted = spec_targets(policy);
-        // Also sync targets the policy has left, so they drop its key.
-        let mut all: BTreeSet<TargetKey> = wanted.iter().cloned().collect();
-        all.extend(ctx.writer.targets_holding(&key));
-        all.extend(status_targets(previous.as_ref()));
-        let all: Vec<_> = all.into_iter().collect();
-        let results: BTreeMap<TargetKey, SyncResult> = ctx.sync_all(&all).await.into_iter().collect();
-        let id = (namespace.clone(), name.clone());
-        let targets = wanted
-            .iter()
-            .map(|t| {
-                let (synced, reason, message) = match results.get(t).map(|r| r.as_ref()) {
-                    Some(Ok(result)) => match result.outcomes.get(&id) {
-                        Some(Outcome::Synced) => (true, "Synced".to_string(), String::new()),
-                        Some(other) => (false, other.reason().to_string(), outcome_message(other)),
-                        None => (
-                            false,
-                            "ApplyFailed".to_string(),
-                            "the target's plan did not include this policy".to_string(),
-                        ),
-                    },
-                    Some(Err(e)) => (false, "ApplyFailed".to_string(), e.clone()),
-                    None => (false, "ApplyFailed".to_string(), "not synced".to_string()),
-                };
-                TargetStatus {
-                    namespace: t.namespace.clone(),
-                    name: t.name.clone(),
-                    key: key.clone(),
-                    synced,
-                    reason,
-                    message,
-                }
-            })
-            .collect();
-        Observation { generation: meta.generation, report, config_hash: Some(document.hash), targets }
-    } else {
-        Observation {
-            generation: meta.generation,
-            config_hash: None,
-            targets: retained_targets(previous.as_ref(), &ctx.writer, &key),
-            report,
-        }
-    };
-
-    let status = compute_status(&observation, previous.as_ref(), &now());
-    let ready = status.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status == "True").unwrap_or(false);
-    ctx.metrics.set_ready(&policy_id, Some(if ready { "true" } else { "false" }));
-    if status_changed(previous.as_ref(), &status) {
-        ctx.write_status(meta, &status).await?;
-        publish_transition_events(ctx, meta, previous.as_ref(), &status, &observation).await;
-    }
-
-    let transient: Vec<_> = observation
-        .targets
-        .iter()
-        .filter(|t| t.reason == "ApplyFailed")
-        .map(|t| format!("{}/{}: {}", t.namespace, t.name, t.message))
-        .collect();
-    if !transient.is_empty() {
-        return Err(Error::Targets(transient.join("; ")));
-    }
-    if !observation.report.is_valid() {
-        return Ok(Action::await_change());
-    }
-    Ok(Action::requeue(ctx.resync))
-}
-
-fn outcome_message(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Synced => String::new(),
-        Outcome::Retained { has_last_good: true } => "invalid spec; the last good document stays".to_string(),
-        Outcome::Retained { has_last_good: false } => "invalid spec; no earlier document to keep".to_string(),
-        Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::TargetFull(m) => m.clone(),
-    }
-}
-
-fn status_targets(status: Option<&ImageVariationPolicyStatus>) -> Vec<TargetKey> {
-    status
-        .map(|s| s.targets.iter().map(|t| TargetKey { namespace: t.namespace.clone(), name: t.name.clone() }).collect())
-        .unwrap_or_default()
-}
-
-/// Per-target status of an invalid policy: the targets that still hold its last good
-/// document (from the writer's index), or those of the previous status.
-fn retained_targets(
-    previous: Option<&ImageVariationPolicyStatus>,
-    writer: &TargetWriter,
-    key: &str,
-) -> Vec<TargetStatus> {
-    let holding: BTreeSet<TargetKey> = writer.targets_holding(key).into_iter().collect();
-    let mut targets: BTreeSet<TargetKey> = holding.clone();
-    targets.extend(status_targets(previous));
-    targets
-        .into_iter()
-        .map(|t| {
-            let kept = holding.contains(&t)
-                || previous.is_some_and(|p| {
-                    p.targets.iter().any(|s| {
-                        s.namespace == t.namespace && s.name == t.name && (s.synced || s.message.contains("last good"))
-                    })
-                });
-            TargetStatus {
-                namespace: t.namespace,
-                name: t.name,
-                key: key.to_string(),
-                synced: false,
-                reason: "ValidationFailed".to_string(),
-                message: if kept {
-                    "invalid spec; the last good document stays".to_string()
-                } else {
-                    "invalid spec; no earlier document to keep".to_string()
-                },
-            }
-        })
-        .collect()
-}
-
-async fn read_status(ctx: &Context, meta: &ObjectMeta) -> Option<ImageVariationPolicyStatus> {
-    let api = dynamic_api(&ctx.client, meta.namespace.as_deref().unwrap_or_default());
-    let obj = api.get_status(meta.name.as_deref().unwrap_or_default()).await.ok()?;
-    obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
-}
-
-async fn publish_transition_events(
-    ctx: &Context,
-    meta: &ObjectMeta,
-    previous: Option<&ImageVariationPolicyStatus>,
-    status: &ImageVariationPolicyStatus,
-    observation: &Observation,
-) {
-    let report = &observation.report;
-    if !report.is_valid() {
-        ctx.event(meta, EventType::Warning, "ValidationFailed", report.errors_summary()).await;
-        return;
-    }
-    let previous_targets = previous.map(|p| p.targets.clone()).unwrap_or_default();
-    for t in &status.targets {
-        if t.synced || previous_targets.contains(t) {
-            continue;
-        }
-        let reason = match t.reason.as_str() {
-            "RefNotPermitted" | "TargetNotManaged" | "TargetFull" => t.reason.clone(),
-            _ => "ApplyFailed".to_string(),
-        };
-        ctx.event(meta, EventType::Warning, &reason, format!("{}/{}: {}", t.namespace, t.name, t.message)).await;
-    }
-    if let Some(deprecated) = report.warnings.iter().find(|w| w.path == "spec.contact") {
-        let already =
-            previous.is_some_and(|p| p.conditions.iter().any(|c| c.message.contains("spec.contact: is deprecated")));
-        if !already {
-            ctx.event(meta, EventType::Warning, "DeprecatedField", deprecated.to_string()).await;
-        }
-    }
-    let all_synced = status.targets.iter().all(|t| t.synced);
-    let hash_changed = previous.and_then(|p| p.config_hash.clone()) != status.config_hash;
-    let newly_synced = status.targets.iter().any(|t| {
-        t.synced && !previous_targets.iter().any(|p| p.namespace == t.namespace && p.name == t.name && p.synced)
-    });
-    if all_synced && (hash_changed || newly_synced) {
-        ctx.event(
-            meta,
-            EventType::Normal,
-            "Synced",
-            format!(
-                "document {} written to {} target(s)",
-                status.config_hash.as_deref().unwrap_or("-"),
-                status.targets.len()
-            ),
-        )
-        .await;
     }
 }
 
@@ -681,51 +97,583 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
 }
 
-/// What to do after a failed reconcile. Invalid specs never get here (they are reported in
-/// status and wait for a change); API and write errors retry with exponential backoff.
-pub fn error_policy(guard: Arc<Policy>, error: &Error, ctx: Arc<Context>) -> Action {
+/// A de-duplicating work queue: an item is queued at most once and processed by one worker
+/// at a time; touching an item while it is processed queues it again afterwards.
+struct WorkQueue<K> {
+    state: Mutex<QueueState<K>>,
+    notify: Notify,
+    pending: prometheus_client::metrics::gauge::Gauge,
+}
+
+struct QueueState<K> {
+    order: VecDeque<K>,
+    queued: HashSet<K>,
+    /// Items being processed, with the number of touches since they were taken.
+    running: HashMap<K, u64>,
+    failures: HashMap<K, u32>,
+}
+
+impl<K: Clone + Eq + Hash> WorkQueue<K> {
+    fn new(pending: prometheus_client::metrics::gauge::Gauge) -> Self {
+        WorkQueue {
+            state: Mutex::new(QueueState {
+                order: VecDeque::new(),
+                queued: HashSet::new(),
+                running: HashMap::new(),
+                failures: HashMap::new(),
+            }),
+            notify: Notify::new(),
+            pending,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<K>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish_depth(&self, state: &QueueState<K>) {
+        self.pending.set((state.queued.len() + state.running.len()) as i64);
+    }
+
+    fn add(&self, item: K) {
+        let mut state = self.lock();
+        if let Some(touches) = state.running.get_mut(&item) {
+            *touches += 1;
+            return;
+        }
+        if state.queued.insert(item.clone()) {
+            state.order.push_back(item);
+            self.publish_depth(&state);
+            drop(state);
+            self.notify.notify_one();
+        }
+    }
+
+    fn add_all(&self, items: impl IntoIterator<Item = K>) {
+        for item in items {
+            self.add(item);
+        }
+    }
+
+    /// The next item, or `None` once `stop` fires.
+    async fn next(&self, stop: &mut signal::Receiver<bool>) -> Option<K> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut state = self.lock();
+                if let Some(item) = state.order.pop_front() {
+                    state.queued.remove(&item);
+                    state.running.insert(item.clone(), 0);
+                    let more = !state.order.is_empty();
+                    drop(state);
+                    if more {
+                        self.notify.notify_one();
+                    }
+                    return Some(item);
+                }
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = stop.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+
+    /// Touches of a running item since it was taken (or since [`WorkQueue::settle`]).
+    fn touches(&self, item: &K) -> u64 {
+        self.lock().running.get(item).copied().unwrap_or(0)
+    }
+
+    /// The worker is about to read the index: every touch so far will be seen.
+    fn settle(&self, item: &K) {
+        if let Some(touches) = self.lock().running.get_mut(item) {
+            *touches = 0;
+        }
+    }
+
+    /// The worker is done with `item`; touched meanwhile → queued again.
+    fn done(&self, item: &K) {
+        let again = {
+            let mut state = self.lock();
+            let touches = state.running.remove(item).unwrap_or(0);
+            self.publish_depth(&state);
+            touches > 0
+        };
+        if again {
+            self.add(item.clone());
+        }
+    }
+
+    /// Records a success (`None`) or a failure; on failure returns the delay before retry.
+    fn outcome(&self, item: &K, failed: bool) -> Option<Duration> {
+        let mut state = self.lock();
+        if failed {
+            let n = state.failures.entry(item.clone()).or_insert(0);
+            *n += 1;
+            Some(backoff(*n))
+        } else {
+            state.failures.remove(item);
+            None
+        }
+    }
+}
+
+/// An event to publish on a policy.
+struct PolicyEvent {
+    regarding: ObjectReference,
+    warning: bool,
+    reason: String,
+    note: String,
+}
+
+/// The controller's shared state.
+struct Shared {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    index: Mutex<Index>,
+    targets: WorkQueue<TargetKey>,
+    statuses: WorkQueue<String>,
+    events: mpsc::Sender<PolicyEvent>,
+    finalizer_slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Schedules the targets that concern this instance: named by a watched policy, or
+    /// holding an operator key of a watched namespace.
+    fn schedule(&self, targets: impl IntoIterator<Item = TargetKey>) {
+        let index = self.index();
+        let concerned: Vec<TargetKey> = targets
+            .into_iter()
+            .filter(|t| {
+                index.target(t).is_some_and(|e| {
+                    !e.wanted_by.is_empty()
+                        || e.live.as_ref().is_some_and(|l| {
+                            l.owned.keys().any(|k| index.boundary().contains(crate::index::key_namespace(k)))
+                        })
+                }) || index.target(t).is_none()
+            })
+            .collect();
+        drop(index);
+        self.targets.add_all(concerned);
+    }
+
+    fn schedule_later(self: &Arc<Self>, target: TargetKey, delay: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            this.targets.add(target);
+        });
+    }
+
+    fn status_later(self: &Arc<Self>, key: String, delay: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            this.statuses.add(key);
+        });
+    }
+
+    fn publish(&self, regarding: ObjectReference, warning: bool, reason: &str, note: String) {
+        let event = PolicyEvent { regarding, warning, reason: reason.to_string(), note };
+        if self.events.try_send(event).is_err() {
+            debug!("event queue full; dropping an event");
+        }
+    }
+
+    // ---- watch events → index -------------------------------------------------------------
+
+    fn on_policy(self: &Arc<Self>, guard: Policy) {
+        let (observed, finalizers) = observe_policy(guard);
+        let meta = (observed.namespace.clone(), observed.name.clone(), observed.resource_version.clone());
+        let touched = self.index().apply_policy(observed);
+        if touched.removed {
+            self.metrics.set_ready(&format!("{}/{}", meta.0, meta.1), None);
+        }
+        if touched.legacy_finalizer {
+            self.remove_legacy_finalizer(meta.0, meta.1, meta.2, finalizers);
+        }
+        self.schedule(touched.targets);
+    }
+
+    fn on_policy_gone(&self, key: &str) {
+        let touched = self.index().delete_policy(key);
+        if let Some((namespace, rest)) = key.split_once('.') {
+            self.metrics.set_ready(&format!("{namespace}/{}", rest.trim_end_matches(".json")), None);
+        }
+        self.schedule(touched.targets);
+    }
+
+    fn on_configmap(&self, watch: u8, cm: &ConfigMap) {
+        let target = configmap_target(cm);
+        let view = ExistingTarget::observe(cm);
+        if self.index().apply_target(watch, &target, view, cm.metadata.resource_version.clone()) {
+            self.schedule([target]);
+        }
+    }
+
+    fn on_configmap_gone(&self, watch: u8, target: TargetKey) {
+        if self.index().delete_target(watch, &target) {
+            self.schedule([target]);
+        }
+    }
+
+    fn remove_legacy_finalizer(
+        self: &Arc<Self>,
+        namespace: String,
+        name: String,
+        resource_version: Option<String>,
+        finalizers: Vec<String>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = this.finalizer_slots.clone().acquire_owned().await else { return };
+            let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+            let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": resource_version}});
+            match dynamic_api(&this.client, &namespace)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    this.metrics.policy_writes.inc();
+                    info!(namespace, name, "removed the legacy finalizer {LEGACY_FINALIZER}");
+                }
+                // Gone, or changed since: the newer version arrives as a watch event.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => warn!(namespace, name, error = %e, "could not remove the legacy finalizer"),
+            }
+        });
+    }
+
+    // ---- targets ---------------------------------------------------------------------------
+
+    /// Waits while the target keeps being touched (a burst), at most `batch_max`.
+    async fn settle_target(&self, target: &TargetKey) {
+        let started = Instant::now();
+        loop {
+            let before = self.targets.touches(target);
+            tokio::time::sleep(self.settings.batch_window).await;
+            if self.targets.touches(target) == before || started.elapsed() >= self.settings.batch_max {
+                break;
+            }
+        }
+        self.targets.settle(target);
+    }
+
+    async fn reconcile_target(self: &Arc<Self>, target: &TargetKey) {
+        self.metrics.in_flight.inc();
+        let started = Instant::now();
+        let result = self.sync_target(target).await;
+        self.metrics.in_flight.dec();
+        let outcome = match &result {
+            Ok(()) => "success",
+            Err(_) => "apply_error",
+        };
+        self.metrics.reconciled(outcome, started.elapsed().as_secs_f64());
+        if let Some(delay) = self.targets.outcome(target, result.is_err()) {
+            warn!(target = %target, error = %result.err().unwrap_or_default(), retry_in = ?delay, "writing the target failed; retrying");
+            self.schedule_later(target.clone(), delay);
+        }
+    }
+
+    async fn sync_target(self: &Arc<Self>, target: &TargetKey) -> Result<(), String> {
+        let input = self.index().plan_input(target);
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &target.namespace);
+        // A ConfigMap the watches do not show is missing or neither managed nor opted in:
+        // look once, so an unlabelled one is never taken for missing and overwritten.
+        let live = match &input.live {
+            Some(live) => Ok(Some(live.clone())),
+            None if input.policies.is_empty() => Ok(None),
+            None => match api.get_opt(&target.name).await {
+                Ok(cm) => Ok(cm.as_ref().map(ExistingTarget::observe)),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let (live, mut failed) = match live {
+            Ok(live) => (live, None),
+            Err(e) => (None, Some(e)),
+        };
+        let plan = plan_target(target, live.as_ref(), &input.policies);
+        if failed.is_none()
+            && let Some(data) = &plan.apply
+            && !plan.is_noop(live.as_ref())
+            && !(live.is_none() && data.is_empty())
+        {
+            let cm = applied_configmap(target, data.clone(), &plan.config_hash);
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match api.patch(&target.name, &params, &Patch::Apply(&cm)).await {
+                Ok(written) => {
+                    self.metrics.configmap_writes.inc();
+                    self.index().wrote_target(
+                        target,
+                        ExistingTarget::observe(&written),
+                        written.metadata.resource_version.clone(),
+                    );
+                    info!(target = %target, keys = data.len(), hash = %plan.config_hash, "applied gateway ConfigMap");
+                }
+                // Its namespace is gone: nothing can be served there.
+                Err(kube::Error::Api(e)) if e.code == 404 && data.is_empty() => {}
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        let dirty = self.index().record_plan(target, &input, &plan, failed.as_deref());
+        self.statuses.add_all(dirty);
+        failed.map_or(Ok(()), Err)
+    }
+
+    // ---- status ----------------------------------------------------------------------------
+
+    async fn reconcile_status(self: &Arc<Self>, key: &str) {
+        let Some((observation, previous, reference, readable)) = ({
+            let index = self.index();
+            index.observation(key).and_then(|o| {
+                let entry = index.policy(key)?;
+                Some((o, entry.status.clone(), policy_reference(entry), entry.readable))
+            })
+        }) else {
+            return; // gone, or not every target planned yet
+        };
+        let namespace = reference.namespace.clone().unwrap_or_default();
+        let name = reference.name.clone().unwrap_or_default();
+        let span = info_span!("status", namespace = %namespace, name = %name);
+        async {
+            // An unreadable object's status is not in the watch event: read it once.
+            let previous = match previous {
+                None if !readable => read_status(&self.client, &namespace, &name).await,
+                other => other,
+            };
+            let status = compute_status(&observation, previous.as_ref(), &now());
+            let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
+            self.metrics.set_ready(&format!("{namespace}/{name}"), Some(if ready { "true" } else { "false" }));
+            if !status_changed(previous.as_ref(), &status) {
+                self.index().wrote_status(key, status);
+                return;
+            }
+            match write_status(&self.client, &namespace, &name, &status).await {
+                Ok(()) => {
+                    self.metrics.status_writes.inc();
+                    self.index().wrote_status(key, status.clone());
+                    self.statuses.outcome(&key.to_string(), false);
+                    self.publish_transitions(reference, previous.as_ref(), &status, &observation);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    if let Some(delay) = self.statuses.outcome(&key.to_string(), true) {
+                        warn!(error = %e, retry_in = ?delay, "writing status failed; retrying");
+                        self.status_later(key.to_string(), delay);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Events for what changed: Warning on validation failures, refused or full targets and
+    /// failed writes, and on the deprecated `contact`; Normal `Synced` for a new document.
+    fn publish_transitions(
+        &self,
+        regarding: ObjectReference,
+        previous: Option<&ImageVariationPolicyStatus>,
+        status: &ImageVariationPolicyStatus,
+        observation: &Observation,
+    ) {
+        let report = &observation.report;
+        if !report.is_valid() {
+            self.publish(regarding, true, "ValidationFailed", report.errors_summary());
+            return;
+        }
+        let previous_targets = previous.map(|p| p.targets.as_slice()).unwrap_or_default();
+        for t in &status.targets {
+            if t.synced || previous_targets.contains(t) {
+                continue;
+            }
+            let reason = match t.reason {
+                TargetReason::RefNotPermitted | TargetReason::TargetNotManaged | TargetReason::TargetFull => t.reason,
+                _ => TargetReason::ApplyFailed,
+            };
+            self.publish(
+                regarding.clone(),
+                true,
+                reason.as_str(),
+                format!("{}/{}: {}", t.namespace, t.name, t.message),
+            );
+        }
+        if let Some(deprecated) = report.warnings.iter().find(|w| w.path == "spec.contact") {
+            let already = previous
+                .is_some_and(|p| p.conditions.iter().any(|c| c.message.contains("spec.contact: is deprecated")));
+            if !already {
+                self.publish(regarding.clone(), true, "DeprecatedField", deprecated.to_string());
+            }
+        }
+        let all_synced = status.targets.iter().all(|t| t.synced);
+        let hash_changed = previous.and_then(|p| p.config_hash.clone()) != status.config_hash;
+        let newly_synced = status.targets.iter().any(|t| {
+            t.synced && !previous_targets.iter().any(|p| p.namespace == t.namespace && p.name == t.name && p.synced)
+        });
+        if all_synced && (hash_changed || newly_synced) {
+            self.publish(
+                regarding,
+                false,
+                "Synced",
+                format!(
+                    "document {} written to {} target(s)",
+                    status.config_hash.as_deref().unwrap_or("-"),
+                    status.targets.len()
+                ),
+            );
+        }
+    }
+}
+
+/// Reduces a watched policy to what the index needs, and its finalizers.
+fn observe_policy(guard: Policy) -> (ObservedPolicy, Vec<String>) {
+    let (meta, spec, status) = match guard.0 {
+        Ok(policy) => (policy.metadata, Ok(policy.spec), policy.status),
+        Err(invalid) => (invalid.metadata, Err(invalid.error), None),
+    };
+    let finalizers = meta.finalizers.unwrap_or_default();
+    let observed = ObservedPolicy {
+        namespace: meta.namespace.unwrap_or_default(),
+        name: meta.name.unwrap_or_default(),
+        uid: meta.uid,
+        generation: meta.generation,
+        resource_version: meta.resource_version,
+        spec,
+        status,
+        deleting: meta.deletion_timestamp.is_some(),
+        legacy_finalizer: finalizers.iter().any(|f| f == LEGACY_FINALIZER),
+    };
+    (observed, finalizers)
+}
+
+fn guard_key(guard: &Policy) -> String {
     let meta = match &guard.0 {
         Ok(p) => &p.metadata,
         Err(i) => &i.metadata,
     };
-    let namespace = meta.namespace.as_deref().unwrap_or_default();
-    let name = meta.name.as_deref().unwrap_or_default();
-    let failures = {
-        let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(format!("{namespace}/{name}")).or_insert(0);
-        *n += 1;
-        *n
-    };
-    let delay = backoff(failures);
-    warn!(namespace, name, error = %error, failures, retry_in = ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
+    data_key(meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
 }
 
-/// The ConfigMap → policies mapping for the ConfigMap watches: every policy that names the
-/// ConfigMap, or whose key it holds.
-fn configmap_mapper(
-    store: Store<Policy>,
-    writer: Arc<TargetWriter>,
-) -> impl Fn(ConfigMap) -> Vec<ObjectRef<Policy>> + Send + Sync + 'static {
-    move |cm: ConfigMap| {
-        writer.observe(&cm);
-        let target = TargetKey { namespace: cm.namespace().unwrap_or_default(), name: cm.name_any() };
-        let keys: BTreeSet<&String> = cm.data.as_ref().map(|d| d.keys().collect()).unwrap_or_default();
-        store
-            .state()
-            .iter()
-            .filter(|guard| match &guard.0 {
-                Ok(p) => {
-                    aims_at(p, &target) || keys.contains(&data_key(&p.namespace().unwrap_or_default(), &p.name_any()))
-                }
-                Err(i) => keys.contains(&data_key(
-                    i.metadata.namespace.as_deref().unwrap_or_default(),
-                    i.metadata.name.as_deref().unwrap_or_default(),
-                )),
-            })
-            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-            .collect()
+fn configmap_target(cm: &ConfigMap) -> TargetKey {
+    TargetKey {
+        namespace: cm.metadata.namespace.clone().unwrap_or_default(),
+        name: cm.metadata.name.clone().unwrap_or_default(),
     }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn dynamic_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<ImageVariationPolicy>(&()))
+}
+
+fn policy_reference(entry: &crate::index::PolicyEntry) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(ImageVariationPolicy::api_version(&()).to_string()),
+        kind: Some(ImageVariationPolicy::kind(&()).to_string()),
+        name: Some(entry.name.clone()),
+        namespace: Some(entry.namespace.clone()),
+        uid: entry.uid.clone(),
+        resource_version: entry.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+async fn read_status(client: &Client, namespace: &str, name: &str) -> Option<ImageVariationPolicyStatus> {
+    let obj = dynamic_api(client, namespace).get_status(name).await.ok()?;
+    obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
+}
+
+async fn write_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &ImageVariationPolicyStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": ImageVariationPolicy::api_version(&()),
+        "kind": ImageVariationPolicy::kind(&()),
+        "status": status,
+    });
+    dynamic_api(client, namespace)
+        .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+}
+
+async fn send_event(client: &Client, reporter: &str, instance: &str, event: PolicyEvent) {
+    let namespace = event.regarding.namespace.clone().unwrap_or_default();
+    let stamp = k8s_openapi::jiff::Timestamp::now();
+    let object = KubeEvent {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                event.regarding.name.as_deref().unwrap_or("routerpolicy"),
+                stamp.as_nanosecond()
+            )),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        action: Some("Reconcile".into()),
+        reason: Some(event.reason),
+        note: Some(event.note.chars().take(1024).collect()),
+        type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+        event_time: Some(MicroTime(stamp)),
+        regarding: Some(event.regarding),
+        reporting_controller: Some(reporter.into()),
+        reporting_instance: Some(instance.into()),
+        ..Default::default()
+    };
+    let api: Api<KubeEvent> = Api::namespaced(client.clone(), &namespace);
+    if let Err(e) = api.create(&PostParams::default(), &object).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+/// Which watch an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    /// The policy watch with this index into the boundary's namespaces (or 0 for all).
+    Policies(usize),
+    /// A ConfigMap watch, by bit.
+    ConfigMaps(u8),
+}
+
+enum Observed {
+    Policy(Box<Event<Policy>>),
+    ConfigMap(Box<Event<ConfigMap>>),
+}
+
+fn policy_event(event: Event<Policy>) -> Observed {
+    Observed::Policy(Box::new(event))
+}
+
+fn configmap_event(event: Event<ConfigMap>) -> Observed {
+    Observed::ConfigMap(Box::new(event))
+}
+
+type Tagged = (Source, Result<Observed, watcher::Error>);
+
+fn tagged<S, K: 'static>(source: Source, stream: S, wrap: fn(Event<K>) -> Observed) -> BoxStream<'static, Tagged>
+where
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+{
+    stream.map(move |r| (source, r.map(wrap))).boxed()
+}
+
+/// Relist bookkeeping: what each watch has shown since its last `Init`.
+#[derive(Default)]
+struct Relists {
+    policies: HashMap<Source, HashSet<String>>,
+    configmaps: HashMap<Source, HashSet<TargetKey>>,
+    done: HashSet<Source>,
 }
 
 /// Builds and runs the controller until `shutdown` resolves.
@@ -735,47 +683,212 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let policies: Api<Policy> = match settings.namespaces.as_slice() {
-        [one] => Api::namespaced(client.clone(), one),
-        _ => Api::all(client.clone()),
-    };
-    let wc = watcher::Config::default().any_semantic();
-    let controller = Controller::new(policies, wc.clone())
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency));
-    let store = controller.store();
-    let writer = Arc::new(TargetWriter::new(client.clone(), store.clone(), metrics.clone(), settings.batch_window));
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: "routerpolicy".to_string(), instance: settings.instance.clone() },
-    );
-    let ctx = Arc::new(Context {
+    let boundary = Boundary::new(&settings.namespaces);
+    let concurrency = usize::from(settings.concurrency.max(1));
+    let (events_tx, mut events_rx) = mpsc::channel::<PolicyEvent>(4096);
+    let shared = Arc::new(Shared {
         client: client.clone(),
-        namespaces: settings.namespaces.clone(),
-        writer: writer.clone(),
-        recorder,
-        metrics,
-        resync: settings.resync,
-        failures: Mutex::default(),
+        metrics: metrics.clone(),
+        index: Mutex::new(Index::new(boundary.clone())),
+        targets: WorkQueue::new(metrics.pending_gauge("targets")),
+        statuses: WorkQueue::new(metrics.pending_gauge("statuses")),
+        events: events_tx,
+        finalizer_slots: Arc::new(Semaphore::new(concurrency.min(16))),
+        settings: settings.clone(),
     });
-    let configmaps: Api<ConfigMap> = Api::all(client.clone());
-    controller
-        // ConfigMaps the operator wrote: drift (hand edits, deleted keys, a deleted ConfigMap)
-        // is repaired by re-reconciling the policies that live there.
-        .watches(
-            configmaps.clone(),
-            wc.clone().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-            configmap_mapper(store.clone(), writer.clone()),
-        )
-        // Gateway ConfigMaps opted in by their owners: consent given or withdrawn takes effect.
-        .watches(configmaps, wc.labels(&format!("{GATEWAY_LABEL}=true")), configmap_mapper(store, writer))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(error = %e, "controller event");
+
+    // Watches. Lists come from the API server's watch cache; objects are reduced as they
+    // arrive, and nothing but the index keeps them.
+    let wc = watcher::Config::default().any_semantic();
+    let mut streams: SelectAll<BoxStream<'static, Tagged>> = SelectAll::new();
+    match boundary.namespaces() {
+        // Only the namespaces of --namespaces are read, each by its own watch.
+        Some(namespaces) => {
+            for (i, ns) in namespaces.iter().enumerate() {
+                let api: Api<Policy> = Api::namespaced(client.clone(), ns);
+                streams.push(tagged(
+                    Source::Policies(i),
+                    watcher::watcher(api, wc.clone()).default_backoff(),
+                    policy_event,
+                ));
             }
-        })
-        .await;
+        }
+        None => {
+            let api: Api<Policy> = Api::all(client.clone());
+            streams.push(tagged(
+                Source::Policies(0),
+                watcher::watcher(api, wc.clone()).default_backoff(),
+                policy_event,
+            ));
+        }
+    }
+    let configmaps: Api<ConfigMap> = Api::all(client.clone());
+    // ConfigMaps the operator wrote: drift (hand edits, deleted keys, a deleted ConfigMap) is
+    // repaired by re-planning the target.
+    streams.push(tagged(
+        Source::ConfigMaps(MANAGED_WATCH),
+        watcher::watcher(configmaps.clone(), wc.clone().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
+            .default_backoff(),
+        configmap_event,
+    ));
+    // Gateway ConfigMaps opted in by their owners: consent given or withdrawn takes effect.
+    streams.push(tagged(
+        Source::ConfigMaps(GATEWAY_WATCH),
+        watcher::watcher(configmaps, wc.labels(&format!("{GATEWAY_LABEL}=true"))).default_backoff(),
+        configmap_event,
+    ));
+    let sources = streams.len();
+
+    let (stop_tx, stop_rx) = signal::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
+    // Events are best effort and never hold up a status: a few at a time, off the hot path.
+    {
+        let client = client.clone();
+        let instance = settings.instance.clone().unwrap_or_else(|| "routerpolicy".into());
+        let mut stop = stop_rx.clone();
+        workers.spawn(async move {
+            let slots = Arc::new(Semaphore::new(4));
+            let mut running = tokio::task::JoinSet::new();
+            loop {
+                let event = tokio::select! {
+                    event = events_rx.recv() => event,
+                    _ = stop.wait_for(|s| *s) => events_rx.try_recv().ok(),
+                };
+                let Some(event) = event else { break };
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let (client, instance) = (client.clone(), instance.clone());
+                running.spawn(async move {
+                    send_event(&client, "routerpolicy", &instance, event).await;
+                    drop(slot);
+                });
+                while running.try_join_next().is_some() {}
+            }
+            while running.join_next().await.is_some() {}
+        });
+    }
+
+    let mut shutdown: Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
+    let mut relists = Relists::default();
+    let mut started = false;
+    let mut resync = tokio::time::interval(settings.resync);
+    resync.tick().await;
+    info!(namespaces = ?boundary.namespaces(), "watching policies and gateway ConfigMaps");
+    loop {
+        let (source, item) = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = resync.tick(), if started => {
+                let all = shared.index().all_targets();
+                shared.schedule(all);
+                continue;
+            }
+            next = streams.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        let observed = match item {
+            Ok(observed) => observed,
+            Err(e) => {
+                warn!(?source, error = %e, "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        match observed {
+            Observed::Policy(event) => match *event {
+                Event::Init => {
+                    relists.policies.insert(source, HashSet::new());
+                }
+                Event::InitApply(guard) => {
+                    relists.policies.entry(source).or_default().insert(guard_key(&guard));
+                    shared.on_policy(guard);
+                }
+                Event::Apply(guard) => shared.on_policy(guard),
+                Event::Delete(guard) => shared.on_policy_gone(&guard_key(&guard)),
+                Event::InitDone => {
+                    // What the new list did not show was deleted while the watch was away.
+                    let seen = relists.policies.remove(&source).unwrap_or_default();
+                    let scope = match (source, boundary.namespaces()) {
+                        (Source::Policies(i), Some(namespaces)) => namespaces.iter().nth(i).cloned(),
+                        _ => None,
+                    };
+                    let gone: Vec<String> = shared
+                        .index()
+                        .policy_keys(scope.as_deref())
+                        .into_iter()
+                        .filter(|k| !seen.contains(k))
+                        .collect();
+                    for key in gone {
+                        shared.on_policy_gone(&key);
+                    }
+                    relists.done.insert(source);
+                }
+            },
+            Observed::ConfigMap(event) => {
+                let Source::ConfigMaps(bit) = source else { continue };
+                match *event {
+                    Event::Init => {
+                        relists.configmaps.insert(source, HashSet::new());
+                    }
+                    Event::InitApply(cm) => {
+                        relists.configmaps.entry(source).or_default().insert(configmap_target(&cm));
+                        shared.on_configmap(bit, &cm);
+                    }
+                    Event::Apply(cm) => shared.on_configmap(bit, &cm),
+                    Event::Delete(cm) => shared.on_configmap_gone(bit, configmap_target(&cm)),
+                    Event::InitDone => {
+                        let seen = relists.configmaps.remove(&source).unwrap_or_default();
+                        let gone: Vec<TargetKey> =
+                            shared.index().targets_seen_by(bit).into_iter().filter(|t| !seen.contains(t)).collect();
+                        for target in gone {
+                            shared.on_configmap_gone(bit, target);
+                        }
+                        relists.done.insert(source);
+                    }
+                }
+            }
+        }
+        if !started && relists.done.len() == sources {
+            // Every watch has listed once: the picture is complete. Plan every target now
+            // (this prunes keys of policies deleted while no operator ran), then keep up.
+            started = true;
+            let (policies, targets) = {
+                let index = shared.index();
+                (index.policy_count(), index.all_targets())
+            };
+            metrics.index_policies.set(policies as i64);
+            info!(policies, targets = targets.len(), "initial lists complete; planning every target");
+            for _ in 0..concurrency {
+                let (worker, mut stop) = (shared.clone(), stop_rx.clone());
+                workers.spawn(async move {
+                    while let Some(target) = worker.targets.next(&mut stop).await {
+                        worker.settle_target(&target).await;
+                        worker.reconcile_target(&target).await;
+                        worker.targets.done(&target);
+                    }
+                });
+                let (worker, mut stop) = (shared.clone(), stop_rx.clone());
+                workers.spawn(async move {
+                    while let Some(key) = worker.statuses.next(&mut stop).await {
+                        worker.reconcile_status(&key).await;
+                        worker.statuses.done(&key);
+                    }
+                });
+            }
+            shared.schedule(targets);
+        }
+        if started {
+            metrics.index_policies.set(shared.index().policy_count() as i64);
+        }
+    }
+
+    info!("controller stopping");
+    let _ = stop_tx.send(true);
+    drop(shared);
+    // Workers finish the write in hand; the event sender goes with the last of them.
+    let drain = async { while workers.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        warn!("workers did not stop within 10 s");
+    }
 }
 
 #[cfg(test)]
@@ -787,5 +900,26 @@ mod tests {
         let delays: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256, 256]);
         assert!(backoff(u32::MAX) <= Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn a_work_queue_holds_an_item_once_and_requeues_it_when_touched_while_running() {
+        let queue: WorkQueue<&str> = WorkQueue::new(Default::default());
+        let (_tx, mut stop) = signal::channel(false);
+        queue.add("a");
+        queue.add("a");
+        queue.add("b");
+        assert_eq!(queue.next(&mut stop).await, Some("a"));
+        queue.add("a");
+        assert_eq!(queue.touches(&"a"), 1);
+        assert_eq!(queue.next(&mut stop).await, Some("b"));
+        queue.done(&"b");
+        queue.done(&"a");
+        assert_eq!(queue.next(&mut stop).await, Some("a"), "touched while running: queued again");
+        queue.settle(&"a");
+        queue.done(&"a");
+        let (tx, mut stop) = signal::channel(false);
+        let _ = tx.send(true);
+        assert_eq!(queue.next(&mut stop).await, None, "nothing left, and stopped");
     }
 }

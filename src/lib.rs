@@ -3,7 +3,8 @@
 //!
 //! The pipeline, one module per step: [`api`] (types) → [`validate`] (pure rules) →
 //! [`render`] (pure policy → gateway document) → [`target`] (pure plan of one ConfigMap) →
-//! [`controller`] (gathers, applies, reports). [`schema`] checks raw manifests against the
+//! [`index`] (pure: watch events in, touched targets out) → [`controller`] (watches, applies,
+//! reports). [`schema`] checks raw manifests against the
 //! CRD's schema for `routerpolicy validate`, so offline validation refuses what admission
 //! refuses.
 #![forbid(unsafe_code)]
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod index;
 pub mod limits;
 pub mod manifests;
 pub mod metrics;

@@ -16,9 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::ImageVariationPolicy;
-use crate::controller::{check_policy, existing_target, spec_targets};
 use crate::render::render_policy;
-use crate::target::{Content, Outcome, PolicyAtTarget, TargetKey, applied_configmap, plan_target};
+use crate::target::{
+    Content, ExistingTarget, Outcome, PolicyAtTarget, TargetKey, applied_configmap, plan_target, spec_targets,
+};
 use crate::validate::{Report, Violation, validate_object_name};
 
 /// Where a document came from.
@@ -170,7 +171,7 @@ pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -
     }
     match serde_json::from_value::<ImageVariationPolicy>(value.clone()) {
         Ok(policy) => {
-            let mut rules = check_policy(&with_namespace(policy, &namespace));
+            let mut rules = crate::validate::validate_policy(&namespace, &name, &policy.spec);
             // The object-name rule is already in the report.
             rules.errors.retain(|v| v.path != "metadata.name");
             report.merge(rules);
@@ -179,11 +180,6 @@ pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -
         Err(_) => {}
     }
     Checked { origin: doc.origin.clone(), kind, object, skipped: false, report }
-}
-
-fn with_namespace(mut policy: ImageVariationPolicy, namespace: &str) -> ImageVariationPolicy {
-    policy.metadata.namespace = Some(namespace.to_string());
-    policy
 }
 
 /// Output format of `validate`.
@@ -298,7 +294,7 @@ pub struct Rendered {
 /// existing data); other targets are taken not to exist yet.
 pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &str) -> Rendered {
     let mut rendered = Rendered::default();
-    let mut existing: BTreeMap<TargetKey, crate::target::ExistingTarget> = BTreeMap::new();
+    let mut existing: BTreeMap<TargetKey, ExistingTarget> = BTreeMap::new();
     let mut by_target: BTreeMap<TargetKey, Vec<PolicyAtTarget>> = BTreeMap::new();
 
     for doc in docs {
@@ -313,11 +309,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
             let namespace = cm.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());
             cm.metadata.namespace = Some(namespace.clone());
             let key = TargetKey { namespace, name: cm.metadata.name.clone().unwrap_or_default() };
-            let mut view = existing_target(&cm);
-            // A manifest carries no managedFields: keys that look like policy keys it holds are
-            // treated as the operator's, so last-good and size rules apply to them.
-            view.owned_keys = view.data.keys().filter(|k| k.ends_with(".json")).cloned().collect();
-            existing.insert(key, view);
+            existing.insert(key, ExistingTarget::from_manifest(&cm));
             continue;
         }
         let checked = check_document(doc, schema, default_namespace);
@@ -341,7 +333,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         policy.metadata.namespace = Some(namespace.clone());
         let name = policy.metadata.name.clone().unwrap_or_default();
         let document = render_policy(&namespace, &name, &policy.spec);
-        for target in spec_targets(&policy) {
+        for target in spec_targets(&namespace, &policy.spec) {
             by_target.entry(target).or_default().push(PolicyAtTarget {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -356,8 +348,12 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         let current = existing.get(target);
         let plan = plan_target(target, current, policies);
         for ((ns, name), outcome) in &plan.outcomes {
-            if let Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::TargetFull(m) = outcome {
-                rendered.notes.push(format!("ImageVariationPolicy {ns}/{name} → {target}: {}: {m}", outcome.reason()));
+            if !matches!(outcome, Outcome::Synced) {
+                rendered.notes.push(format!(
+                    "ImageVariationPolicy {ns}/{name} → {target}: {}: {}",
+                    outcome.reason(),
+                    outcome.message()
+                ));
             }
         }
         let Some(data) = plan.apply else { continue };

@@ -26,19 +26,34 @@ pub struct ReadyLabels {
     pub ready: String,
 }
 
+/// Label set with one `queue` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `targets` or `statuses`.
+    pub queue: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Reconciles by outcome.
+    /// Target reconciles (plan, and apply when needed) by outcome.
     pub reconciles: Family<OutcomeLabels, Counter>,
-    /// Reconcile duration in seconds.
+    /// Target reconcile duration in seconds.
     pub reconcile_duration: Histogram,
     /// Policies by Ready status.
     pub policies: Family<ReadyLabels, Gauge>,
     /// Server-side applies of gateway ConfigMaps.
     pub configmap_writes: Counter,
-    /// Reconciles running now.
+    /// Target reconciles running now.
     pub in_flight: Gauge,
+    /// Status writes (server-side apply of the status subresource).
+    pub status_writes: Counter,
+    /// Writes to policy objects themselves (removing the legacy finalizer).
+    pub policy_writes: Counter,
+    /// Work queued or in progress, by queue (`targets`, `statuses`).
+    pub pending: Family<QueueLabels, Gauge>,
+    /// Policies in the index (of the watched namespaces).
+    pub index_policies: Gauge,
     /// Whether this replica holds the leader lease (1) or stands by (0).
     pub leader: Gauge,
     ready_by_policy: Mutex<std::collections::HashMap<String, &'static str>>,
@@ -53,11 +68,23 @@ impl Default for Metrics {
         let configmap_writes = Counter::default();
         let in_flight = Gauge::default();
         let leader = Gauge::default();
-        registry.register("reconciles", "Policy reconciles by outcome", reconciles.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one policy reconcile", reconcile_duration.clone());
+        let status_writes = Counter::default();
+        let policy_writes = Counter::default();
+        let pending = Family::<QueueLabels, Gauge>::default();
+        let index_policies = Gauge::default();
+        registry.register("reconciles", "Target reconciles by outcome", reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Duration of one target reconcile", reconcile_duration.clone());
         registry.register("policies", "Policies by Ready condition status", policies.clone());
         registry.register("configmap_writes", "Server-side applies of gateway ConfigMaps", configmap_writes.clone());
-        registry.register("reconciles_in_flight", "Policy reconciles running now", in_flight.clone());
+        registry.register("reconciles_in_flight", "Target reconciles running now", in_flight.clone());
+        registry.register("status_writes", "Status writes to policies", status_writes.clone());
+        registry.register(
+            "policy_writes",
+            "Writes to policy objects (legacy finalizer removal)",
+            policy_writes.clone(),
+        );
+        registry.register("work_pending", "Work queued or in progress", pending.clone());
+        registry.register("index_policies", "Policies in the index", index_policies.clone());
         registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
         Self {
             registry,
@@ -67,6 +94,10 @@ impl Default for Metrics {
             configmap_writes,
             in_flight,
             leader,
+            status_writes,
+            policy_writes,
+            pending,
+            index_policies,
             ready_by_policy: Mutex::default(),
         }
     }
@@ -77,6 +108,12 @@ impl Metrics {
     pub fn reconciled(&self, outcome: &str, seconds: f64) {
         self.reconciles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
         self.reconcile_duration.observe(seconds);
+    }
+
+    /// The `work_pending` gauge of one queue.
+    pub fn pending_gauge(&self, queue: &str) -> Gauge {
+        // The family's lock guard lives until this call returns; never hold two at once.
+        self.pending.get_or_create(&QueueLabels { queue: queue.to_string() }).clone()
     }
 
     /// Records the Ready status of a policy (`None` when it is gone).

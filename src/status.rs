@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ImageVariationPolicyStatus, TargetStatus};
+use crate::api::{ImageVariationPolicyStatus, TargetReason, TargetStatus};
 use crate::validate::Report;
 
 /// Valid and every target permitted.
@@ -29,7 +29,7 @@ pub struct Observation {
     pub report: Report,
     /// Hash of the rendered document (valid policies only).
     pub config_hash: Option<String>,
-    /// One entry per spec target, in spec order.
+    /// One entry per target, in spec order (built from the planner's typed outcomes).
     pub targets: Vec<TargetStatus>,
 }
 
@@ -45,7 +45,7 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
 }
 
 /// The most telling non-synced target reason, in order of severity.
-fn first_reason<'a>(targets: &'a [TargetStatus], reasons: &[&str]) -> Option<&'a TargetStatus> {
+fn first_reason<'a>(targets: &'a [TargetStatus], reasons: &[TargetReason]) -> Option<&'a TargetStatus> {
     reasons.iter().find_map(|r| targets.iter().find(|t| !t.synced && t.reason == *r))
 }
 
@@ -63,7 +63,7 @@ pub fn compute_status(
     let warnings =
         if report.warnings.is_empty() { String::new() } else { format!(" Warnings: {}", report.warnings_summary()) };
 
-    let refused = first_reason(targets, &["RefNotPermitted", "TargetNotManaged"]);
+    let refused = first_reason(targets, &[TargetReason::RefNotPermitted, TargetReason::TargetNotManaged]);
     let (accepted, accepted_reason, accepted_msg) = if !report.is_valid() {
         (false, "ValidationFailed", report.errors_summary())
     } else if let Some(t) = refused {
@@ -74,10 +74,16 @@ pub fn compute_status(
 
     let failing = first_reason(
         targets,
-        &["ValidationFailed", "RefNotPermitted", "TargetNotManaged", "TargetFull", "ApplyFailed"],
+        &[
+            TargetReason::ValidationFailed,
+            TargetReason::RefNotPermitted,
+            TargetReason::TargetNotManaged,
+            TargetReason::TargetFull,
+            TargetReason::ApplyFailed,
+        ],
     );
     let (synced_ok, synced_reason, synced_msg) = if !report.is_valid() {
-        let kept = targets.iter().filter(|t| t.message.contains("last good")).count();
+        let kept = targets.iter().filter(|t| t.last_good_kept).count();
         (
             false,
             "ValidationFailed",
@@ -101,7 +107,7 @@ pub fn compute_status(
     };
 
     let ready = accepted && synced_ok;
-    let transient = targets.iter().any(|t| !t.synced && t.reason == "ApplyFailed");
+    let transient = targets.iter().any(|t| !t.synced && t.reason == TargetReason::ApplyFailed);
     let stalled_reason = if !report.is_valid() {
         Some(("ValidationFailed", accepted_msg.clone()))
     } else if !accepted {
@@ -193,13 +199,14 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("timestamp"))
     }
 
-    fn target(synced: bool, reason: &str) -> TargetStatus {
+    fn target(synced: bool, reason: TargetReason) -> TargetStatus {
         TargetStatus {
             namespace: "ns".into(),
             name: "gw".into(),
             key: "ns.p.json".into(),
             synced,
-            reason: reason.into(),
+            reason,
+            last_good_kept: false,
             message: "m".into(),
         }
     }
@@ -214,7 +221,7 @@ mod tests {
 
     #[test]
     fn synced_everywhere_is_ready() {
-        let s = compute_status(&observe(Report::default(), vec![target(true, "Synced")]), None, &at(1));
+        let s = compute_status(&observe(Report::default(), vec![target(true, TargetReason::Synced)]), None, &at(1));
         assert_eq!(get(&s, READY).status, "True");
         assert_eq!(get(&s, STALLED).status, "False");
         assert_eq!(s.synced_targets.as_deref(), Some("1/1"));
@@ -238,10 +245,17 @@ mod tests {
 
     #[test]
     fn refused_target_is_not_accepted_and_full_target_is_not_synced() {
-        let s = compute_status(&observe(Report::default(), vec![target(false, "RefNotPermitted")]), None, &at(1));
+        let s = compute_status(
+            &observe(Report::default(), vec![target(false, TargetReason::RefNotPermitted)]),
+            None,
+            &at(1),
+        );
         assert_eq!(get(&s, ACCEPTED).reason, "RefNotPermitted");
         let s = compute_status(
-            &observe(Report::default(), vec![target(true, "Synced"), target(false, "TargetFull")]),
+            &observe(
+                Report::default(),
+                vec![target(true, TargetReason::Synced), target(false, TargetReason::TargetFull)],
+            ),
             None,
             &at(1),
         );
@@ -252,19 +266,20 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_reconciling_not_stalled() {
-        let s = compute_status(&observe(Report::default(), vec![target(false, "ApplyFailed")]), None, &at(1));
+        let s =
+            compute_status(&observe(Report::default(), vec![target(false, TargetReason::ApplyFailed)]), None, &at(1));
         assert_eq!(get(&s, RECONCILING).status, "True");
         assert_eq!(get(&s, STALLED).status, "False");
     }
 
     #[test]
     fn transition_time_is_kept_while_the_status_holds_and_no_change_means_no_write() {
-        let obs = observe(Report::default(), vec![target(true, "Synced")]);
+        let obs = observe(Report::default(), vec![target(true, TargetReason::Synced)]);
         let first = compute_status(&obs, None, &at(100));
         let second = compute_status(&obs, Some(&first), &at(200));
         assert_eq!(get(&second, READY).last_transition_time, at(100));
         assert!(!status_changed(Some(&first), &second));
-        let broken = observe(Report::default(), vec![target(false, "TargetFull")]);
+        let broken = observe(Report::default(), vec![target(false, TargetReason::TargetFull)]);
         let third = compute_status(&broken, Some(&second), &at(300));
         assert_eq!(get(&third, READY).last_transition_time, at(300));
         assert!(status_changed(Some(&second), &third));

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
 
+use crate::api::{ImageVariationPolicySpec, TargetReason, TargetStatus};
 use crate::limits::CONFIGMAP_MAX_BYTES;
 use crate::render::entries_hash;
 
@@ -42,22 +43,64 @@ impl std::fmt::Display for TargetKey {
     }
 }
 
-/// What the operator needs to know of an existing ConfigMap.
+/// What the operator needs to know of an existing ConfigMap, and no more: the two labels and
+/// two annotations it reads, the values of the data keys its field manager owns, and only the
+/// size of everything else (other writers' data is never cached).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExistingTarget {
-    /// Labels.
+    /// The labels the operator reads ([`MANAGED_BY_LABEL`], [`GATEWAY_LABEL`]).
     pub labels: BTreeMap<String, String>,
-    /// Annotations.
+    /// The annotations the operator reads ([`ALLOWED_NAMESPACES_ANNOTATION`],
+    /// [`CONFIG_HASH_ANNOTATION`]).
     pub annotations: BTreeMap<String, String>,
-    /// All data entries (the operator's and everyone else's).
-    pub data: BTreeMap<String, String>,
+    /// Data entries owned by the operator's field manager: key → value.
+    pub owned: BTreeMap<String, String>,
+    /// Every other data entry: key → its size (key and value), which counts against 1 MiB.
+    pub foreign: BTreeMap<String, usize>,
     /// Size of `binaryData` (keys and values), which counts against the 1 MiB limit too.
     pub binary_bytes: usize,
-    /// Data keys the operator's field manager owns.
-    pub owned_keys: BTreeSet<String>,
 }
 
 impl ExistingTarget {
+    /// The view of a live ConfigMap: owned keys are those the operator's field manager holds
+    /// in `managedFields` (server-side apply).
+    pub fn observe(cm: &ConfigMap) -> Self {
+        let owned = owned_keys(cm);
+        Self::with_owned(cm, |key| owned.contains(key))
+    }
+
+    /// The view of a ConfigMap manifest (no `managedFields`): keys that look like policy keys
+    /// are taken as the operator's, so last-good and size rules apply to them.
+    pub fn from_manifest(cm: &ConfigMap) -> Self {
+        Self::with_owned(cm, |key| key.ends_with(".json"))
+    }
+
+    fn with_owned(cm: &ConfigMap, is_owned: impl Fn(&str) -> bool) -> Self {
+        let pick = |map: &Option<BTreeMap<String, String>>, keys: &[&str]| -> BTreeMap<String, String> {
+            map.iter()
+                .flatten()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let mut owned = BTreeMap::new();
+        let mut foreign = BTreeMap::new();
+        for (key, value) in cm.data.iter().flatten() {
+            if is_owned(key) {
+                owned.insert(key.clone(), value.clone());
+            } else {
+                foreign.insert(key.clone(), entry_size(key, value));
+            }
+        }
+        ExistingTarget {
+            labels: pick(&cm.metadata.labels, &[MANAGED_BY_LABEL, GATEWAY_LABEL]),
+            annotations: pick(&cm.metadata.annotations, &[ALLOWED_NAMESPACES_ANNOTATION, CONFIG_HASH_ANNOTATION]),
+            owned,
+            foreign,
+            binary_bytes: cm.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum(),
+        }
+    }
+
     /// Created by the operator (carries the managed-by label).
     pub fn is_managed(&self) -> bool {
         self.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
@@ -74,6 +117,35 @@ impl ExistingTarget {
             .get(ALLOWED_NAMESPACES_ANNOTATION)
             .is_some_and(|list| list.split(',').map(str::trim).any(|n| n == "*" || n == namespace))
     }
+
+    /// Whether the operator owns `key` here.
+    pub fn holds(&self, key: &str) -> bool {
+        self.owned.contains_key(key)
+    }
+}
+
+/// The data keys the operator's field manager owns in a ConfigMap (from `managedFields`).
+pub fn owned_keys(cm: &ConfigMap) -> BTreeSet<String> {
+    let mut owned = BTreeSet::new();
+    for entry in cm.metadata.managed_fields.iter().flatten() {
+        if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.operation.as_deref() != Some("Apply") {
+            continue;
+        }
+        if let Some(data) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).and_then(|d| d.as_object()) {
+            owned.extend(data.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_string));
+        }
+    }
+    owned
+}
+
+/// The resolved, de-duplicated targets of a policy spec in `namespace`.
+pub fn spec_targets(namespace: &str, spec: &ImageVariationPolicySpec) -> Vec<TargetKey> {
+    let mut seen = BTreeSet::new();
+    spec.target_refs
+        .iter()
+        .map(|t| TargetKey { namespace: t.resolved_namespace(namespace).to_string(), name: t.name.clone() })
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
 }
 
 /// A policy aiming at the target.
@@ -96,6 +168,9 @@ pub enum Content {
     Document(String),
     /// An invalid policy: keep whatever good document is there already.
     KeepLastGood,
+    /// A key of a policy in a namespace this operator instance does not watch: kept at its
+    /// current value, neither judged nor pruned (never prune from an incomplete picture).
+    NotWatched,
 }
 
 /// The outcome for one policy at one target.
@@ -113,24 +188,61 @@ pub enum Outcome {
     /// Same-namespace ConfigMap that the operator neither created nor was opted into.
     TargetNotManaged(String),
     /// The document does not fit in the 1 MiB ConfigMap limit.
-    TargetFull(String),
+    TargetFull {
+        /// Whether the policy's previous document stays.
+        has_last_good: bool,
+        /// Detail.
+        message: String,
+    },
+    /// The write of the plan failed (decided by the controller, not the planner).
+    ApplyFailed(String),
 }
 
 impl Outcome {
-    /// The status reason string.
-    pub fn reason(&self) -> &'static str {
+    /// The status reason.
+    pub fn reason(&self) -> TargetReason {
         match self {
-            Outcome::Synced => "Synced",
-            Outcome::Retained { .. } => "ValidationFailed",
-            Outcome::RefNotPermitted(_) => "RefNotPermitted",
-            Outcome::TargetNotManaged(_) => "TargetNotManaged",
-            Outcome::TargetFull(_) => "TargetFull",
+            Outcome::Synced => TargetReason::Synced,
+            Outcome::Retained { .. } => TargetReason::ValidationFailed,
+            Outcome::RefNotPermitted(_) => TargetReason::RefNotPermitted,
+            Outcome::TargetNotManaged(_) => TargetReason::TargetNotManaged,
+            Outcome::TargetFull { .. } => TargetReason::TargetFull,
+            Outcome::ApplyFailed(_) => TargetReason::ApplyFailed,
         }
     }
 
     /// Whether the target permits the policy at all (Accepted).
     pub fn permitted(&self) -> bool {
         !matches!(self, Outcome::RefNotPermitted(_) | Outcome::TargetNotManaged(_))
+    }
+
+    /// Whether an earlier good document of the policy stays in the target.
+    pub fn last_good_kept(&self) -> bool {
+        matches!(self, Outcome::Retained { has_last_good: true } | Outcome::TargetFull { has_last_good: true, .. })
+    }
+
+    /// Human-readable detail for status and events.
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Synced => String::new(),
+            Outcome::Retained { has_last_good: true } => "invalid spec; the last good document stays".to_string(),
+            Outcome::Retained { has_last_good: false } => "invalid spec; no earlier document to keep".to_string(),
+            Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::ApplyFailed(m) => m.clone(),
+            Outcome::TargetFull { message, .. } => message.clone(),
+        }
+    }
+
+    /// The policy's entry in `status.targets` for `target`.
+    pub fn target_status(&self, target: &TargetKey, key: &str) -> TargetStatus {
+        TargetStatus {
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            key: key.to_string(),
+            synced: *self == Outcome::Synced,
+            reason: self.reason(),
+            last_good_kept: self.last_good_kept(),
+            message: self.message(),
+        }
     }
 }
 
@@ -155,8 +267,8 @@ impl TargetPlan {
         };
         existing.is_managed()
             && existing.annotations.get(CONFIG_HASH_ANNOTATION) == Some(&self.config_hash)
-            && existing.owned_keys.iter().all(|k| apply.contains_key(k))
-            && apply.iter().all(|(k, v)| existing.data.get(k) == Some(v))
+            && existing.owned.keys().all(|k| apply.contains_key(k))
+            && apply.iter().all(|(k, v)| existing.owned.get(k) == Some(v))
     }
 }
 
@@ -187,7 +299,7 @@ pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, polici
     let mut outcomes = BTreeMap::new();
     let mut permitted = Vec::new();
 
-    for policy in policies {
+    for policy in policies.iter().filter(|p| p.content != Content::NotWatched) {
         let id = (policy.namespace.clone(), policy.name.clone());
         let same_namespace = policy.namespace == target.namespace;
         let verdict = match existing {
@@ -235,21 +347,25 @@ pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, polici
         return TargetPlan { apply: None, config_hash: entries_hash([]), outcomes };
     }
 
-    // Start from what other writers hold: their keys count against the size limit too.
-    let owned: BTreeSet<&str> = existing.map(|e| e.owned_keys.iter().map(String::as_str).collect()).unwrap_or_default();
+    // Keys of policies this instance does not watch stay exactly as they are.
+    let mut apply = BTreeMap::new();
+    for policy in policies.iter().filter(|p| p.content == Content::NotWatched) {
+        if let Some(value) = existing.and_then(|e| e.owned.get(&policy.key)) {
+            apply.insert(policy.key.clone(), value.clone());
+        }
+    }
+    // Start from what other writers hold: their keys count against the size limit too (a key
+    // this plan writes is the operator's after the apply, whoever held it before).
+    let writes: BTreeSet<&str> = permitted.iter().map(|p| p.key.as_str()).collect();
     let mut used: usize = existing
         .map(|e| {
             e.binary_bytes
-                + e.data
-                    .iter()
-                    .filter(|(k, _)| !owned.contains(k.as_str()))
-                    .map(|(k, v)| entry_size(k, v))
-                    .sum::<usize>()
+                + e.foreign.iter().filter(|(k, _)| !writes.contains(k.as_str())).map(|(_, size)| size).sum::<usize>()
         })
-        .unwrap_or(0);
-    let current = |key: &str| existing.and_then(|e| if owned.contains(key) { e.data.get(key) } else { None });
+        .unwrap_or(0)
+        + apply.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>();
+    let current = |key: &str| existing.and_then(|e| e.owned.get(key));
 
-    let mut apply = BTreeMap::new();
     // First pass: what already lives there stays (at its current value), so nothing served is
     // dropped; second pass: updates and newcomers, in key order, while they fit.
     for policy in &permitted {
@@ -261,6 +377,7 @@ pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, polici
     for policy in &permitted {
         let id = (policy.namespace.clone(), policy.name.clone());
         let outcome = match &policy.content {
+            Content::NotWatched => continue,
             Content::KeepLastGood => Outcome::Retained { has_last_good: apply.contains_key(&policy.key) },
             Content::Document(doc) => {
                 let old = apply.get(&policy.key).map(|v| entry_size(&policy.key, v)).unwrap_or(0);
@@ -270,10 +387,13 @@ pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, polici
                     apply.insert(policy.key.clone(), doc.clone());
                     Outcome::Synced
                 } else {
-                    Outcome::TargetFull(format!(
-                        "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this document ({new} bytes); {}",
-                        if old > 0 { "the previous document stays" } else { "it was not added" }
-                    ))
+                    Outcome::TargetFull {
+                        has_last_good: old > 0,
+                        message: format!(
+                            "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this document ({new} bytes); {}",
+                            if old > 0 { "the previous document stays" } else { "it was not added" }
+                        ),
+                    }
                 }
             }
         };
@@ -315,8 +435,7 @@ mod tests {
     }
 
     fn owning(mut e: ExistingTarget, key: &str, value: &str) -> ExistingTarget {
-        e.data.insert(key.into(), value.into());
-        e.owned_keys.insert(key.into());
+        e.owned.insert(key.into(), value.into());
         e
     }
 
@@ -400,7 +519,7 @@ mod tests {
     #[test]
     fn keys_of_other_writers_are_neither_applied_nor_dropped() {
         let mut cm = with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE);
-        cm.data.insert("theirs.json".into(), "x".into());
+        cm.foreign.insert("theirs.json".into(), 12);
         let plan = plan_target(&target(), Some(&cm), &[policy("gateway", "p", "{}")]);
         assert_eq!(plan.apply, Some([("gateway.p.json".to_string(), "{}".to_string())].into()));
     }
@@ -412,7 +531,7 @@ mod tests {
         let policies = [policy("gateway", "a", &big), policy("gateway", "b", &big), policy("gateway", "c", "{}")];
         let plan = plan_target(&target(), Some(&cm), &policies);
         assert_eq!(outcome(&plan, "gateway", "a"), Outcome::Synced);
-        assert!(matches!(outcome(&plan, "gateway", "b"), Outcome::TargetFull(_)));
+        assert!(matches!(outcome(&plan, "gateway", "b"), Outcome::TargetFull { has_last_good: false, .. }));
         assert_eq!(outcome(&plan, "gateway", "c"), Outcome::Synced);
         let apply = plan.apply.expect("apply");
         assert!(
@@ -428,7 +547,7 @@ mod tests {
         let cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "gateway.a.json", "{\"v\":1}");
         let plan = plan_target(&target(), Some(&cm), &[policy("gateway", "a", &"x".repeat(CONFIGMAP_MAX_BYTES))]);
         assert!(
-            matches!(outcome(&plan, "gateway", "a"), Outcome::TargetFull(m) if m.contains("previous document stays"))
+            matches!(outcome(&plan, "gateway", "a"), Outcome::TargetFull { has_last_good: true, message } if message.contains("previous document stays"))
         );
         assert_eq!(plan.apply.expect("apply")["gateway.a.json"], "{\"v\":1}");
     }

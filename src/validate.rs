@@ -439,6 +439,13 @@ fn trim_float(value: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Validates a whole policy in `namespace`: its object name, then its spec.
+pub fn validate_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpec) -> Report {
+    let mut report = validate_spec(spec, namespace);
+    report.errors.splice(0..0, validate_object_name(name, namespace));
+    report
+}
+
 /// Checks a policy's metadata name: a DNS-1123 subdomain, short enough that its data key
 /// `<namespace>.<name>.json` stays a valid ConfigMap key (at most 253 characters).
 pub fn validate_object_name(name: &str, namespace: &str) -> Vec<Violation> {

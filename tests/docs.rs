@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlua::{Lua, LuaSerdeExt};
-use routerpolicy::api::TargetStatus;
+use routerpolicy::api::{TargetReason, TargetStatus};
 use routerpolicy::status::{Observation, compute_status};
 use routerpolicy::validate::{Report, Violation};
 use serde_json::{Value, json};
@@ -23,13 +23,14 @@ fn policy_with(observation: Observation, generation: i64) -> Value {
     json!({"metadata": {"name": "p", "generation": generation}, "status": status})
 }
 
-fn target(synced: bool, reason: &str, message: &str) -> TargetStatus {
+fn target(synced: bool, reason: TargetReason, message: &str) -> TargetStatus {
     TargetStatus {
         namespace: "ns".into(),
         name: "gw".into(),
         key: "ns.p.json".into(),
         synced,
-        reason: reason.into(),
+        reason,
+        last_good_kept: false,
         message: message.into(),
     }
 }
@@ -40,7 +41,7 @@ fn argocd_health_is_healthy_when_ready() {
         generation: Some(1),
         report: Report::default(),
         config_hash: Some("h".into()),
-        targets: vec![target(true, "Synced", "")],
+        targets: vec![target(true, TargetReason::Synced, "")],
     };
     let (status, message) = health(&policy_with(obs, 1));
     assert_eq!(status, "Healthy");
@@ -65,7 +66,7 @@ fn argocd_health_is_degraded_when_a_target_refuses() {
         generation: Some(1),
         report: Report::default(),
         config_hash: Some("h".into()),
-        targets: vec![target(false, "RefNotPermitted", "no consent")],
+        targets: vec![target(false, TargetReason::RefNotPermitted, "no consent")],
     };
     let (status, message) = health(&policy_with(obs, 1));
     assert_eq!(status, "Degraded");
@@ -78,10 +79,10 @@ fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
         generation: Some(1),
         report: Report::default(),
         config_hash: Some("h".into()),
-        targets: vec![target(false, "ApplyFailed", "timeout")],
+        targets: vec![target(false, TargetReason::ApplyFailed, "timeout")],
     };
     assert_eq!(health(&policy_with(obs.clone(), 1)).0, "Progressing");
-    let ready = Observation { targets: vec![target(true, "Synced", "")], ..obs };
+    let ready = Observation { targets: vec![target(true, TargetReason::Synced, "")], ..obs };
     assert_eq!(health(&policy_with(ready, 2)).0, "Progressing", "an old observedGeneration is not healthy yet");
     assert_eq!(health(&json!({"metadata": {"generation": 1}})).0, "Progressing");
 }

@@ -1,0 +1,693 @@
+//! The controller's in-memory index. Pure: no client, no clock, no I/O.
+//!
+//! Watch events go in ([`Index::apply_policy`], [`Index::delete_policy`],
+//! [`Index::apply_target`], [`Index::delete_target`]); what each event touches comes out (the
+//! targets to re-plan). The index holds:
+//! - each policy's validated form, computed once per change: the rendered document and its
+//!   hash when valid, the rule book's report either way, the targets its spec names, the
+//!   outcome each target's last plan gave it, and its last known status;
+//! - for each target ConfigMap: which policies name it, and what the ConfigMap holds (the
+//!   stripped [`ExistingTarget`] view fed by the ConfigMap watches: owned keys and their
+//!   values, labels and annotations that decide consent, the size of everything else);
+//! - which targets hold each policy's key, so a deleted or retargeted policy finds them.
+//!
+//! Planning one target ([`Index::plan_input`]) costs O(policies at that target), never
+//! O(all policies). The namespace boundary of `--namespaces` is enforced here: a policy of
+//! another namespace never enters, and an owned key of another namespace is left as it is.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::api::{ImageVariationPolicySpec, ImageVariationPolicyStatus};
+use crate::render::{GatewayDocument, data_key, render_policy};
+use crate::status::Observation;
+use crate::target::{Content, ExistingTarget, Outcome, PolicyAtTarget, TargetKey, TargetPlan, spec_targets};
+use crate::validate::{Report, Violation, validate_policy};
+
+/// The namespaces an operator instance acts in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Boundary(Option<BTreeSet<String>>);
+
+impl Boundary {
+    /// Every namespace (`namespaces` empty), or exactly the given ones.
+    pub fn new(namespaces: &[String]) -> Self {
+        let set: BTreeSet<String> = namespaces.iter().filter(|n| !n.is_empty()).cloned().collect();
+        Boundary((!set.is_empty()).then_some(set))
+    }
+
+    /// Whether the instance acts in `namespace`.
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.0.as_ref().is_none_or(|set| set.contains(namespace))
+    }
+
+    /// The watched namespaces, or `None` for all.
+    pub fn namespaces(&self) -> Option<&BTreeSet<String>> {
+        self.0.as_ref()
+    }
+}
+
+/// The namespace part of a data key `<namespace>.<name>.json` (namespaces contain no dots).
+pub fn key_namespace(key: &str) -> &str {
+    key.split_once('.').map(|(ns, _)| ns).unwrap_or(key)
+}
+
+/// A policy as a watch event shows it, reduced to what the index needs.
+#[derive(Clone, Debug)]
+pub struct ObservedPolicy {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// The spec, or why the object cannot be read.
+    pub spec: Result<ImageVariationPolicySpec, String>,
+    /// The stored status (`None` for unreadable objects).
+    pub status: Option<ImageVariationPolicyStatus>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// Whether it still carries the legacy `routerpolicy.io/cleanup` finalizer.
+    pub legacy_finalizer: bool,
+}
+
+/// One policy in the index.
+#[derive(Clone, Debug)]
+pub struct PolicyEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Data key `<namespace>.<name>.json`.
+    pub key: String,
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.resourceVersion` of the last event seen.
+    pub resource_version: Option<String>,
+    /// Whether the object could be read at all.
+    pub readable: bool,
+    /// The rule book's verdict (errors and warnings).
+    pub report: Report,
+    /// The rendered document, for a valid policy.
+    pub document: Option<GatewayDocument>,
+    /// The targets the spec names (resolved, de-duplicated, in spec order).
+    pub targets: Vec<TargetKey>,
+    /// Bumped on every spec change; an outcome computed for an older revision is dropped.
+    pub revision: u64,
+    /// The outcome of each target's last plan for the current revision.
+    pub outcomes: BTreeMap<TargetKey, Outcome>,
+    /// The last known status (from the watch, or as the operator last wrote it).
+    pub status: Option<ImageVariationPolicyStatus>,
+}
+
+impl PolicyEntry {
+    /// The targets this policy's status reports on: those its spec names, or, for an object
+    /// that cannot be read, those that hold its key.
+    pub fn status_targets(&self, holders: Option<&BTreeSet<TargetKey>>) -> Vec<TargetKey> {
+        if self.readable { self.targets.clone() } else { holders.into_iter().flatten().cloned().collect() }
+    }
+}
+
+/// One target ConfigMap in the index.
+#[derive(Clone, Debug, Default)]
+pub struct TargetEntry {
+    /// What the ConfigMap holds, as the ConfigMap watches last showed it; `None` when no
+    /// watch shows it (missing, or neither managed nor opted in).
+    pub live: Option<ExistingTarget>,
+    /// `metadata.resourceVersion` of `live`.
+    pub resource_version: Option<String>,
+    /// Which ConfigMap watches (bit per watch) currently show it.
+    pub seen_by: u8,
+    /// Keys of the policies whose spec names this target.
+    pub wanted_by: BTreeSet<String>,
+}
+
+/// What one event touched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Targets to re-plan.
+    pub targets: BTreeSet<TargetKey>,
+    /// Whether the policy carries the legacy finalizer, which must be removed.
+    pub legacy_finalizer: bool,
+    /// Whether the policy left the index (deleted, or being deleted).
+    pub removed: bool,
+}
+
+/// The input of one target's plan, and the policy revisions it was taken at.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    /// What the ConfigMap holds now (`None`: not known to the watches).
+    pub live: Option<ExistingTarget>,
+    /// Every policy that wants something there.
+    pub policies: Vec<PolicyAtTarget>,
+    /// Policy key → revision the plan used.
+    pub revisions: BTreeMap<String, u64>,
+}
+
+/// The index.
+#[derive(Debug, Default)]
+pub struct Index {
+    boundary: Boundary,
+    policies: HashMap<String, PolicyEntry>,
+    targets: HashMap<TargetKey, TargetEntry>,
+    holders: HashMap<String, BTreeSet<TargetKey>>,
+}
+
+/// Whether resource version `new` is not older than `old` (both etcd revisions; anything that
+/// does not parse counts as newer, so a foreign server never freezes the cache).
+fn not_older(old: Option<&str>, new: Option<&str>) -> bool {
+    match (old.and_then(|o| o.parse::<u64>().ok()), new.and_then(|n| n.parse::<u64>().ok())) {
+        (Some(old), Some(new)) => new >= old,
+        _ => true,
+    }
+}
+
+impl Index {
+    /// An empty index for the namespaces of `boundary`.
+    pub fn new(boundary: Boundary) -> Self {
+        Index { boundary, ..Default::default() }
+    }
+
+    /// The boundary.
+    pub fn boundary(&self) -> &Boundary {
+        &self.boundary
+    }
+
+    /// Number of policies in the index.
+    pub fn policy_count(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// A policy by key.
+    pub fn policy(&self, key: &str) -> Option<&PolicyEntry> {
+        self.policies.get(key)
+    }
+
+    /// A target by key.
+    pub fn target(&self, target: &TargetKey) -> Option<&TargetEntry> {
+        self.targets.get(target)
+    }
+
+    /// The targets whose ConfigMap holds `key` as an operator-owned key.
+    pub fn holders(&self, key: &str) -> Option<&BTreeSet<TargetKey>> {
+        self.holders.get(key)
+    }
+
+    /// Every target the index knows: named by a policy or holding operator keys.
+    pub fn all_targets(&self) -> Vec<TargetKey> {
+        self.targets.keys().cloned().collect()
+    }
+
+    /// The keys of the policies in `namespace` (all policies for `None`).
+    pub fn policy_keys(&self, namespace: Option<&str>) -> Vec<String> {
+        self.policies.values().filter(|p| namespace.is_none_or(|n| p.namespace == n)).map(|p| p.key.clone()).collect()
+    }
+
+    /// The targets that the ConfigMap watch with bit `watch` shows.
+    pub fn targets_seen_by(&self, watch: u8) -> Vec<TargetKey> {
+        self.targets.iter().filter(|(_, t)| t.seen_by & watch != 0).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// A policy was added or changed. Validation and rendering run here, once per change.
+    pub fn apply_policy(&mut self, observed: ObservedPolicy) -> Touched {
+        if !self.boundary.contains(&observed.namespace) {
+            return Touched::default();
+        }
+        let key = data_key(&observed.namespace, &observed.name);
+        if observed.deleting {
+            let mut touched = self.delete_policy(&key);
+            touched.legacy_finalizer = observed.legacy_finalizer;
+            return touched;
+        }
+        let legacy_finalizer = observed.legacy_finalizer;
+        if let Some(entry) = self.policies.get_mut(&key)
+            && entry.uid == observed.uid
+            && entry.generation.is_some()
+            && entry.generation == observed.generation
+            && entry.readable == observed.spec.is_ok()
+        {
+            // Same spec (status, labels or finalizers changed): nothing to plan. The status
+            // of a newer version replaces ours, so a status written by the operator itself
+            // causes no further work.
+            if not_older(entry.resource_version.as_deref(), observed.resource_version.as_deref()) {
+                entry.resource_version = observed.resource_version;
+                if observed.status.is_some() {
+                    entry.status = observed.status;
+                }
+            }
+            return Touched { legacy_finalizer, ..Default::default() };
+        }
+
+        let (readable, report, document, targets) = match &observed.spec {
+            Ok(spec) => {
+                let report = validate_policy(&observed.namespace, &observed.name, spec);
+                let document = report.is_valid().then(|| render_policy(&observed.namespace, &observed.name, spec));
+                (true, report, document, spec_targets(&observed.namespace, spec))
+            }
+            Err(error) => (
+                false,
+                Report { errors: vec![Violation::new("spec", format!("cannot be read: {error}"))], warnings: vec![] },
+                None,
+                Vec::new(),
+            ),
+        };
+        let previous = self.policies.remove(&key);
+        let mut touched = Touched { legacy_finalizer, ..Default::default() };
+        if let Some(old) = &previous {
+            for t in &old.targets {
+                self.unwant(t, &key);
+                touched.targets.insert(t.clone());
+            }
+        }
+        for t in &targets {
+            self.targets.entry(t.clone()).or_default().wanted_by.insert(key.clone());
+            touched.targets.insert(t.clone());
+        }
+        touched.targets.extend(self.holders.get(&key).into_iter().flatten().cloned());
+        let status = observed.status.or_else(|| previous.as_ref().and_then(|p| p.status.clone()));
+        self.policies.insert(
+            key.clone(),
+            PolicyEntry {
+                namespace: observed.namespace,
+                name: observed.name,
+                key,
+                uid: observed.uid,
+                generation: observed.generation,
+                resource_version: observed.resource_version,
+                readable,
+                report,
+                document,
+                targets,
+                revision: previous.map(|p| p.revision + 1).unwrap_or(0),
+                outcomes: BTreeMap::new(),
+                status,
+            },
+        );
+        touched
+    }
+
+    /// A policy is gone (or being deleted): the targets that named it or hold its key are
+    /// re-planned, and its key goes from them.
+    pub fn delete_policy(&mut self, key: &str) -> Touched {
+        let mut touched = Touched { removed: true, ..Default::default() };
+        if let Some(old) = self.policies.remove(key) {
+            for t in &old.targets {
+                self.unwant(t, key);
+                touched.targets.insert(t.clone());
+            }
+        }
+        touched.targets.extend(self.holders.get(key).into_iter().flatten().cloned());
+        touched
+    }
+
+    fn unwant(&mut self, target: &TargetKey, key: &str) {
+        if let Some(entry) = self.targets.get_mut(target) {
+            entry.wanted_by.remove(key);
+            if entry.wanted_by.is_empty() && entry.live.is_none() {
+                self.targets.remove(target);
+            }
+        }
+    }
+
+    fn set_live(&mut self, target: &TargetKey, live: Option<ExistingTarget>) {
+        let entry = self.targets.entry(target.clone()).or_default();
+        let old_keys: Vec<String> = entry.live.iter().flat_map(|l| l.owned.keys().cloned()).collect();
+        entry.live = live;
+        let new_keys: Vec<String> = entry.live.iter().flat_map(|l| l.owned.keys().cloned()).collect();
+        for key in old_keys {
+            if let Some(set) = self.holders.get_mut(&key) {
+                set.remove(target);
+                if set.is_empty() {
+                    self.holders.remove(&key);
+                }
+            }
+        }
+        for key in new_keys {
+            self.holders.entry(key).or_default().insert(target.clone());
+        }
+    }
+
+    /// A ConfigMap watch (bit `watch`) shows `live` at `resource_version`. Returns whether
+    /// the target must be re-planned (its view changed).
+    pub fn apply_target(
+        &mut self,
+        watch: u8,
+        target: &TargetKey,
+        live: ExistingTarget,
+        resource_version: Option<String>,
+    ) -> bool {
+        let entry = self.targets.entry(target.clone()).or_default();
+        entry.seen_by |= watch;
+        if !not_older(entry.resource_version.as_deref(), resource_version.as_deref()) {
+            return false;
+        }
+        entry.resource_version = resource_version;
+        if entry.live.as_ref() == Some(&live) {
+            return false;
+        }
+        self.set_live(target, Some(live));
+        true
+    }
+
+    /// The operator's own write returned `live` at `resource_version`: the cache takes it at
+    /// once, so a plan that runs before the watch event arrives starts from the truth.
+    pub fn wrote_target(&mut self, target: &TargetKey, live: ExistingTarget, resource_version: Option<String>) {
+        let entry = self.targets.entry(target.clone()).or_default();
+        if !not_older(entry.resource_version.as_deref(), resource_version.as_deref()) {
+            return;
+        }
+        entry.resource_version = resource_version;
+        self.set_live(target, Some(live));
+    }
+
+    /// A ConfigMap watch (bit `watch`) no longer shows the target (deleted, or labels gone).
+    /// Returns whether the target must be re-planned.
+    pub fn delete_target(&mut self, watch: u8, target: &TargetKey) -> bool {
+        let Some(entry) = self.targets.get_mut(target) else {
+            return false;
+        };
+        entry.seen_by &= !watch;
+        if entry.seen_by != 0 {
+            return false;
+        }
+        entry.resource_version = None;
+        self.set_live(target, None);
+        if let Some(entry) = self.targets.get(target)
+            && entry.wanted_by.is_empty()
+        {
+            self.targets.remove(target);
+        }
+        true
+    }
+
+    /// What the planner needs for `target`: every policy that names it (its document, or keep
+    /// the last good one if invalid), every policy whose key it holds (keep or prune), and
+    /// the keys of unwatched namespaces (kept as they are). O(policies at the target).
+    pub fn plan_input(&self, target: &TargetKey) -> PlanInput {
+        let entry = self.targets.get(target);
+        let live = entry.and_then(|e| e.live.clone());
+        let mut keys: BTreeSet<&String> = entry.map(|e| e.wanted_by.iter().collect()).unwrap_or_default();
+        keys.extend(live.iter().flat_map(|l| l.owned.keys()));
+        let mut policies = Vec::new();
+        let mut revisions = BTreeMap::new();
+        for key in keys {
+            let holds = live.as_ref().is_some_and(|l| l.holds(key));
+            if !self.boundary.contains(key_namespace(key)) {
+                if holds {
+                    let namespace = key_namespace(key).to_string();
+                    let name = key.strip_prefix(&format!("{namespace}.")).unwrap_or(key);
+                    let name = name.strip_suffix(".json").unwrap_or(name).to_string();
+                    policies.push(PolicyAtTarget { namespace, name, key: key.clone(), content: Content::NotWatched });
+                }
+                continue;
+            }
+            let Some(policy) = self.policies.get(key) else {
+                continue; // deleted: its key goes
+            };
+            let named = policy.targets.contains(target);
+            let content = match &policy.document {
+                Some(doc) if named => Content::Document(doc.json.clone()),
+                Some(_) => continue, // retargeted: its key goes
+                None if named || holds => Content::KeepLastGood,
+                None => continue,
+            };
+            revisions.insert(key.clone(), policy.revision);
+            policies.push(PolicyAtTarget {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                key: key.clone(),
+                content,
+            });
+        }
+        PlanInput { live, policies, revisions }
+    }
+
+    /// Records the outcomes of `target`'s plan (or of its failed write, `failed`) for the
+    /// policies still at the revision the plan used. Returns the keys of the policies whose
+    /// status must be recomputed.
+    pub fn record_plan(
+        &mut self,
+        target: &TargetKey,
+        input: &PlanInput,
+        plan: &TargetPlan,
+        failed: Option<&str>,
+    ) -> Vec<String> {
+        let mut dirty = Vec::new();
+        for ((namespace, name), outcome) in &plan.outcomes {
+            let key = data_key(namespace, name);
+            let Some(entry) = self.policies.get_mut(&key) else { continue };
+            if input.revisions.get(&key) != Some(&entry.revision) {
+                continue;
+            }
+            let outcome = match (failed, outcome) {
+                (Some(error), Outcome::Synced) => {
+                    Outcome::ApplyFailed(format!("writing ConfigMap {target} failed: {error}"))
+                }
+                _ => outcome.clone(),
+            };
+            entry.outcomes.insert(target.clone(), outcome);
+            dirty.push(key);
+        }
+        dirty
+    }
+
+    /// The observation a status is computed from, once every target the status reports on
+    /// has an outcome for the policy's current revision (`None` until then).
+    pub fn observation(&self, key: &str) -> Option<Observation> {
+        let entry = self.policies.get(key)?;
+        let targets = entry.status_targets(self.holders.get(key));
+        let mut statuses = Vec::with_capacity(targets.len());
+        for t in &targets {
+            statuses.push(entry.outcomes.get(t)?.target_status(t, key));
+        }
+        Some(Observation {
+            generation: entry.generation,
+            report: entry.report.clone(),
+            config_hash: entry.document.as_ref().map(|d| d.hash.clone()),
+            targets: statuses,
+        })
+    }
+
+    /// The operator wrote `status` for the policy: it is the previous status from now on.
+    pub fn wrote_status(&mut self, key: &str, status: ImageVariationPolicyStatus) {
+        if let Some(entry) = self.policies.get_mut(key) {
+            entry.status = Some(status);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, plan_target};
+
+    fn spec(targets: &[(&str, Option<&str>)], count: i64) -> ImageVariationPolicySpec {
+        let refs: Vec<serde_json::Value> = targets
+            .iter()
+            .map(|(name, ns)| match ns {
+                Some(ns) => serde_json::json!({"name": name, "namespace": ns}),
+                None => serde_json::json!({"name": name}),
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"targetRefs": refs, "retry": {"count": count}})).expect("spec")
+    }
+
+    fn observed(ns: &str, name: &str, generation: i64, spec: ImageVariationPolicySpec) -> ObservedPolicy {
+        ObservedPolicy {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: Some(format!("uid-{name}")),
+            generation: Some(generation),
+            resource_version: Some(generation.to_string()),
+            spec: Ok(spec),
+            status: None,
+            deleting: false,
+            legacy_finalizer: false,
+        }
+    }
+
+    fn t(ns: &str, name: &str) -> TargetKey {
+        TargetKey { namespace: ns.into(), name: name.into() }
+    }
+
+    fn managed(owned: &[(&str, &str)]) -> ExistingTarget {
+        ExistingTarget {
+            labels: [(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into(),
+            owned: owned.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn contents(input: &PlanInput) -> Vec<(String, Content)> {
+        input.policies.iter().map(|p| (p.key.clone(), p.content.clone())).collect()
+    }
+
+    #[test]
+    fn a_new_policy_touches_the_targets_it_names() {
+        let mut index = Index::default();
+        let touched = index.apply_policy(observed("a", "p", 1, spec(&[("gw", None), ("gw2", Some("b"))], 1)));
+        assert_eq!(touched.targets, [t("a", "gw"), t("b", "gw2")].into());
+        assert!(index.policy("a.p.json").expect("entry").document.is_some());
+    }
+
+    #[test]
+    fn a_status_only_change_touches_nothing_and_keeps_the_newer_status() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
+        let mut again = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        again.resource_version = Some("7".into());
+        again.status = Some(ImageVariationPolicyStatus { config_hash: Some("h".into()), ..Default::default() });
+        assert_eq!(index.apply_policy(again), Touched::default());
+        assert_eq!(
+            index.policy("a.p.json").and_then(|p| p.status.clone()).and_then(|s| s.config_hash),
+            Some("h".into())
+        );
+    }
+
+    #[test]
+    fn retargeting_touches_the_old_and_the_new_target_and_prunes_the_old_key() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("old", None)], 1)));
+        assert!(index.apply_target(1, &t("a", "old"), managed(&[("a.p.json", "{}")]), Some("5".into())));
+        let touched = index.apply_policy(observed("a", "p", 2, spec(&[("new", None)], 1)));
+        assert_eq!(touched.targets, [t("a", "old"), t("a", "new")].into());
+        assert!(index.plan_input(&t("a", "old")).policies.is_empty(), "the old target must drop the key");
+        assert_eq!(index.plan_input(&t("a", "new")).policies.len(), 1);
+    }
+
+    #[test]
+    fn deleting_a_policy_touches_every_target_holding_its_key() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.apply_target(1, &t("z", "elsewhere"), managed(&[("a.p.json", "{}")]), Some("3".into()));
+        let touched = index.delete_policy("a.p.json");
+        assert_eq!(touched.targets, [t("a", "gw"), t("z", "elsewhere")].into());
+        assert!(index.plan_input(&t("z", "elsewhere")).policies.is_empty());
+    }
+
+    #[test]
+    fn an_invalid_policy_keeps_its_last_good_document_where_it_is() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "{\"good\":1}")]), Some("3".into()));
+        index.apply_policy(observed("a", "p", 2, spec(&[("gw", None)], 9)));
+        let input = index.plan_input(&t("a", "gw"));
+        assert_eq!(contents(&input), [("a.p.json".to_string(), Content::KeepLastGood)]);
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        assert_eq!(plan.apply.as_ref().and_then(|a| a.get("a.p.json")).map(String::as_str), Some("{\"good\":1}"));
+        index.record_plan(&t("a", "gw"), &input, &plan, None);
+        let observation = index.observation("a.p.json").expect("complete");
+        assert!(observation.targets[0].last_good_kept);
+        assert!(!observation.report.is_valid());
+    }
+
+    #[test]
+    fn outcomes_of_an_older_revision_are_dropped_and_status_waits_for_every_target() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None), ("gw2", None)], 1)));
+        let input = index.plan_input(&t("a", "gw"));
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        index.apply_policy(observed("a", "p", 2, spec(&[("gw", None), ("gw2", None)], 2)));
+        assert!(index.record_plan(&t("a", "gw"), &input, &plan, None).is_empty(), "stale plan recorded");
+        for name in ["gw", "gw2"] {
+            assert!(index.observation("a.p.json").is_none(), "status before every target was planned");
+            let input = index.plan_input(&t("a", name));
+            let plan = plan_target(&t("a", name), input.live.as_ref(), &input.policies);
+            assert_eq!(index.record_plan(&t("a", name), &input, &plan, None), ["a.p.json".to_string()]);
+        }
+        let observation = index.observation("a.p.json").expect("complete");
+        assert_eq!(observation.generation, Some(2));
+        assert!(observation.targets.iter().all(|t| t.synced));
+    }
+
+    #[test]
+    fn a_failed_write_reports_apply_failed_for_the_documents_it_carried() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
+        let input = index.plan_input(&t("a", "gw"));
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        index.record_plan(&t("a", "gw"), &input, &plan, Some("connection refused"));
+        let observation = index.observation("a.p.json").expect("complete");
+        assert_eq!(observation.targets[0].reason, crate::api::TargetReason::ApplyFailed);
+        assert!(observation.targets[0].message.contains("connection refused"));
+    }
+
+    #[test]
+    fn policies_outside_the_boundary_never_enter_and_their_keys_stay() {
+        let mut index = Index::new(Boundary::new(&["team".into(), "gw".into()]));
+        assert_eq!(
+            index.apply_policy(observed("other", "p", 1, spec(&[("shared", Some("gw"))], 1))),
+            Touched::default()
+        );
+        assert_eq!(index.policy_count(), 0);
+        let mut shared = managed(&[("other.p.json", "{\"theirs\":1}")]);
+        shared.labels.insert(GATEWAY_LABEL.into(), "true".into());
+        index.apply_target(2, &t("gw", "shared"), shared, Some("4".into()));
+        index.apply_policy(observed("team", "q", 1, spec(&[("shared", Some("gw"))], 1)));
+        let input = index.plan_input(&t("gw", "shared"));
+        assert_eq!(
+            input.policies.iter().find(|p| p.key == "other.p.json").map(|p| p.content.clone()),
+            Some(Content::NotWatched)
+        );
+        let plan = plan_target(&t("gw", "shared"), input.live.as_ref(), &input.policies);
+        let apply = plan.apply.expect("apply");
+        assert_eq!(apply.get("other.p.json").map(String::as_str), Some("{\"theirs\":1}"));
+        assert!(!plan.outcomes.contains_key(&("other".to_string(), "p".to_string())));
+    }
+
+    #[test]
+    fn an_older_configmap_event_does_not_replace_the_operators_own_write() {
+        let mut index = Index::default();
+        index.wrote_target(&t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into()));
+        assert!(!index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "old")]), Some("9".into())));
+        assert!(!index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into())));
+        assert_eq!(index.holders("a.p.json"), Some(&[t("a", "gw")].into()));
+        assert!(index.delete_target(1, &t("a", "gw")));
+        assert_eq!(index.holders("a.p.json"), None);
+    }
+
+    #[test]
+    fn a_configmap_stays_known_while_any_watch_shows_it() {
+        let mut index = Index::default();
+        index.apply_target(1, &t("a", "gw"), managed(&[]), Some("1".into()));
+        index.apply_target(2, &t("a", "gw"), managed(&[]), Some("1".into()));
+        assert!(!index.delete_target(1, &t("a", "gw")));
+        assert!(index.target(&t("a", "gw")).and_then(|e| e.live.as_ref()).is_some());
+        assert!(index.delete_target(2, &t("a", "gw")));
+        assert!(index.target(&t("a", "gw")).is_none());
+    }
+
+    #[test]
+    fn an_unreadable_policy_reports_on_the_targets_holding_its_key() {
+        let mut index = Index::default();
+        index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "{}")]), Some("1".into()));
+        let mut broken = observed("a", "p", 3, spec(&[("gw", None)], 1));
+        broken.spec = Err("invalid type".into());
+        let touched = index.apply_policy(broken);
+        assert_eq!(touched.targets, [t("a", "gw")].into());
+        let input = index.plan_input(&t("a", "gw"));
+        assert_eq!(contents(&input), [("a.p.json".to_string(), Content::KeepLastGood)]);
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        index.record_plan(&t("a", "gw"), &input, &plan, None);
+        let observation = index.observation("a.p.json").expect("complete");
+        assert_eq!(observation.targets.len(), 1);
+        assert!(observation.report.errors[0].message.contains("cannot be read"));
+    }
+
+    #[test]
+    fn a_policy_being_deleted_leaves_the_index_and_asks_for_its_legacy_finalizer() {
+        let mut index = Index::default();
+        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
+        let mut deleting = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        deleting.deleting = true;
+        deleting.legacy_finalizer = true;
+        let touched = index.apply_policy(deleting);
+        assert!(touched.removed && touched.legacy_finalizer);
+        assert_eq!(touched.targets, [t("a", "gw")].into());
+        assert_eq!(index.policy_count(), 0);
+    }
+}

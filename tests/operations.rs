@@ -4,95 +4,16 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{control_plane, eventually, kubeconfig_yaml};
+use support::{Instance, control_plane, eventually, kubeconfig_yaml};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A `routerpolicy run` process, stopped with SIGTERM when dropped.
-struct Instance {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Instance {
-    fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        let log = control_plane().dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
-            .arg("run")
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .arg(format!("--identity={name}"))
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("ROUTERPOLICY_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start routerpolicy run");
-        Instance { child, port, log }
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Some((code, body))
-    }
-
-    /// The value of a metric line starting with `prefix` (summed over matching lines).
-    fn metric(&self, prefix: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        let values: Vec<f64> =
-            body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    }
-
-    fn is_leader(&self) -> bool {
-        self.metric("routerpolicy_leader ") == Some(1.0)
-    }
-
-    fn terminate(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
 
 fn apply_ok(yaml: &str) {
     let out = control_plane().apply(yaml);

@@ -14,8 +14,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -36,7 +36,11 @@ pub struct ControlPlane {
     pub bin: Option<PathBuf>,
     /// Scratch directory of this control plane.
     pub dir: PathBuf,
-    children: Vec<Child>,
+    /// `http://127.0.0.1:<port>` of etcd (empty for an external cluster).
+    pub etcd_url: String,
+    etcd: Mutex<Option<Child>>,
+    apiserver: Mutex<Option<Child>>,
+    apiserver_args: Vec<String>,
 }
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
@@ -101,7 +105,16 @@ impl ControlPlane {
     fn external(kubeconfig: PathBuf) -> Self {
         let dir = tempfile::Builder::new().prefix("routerpolicy-ext-").tempdir().expect("tempdir").keep();
         let bin = std::env::var_os("ROUTERPOLICY_CONTROL_PLANE_BIN").map(PathBuf::from);
-        ControlPlane { kubeconfig, server: String::new(), bin, dir, children: Vec::new() }
+        ControlPlane {
+            kubeconfig,
+            server: String::new(),
+            bin,
+            dir,
+            etcd_url: String::new(),
+            etcd: Mutex::new(None),
+            apiserver: Mutex::new(None),
+            apiserver_args: Vec::new(),
+        }
     }
 
     fn start() -> Self {
@@ -171,12 +184,21 @@ impl ControlPlane {
         if let Ok(address) = std::env::var("ROUTERPOLICY_TEST_ADVERTISE_ADDRESS") {
             args.push(format!("--advertise-address={address}"));
         }
-        let apiserver = spawn_watched(&bin.join("kube-apiserver"), &args, &dir.join("kube-apiserver.log"));
+        let apiserver = spawn_watched(&bin.join("kube-apiserver"), &args, &dir.join("kube-apiserver-0.log"));
 
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, ADMIN_TOKEN, "default")).expect("write kubeconfig");
 
-        let cp = ControlPlane { kubeconfig, server, bin: Some(bin), dir, children: vec![etcd, apiserver] };
+        let cp = ControlPlane {
+            kubeconfig,
+            server,
+            bin: Some(bin),
+            dir,
+            etcd_url,
+            etcd: Mutex::new(Some(etcd)),
+            apiserver: Mutex::new(Some(apiserver)),
+            apiserver_args: args,
+        };
         cp.wait_ready();
         cp
     }
@@ -189,7 +211,7 @@ impl ControlPlane {
                 return;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.join("kube-apiserver-0.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 panic!(
                     "kube-apiserver not ready after 90 s; last log lines:\n{}",
@@ -271,10 +293,156 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for child in [&self.apiserver, &self.etcd] {
+            if let Some(mut child) = child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
+    }
+}
+
+impl ControlPlane {
+    /// Stops kube-apiserver (SIGTERM through its watchdog), starts it again with the same
+    /// flags and port, and waits until it is ready. Panics for an external cluster.
+    pub fn restart_apiserver(&self) {
+        static RESTARTS: AtomicUsize = AtomicUsize::new(1);
+        let bin = self.bin.as_ref().expect("a control plane started by the tests");
+        let mut slot = self.apiserver.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut old) = slot.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(old.id().to_string()).status();
+            let _ = old.wait();
+        }
+        let log = self.dir.join(format!("kube-apiserver-{}.log", RESTARTS.fetch_add(1, Ordering::SeqCst)));
+        *slot = Some(spawn_watched(&bin.join("kube-apiserver"), &self.apiserver_args, &log));
+        drop(slot);
+        self.wait_ready();
+    }
+
+    /// Compacts etcd's history at its current revision, so every watch that resumes from an
+    /// older resource version gets 410 Gone (once kube-apiserver's watch cache is rebuilt).
+    pub fn compact_etcd(&self) -> u64 {
+        let status = etcd_post(&self.etcd_url, "/v3/kv/range", r#"{"key":"AA==","limit":1}"#);
+        let status: serde_json::Value = serde_json::from_str(&status).expect("etcd range response");
+        let revision: u64 = status["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("etcd revision");
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        etcd_post(&self.etcd_url, "/v3/kv/compaction", &body);
+        revision
+    }
+}
+
+/// One POST to etcd's JSON gateway; returns the response body.
+fn etcd_post(base: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to etcd");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write to etcd");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read from etcd");
+    assert!(response.starts_with("HTTP/1.1 200"), "etcd {path}: {response}");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    // Chunked or not, the JSON object is between the first '{' and the last '}'.
+    match (body.find('{'), body.rfind('}')) {
+        (Some(start), Some(end)) => body[start..=end].to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A `routerpolicy run` process (the binary cargo built for the tests), stopped with SIGTERM
+/// when dropped.
+pub struct Instance {
+    /// The process.
+    pub child: Child,
+    /// Port of its /metrics, /healthz and /readyz.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Instance {
+    /// Starts `routerpolicy run` with `kubeconfig`, a free metrics port and `extra` flags.
+    pub fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Instance {
+        let port = free_port();
+        let log = control_plane().dir.join(format!("{name}-{}.log", NAMESPACE_SEQ.fetch_add(1, Ordering::SeqCst)));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+            .arg("run")
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg(format!("--identity={name}"))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("ROUTERPOLICY_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start routerpolicy run");
+        Instance { child, port, log }
+    }
+
+    /// One HTTP GET to its server: status code and body.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// The value of a metric line starting with `prefix` (summed over matching lines).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        let values: Vec<f64> =
+            body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// Whether it holds the leader lease.
+    pub fn is_leader(&self) -> bool {
+        self.metric("routerpolicy_leader ") == Some(1.0)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+    }
+
+    /// SIGTERM, then SIGKILL after 15 s.
+    pub fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        self.signal("CONT");
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

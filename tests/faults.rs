@@ -1,0 +1,318 @@
+//! Faults, on the real control plane (its own etcd + kube-apiserver, shared by the tests of
+//! this binary, which run one at a time because some restart the API server). Each fault
+//! happens during a burst of edits, and each test ends with every document in its target
+//! and every policy `Ready` at its current generation. The operator is the real binary.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use routerpolicy::api::ImageVariationPolicy;
+use routerpolicy::render::render_policy;
+use serde_json::{Value, json};
+use support::{Instance, control_plane, eventually};
+
+const WAIT: Duration = Duration::from_secs(90);
+const POLICIES: usize = 12;
+
+/// One test at a time: some restart the shared API server.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn spec(round: i64) -> Value {
+    json!({"targetRefs": [{"name": "gw"}], "retry": {"count": 1 + round % 5, "onCodes": [429, 503]}, "timeout": {"callTimeout": 1000 + round}})
+}
+
+fn name(i: usize) -> String {
+    format!("p{i}")
+}
+
+/// Applies round `round` to policies `0..count`, all at once; each write is retried until
+/// the API server takes it (it may be restarting).
+async fn burst(client: &Client, ns: &str, count: usize, round: i64) {
+    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), ns);
+    let writes = (0..count).map(|i| {
+        let api = api.clone();
+        let body = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": name(i), "namespace": ns}, "spec": spec(round)});
+        async move {
+            eventually(WAIT, "a policy write to be accepted", || async {
+                api.patch(&name(i), &PatchParams::apply("fault-test").force(), &Patch::Apply(&body)).await.ok().map(|_| ())
+            })
+            .await
+        }
+    });
+    futures::future::join_all(writes).await;
+}
+
+fn rendered(ns: &str, i: usize, round: i64) -> String {
+    render_policy(ns, &name(i), &serde_json::from_value(spec(round)).expect("spec")).json
+}
+
+async fn data(client: &Client, ns: &str, cm: &str) -> Option<BTreeMap<String, String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    api.get_opt(cm).await.ok().flatten().map(|cm| cm.data.unwrap_or_default())
+}
+
+/// Every policy `0..count` at round `round` in `gw`, every policy of `ns` Ready at its
+/// generation, and none of `gone` left in the ConfigMap.
+async fn converged(client: &Client, ns: &str, count: usize, round: i64, gone: &[usize], log: impl Fn() -> String) {
+    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), ns);
+    let what = format!("{count} documents at round {round} in {ns}/gw, all Ready at their generation");
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            let ok = async {
+                let data = data(client, ns, "gw").await?;
+                let documents =
+                    (0..count).all(|i| data.get(&format!("{ns}.{}.json", name(i))) == Some(&rendered(ns, i, round)));
+                let pruned = gone.iter().all(|i| !data.contains_key(&format!("{ns}.{}.json", name(*i))));
+                let list = api.list(&Default::default()).await.ok()?;
+                let ready = list.items.len() >= count
+                    && list.items.iter().all(|p| {
+                        p.status.as_ref().is_some_and(|s| {
+                            s.conditions.iter().any(|c| {
+                                c.type_ == "Ready"
+                                    && c.status == "True"
+                                    && c.observed_generation == p.metadata.generation
+                            })
+                        })
+                    });
+                (documents && pruned && ready).then_some(())
+            };
+            if ok.await.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "timed out waiting for: {what}\noperator log:\n{}", log());
+}
+
+fn leader_flags(ns: &str, lease: &str) -> Vec<String> {
+    vec![
+        format!("--namespaces={ns}"),
+        "--lease-namespace=routerpolicy-system".into(),
+        format!("--lease-name={lease}"),
+        "--lease-duration=4".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_leader_during_a_burst_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "kill").await;
+    let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
+    let flags = leader_flags(&ns, "fault-kill");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = Instance::start(&cp.kubeconfig, "kill-a", &flags);
+    let b = Instance::start(&cp.kubeconfig, "kill-b", &flags);
+    eventually(WAIT, "one leader", || async { (a.is_leader() ^ b.is_leader()).then_some(()) }).await;
+    let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
+
+    burst(&client, &ns, POLICIES, 1).await;
+    converged(&client, &ns, POLICIES, 1, &[], || leader.log()).await;
+
+    // SIGKILL mid-burst: no lease release, no graceful stop.
+    let edits = burst(&client, &ns, POLICIES, 2);
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        leader.signal("KILL");
+    };
+    futures::join!(edits, kill);
+    burst(&client, &ns, POLICIES / 2, 3).await;
+    eventually(WAIT, "the standby to lead", || async { standby.is_leader().then_some(()) }).await;
+    burst(&client, &ns, POLICIES, 3).await;
+    converged(&client, &ns, POLICIES, 3, &[], || standby.log()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_during_a_burst_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "restart").await;
+    let operator = Instance::start(&cp.kubeconfig, "restart", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    burst(&client, &ns, POLICIES, 1).await;
+    converged(&client, &ns, POLICIES, 1, &[], || operator.log()).await;
+
+    let edits = burst(&client, &ns, POLICIES, 2);
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::task::spawn_blocking(|| control_plane().restart_apiserver()).await.expect("restart");
+    };
+    futures::join!(edits, restart);
+    let client = cp.client().await;
+    burst(&client, &ns, POLICIES, 3).await;
+    converged(&client, &ns, POLICIES, 3, &[], || operator.log()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_operator_resumes_after_compaction_with_410_gone_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "frozen").await;
+    let operator = Instance::start(&cp.kubeconfig, "frozen", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    burst(&client, &ns, POLICIES + 2, 1).await;
+    converged(&client, &ns, POLICIES + 2, 1, &[], || operator.log()).await;
+
+    // Frozen: edits and deletions happen, history is compacted, the API server restarts
+    // (its watch cache starts after the compaction), then the operator resumes from resource
+    // versions that no longer exist.
+    operator.signal("STOP");
+    burst(&client, &ns, POLICIES, 2).await;
+    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
+    for i in [POLICIES, POLICIES + 1] {
+        api.delete(&name(i), &DeleteParams::default()).await.expect("delete while frozen");
+    }
+    let revision = tokio::task::spawn_blocking(|| {
+        let revision = control_plane().compact_etcd();
+        control_plane().restart_apiserver();
+        revision
+    })
+    .await
+    .expect("compact and restart");
+    let client = cp.client().await;
+    burst(&client, &ns, POLICIES, 3).await;
+    operator.signal("CONT");
+    converged(&client, &ns, POLICIES, 3, &[POLICIES, POLICIES + 1], || operator.log()).await;
+    println!("resumed after compaction at etcd revision {revision}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_deleted_while_no_operator_runs_are_pruned_after_start() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "pruned").await;
+    let flags = [format!("--namespaces={ns}"), "--leader-elect=false".to_string()];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut first = Instance::start(&cp.kubeconfig, "pruned-1", &flags);
+    burst(&client, &ns, POLICIES + 3, 1).await;
+    converged(&client, &ns, POLICIES + 3, 1, &[], || first.log()).await;
+    first.terminate();
+
+    // Nobody runs: deletions complete at once (no finalizer), edits pile up.
+    let gone = [POLICIES, POLICIES + 1, POLICIES + 2];
+    for i in gone {
+        cp.kubectl_ok(&["delete", "-n", &ns, "ivp", &name(i), "--timeout=10s"]);
+    }
+    burst(&client, &ns, POLICIES, 2).await;
+    let stale = data(&client, &ns, "gw").await.expect("cm");
+    assert!(gone.iter().all(|i| stale.contains_key(&format!("{ns}.{}.json", name(*i)))), "nothing pruned yet");
+
+    let second = Instance::start(&cp.kubeconfig, "pruned-2", &flags);
+    let edits = burst(&client, &ns, POLICIES, 3);
+    edits.await;
+    converged(&client, &ns, POLICIES, 3, &gone, || second.log()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_holding_policies_is_deleted_with_no_operator_installed() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "nsdelete").await;
+    let mut operator =
+        Instance::start(&cp.kubeconfig, "nsdelete", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    burst(&client, &ns, POLICIES, 1).await;
+    let edits = burst(&client, &ns, POLICIES, 2);
+    edits.await;
+    converged(&client, &ns, POLICIES, 2, &[], || operator.log()).await;
+    operator.terminate();
+
+    // The test control plane runs no kube-controller-manager, so the test does what its
+    // namespace controller does: mark the namespace deleted, delete its contents, finalize.
+    cp.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
+    let out = cp.kubectl(&["delete", "ivp", "--all", "-n", &ns, "--timeout=20s"]);
+    assert!(out.status.success(), "policies must go without an operator: {}", String::from_utf8_lossy(&out.stderr));
+    let left = cp.kubectl_ok(&["get", "ivp", "-n", &ns, "-o", "name"]);
+    assert!(left.trim().is_empty(), "policies left behind: {left}");
+    let finalize =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": []}});
+    let out = cp.kubectl_with(
+        &cp.kubeconfig,
+        &["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", "-"],
+        Some(&finalize.to_string()),
+    );
+    assert!(out.status.success(), "finalize: {}", String::from_utf8_lossy(&out.stderr));
+    eventually(Duration::from_secs(20), "the namespace to be gone", || async {
+        (!cp.kubectl(&["get", "namespace", &ns]).status.success()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_finalizer_is_removed_so_deletion_completes() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "legacy").await;
+    // As an earlier version left it: the policy carries routerpolicy.io/cleanup.
+    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
+    let mut policy: ImageVariationPolicy = serde_json::from_value(json!({
+        "apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy",
+        "metadata": {"name": name(0), "finalizers": ["routerpolicy.io/cleanup", "example.com/keep"]},
+        "spec": spec(1)
+    }))
+    .expect("policy");
+    policy.metadata.namespace = Some(ns.clone());
+    api.create(&PostParams::default(), &policy).await.expect("create");
+    let operator = Instance::start(&cp.kubeconfig, "legacy", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    burst(&client, &ns, POLICIES, 2).await;
+    converged(&client, &ns, POLICIES, 2, &[], || operator.log()).await;
+    let finalizers = eventually(WAIT, "the legacy finalizer to be removed", || async {
+        let p = api.get(&name(0)).await.ok()?;
+        let f = p.metadata.finalizers.unwrap_or_default();
+        (!f.iter().any(|f| f == "routerpolicy.io/cleanup")).then_some(f)
+    })
+    .await;
+    assert_eq!(finalizers, ["example.com/keep"], "other finalizers stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_scoped_instance_never_writes_a_policy_of_another_namespace() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let team = cp.namespace(&client, "scoped-team").await;
+    let gw = cp.namespace(&client, "scoped-gw").await;
+    let other = cp.namespace(&client, "scoped-other").await;
+    let shared = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("shared".into()),
+            labels: Some([("routerpolicy.io/gateway".to_string(), "true".to_string())].into()),
+            annotations: Some([("routerpolicy.io/allowed-namespaces".to_string(), "*".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), &gw).create(&PostParams::default(), &shared).await.expect("cm");
+    let target = json!({"targetRefs": [{"name": "shared", "namespace": gw}], "retry": {"count": 2}});
+    for ns in [&other, &team] {
+        let body = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": "p", "namespace": ns}, "spec": target});
+        Api::<ImageVariationPolicy>::namespaced(client.clone(), ns)
+            .patch("p", &PatchParams::apply("fault-test"), &Patch::Apply(&body))
+            .await
+            .expect("policy");
+    }
+    let operator =
+        Instance::start(&cp.kubeconfig, "scoped", &[&format!("--namespaces={team},{gw}"), "--leader-elect=false"]);
+    burst(&client, &team, POLICIES, 1).await;
+    converged(&client, &team, POLICIES, 1, &[], || operator.log()).await;
+    eventually(WAIT, "the team's policy in the shared gateway ConfigMap", || async {
+        data(&client, &gw, "shared").await?.contains_key(&format!("{team}.p.json")).then_some(())
+    })
+    .await;
+    burst(&client, &team, POLICIES, 2).await;
+    converged(&client, &team, POLICIES, 2, &[], || operator.log()).await;
+    let shared = data(&client, &gw, "shared").await.expect("cm");
+    assert!(!shared.contains_key(&format!("{other}.p.json")), "a policy outside --namespaces was written: {shared:?}");
+    let foreign = Api::<ImageVariationPolicy>::namespaced(client.clone(), &other).get("p").await.expect("policy");
+    assert!(foreign.status.is_none(), "the instance wrote status on a policy outside --namespaces");
+}

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! 1. Floor: the harness creates the N policies with 16 parallel writers (one write per
-//!    object: the least one status write per policy can cost).
+//!    object: the least one status write per policy can cost), its watches already running.
 //! 2. Cold start: the operator starts with the N policies stored; time until every target
 //!    holds every document, and until every policy is `Ready=True` at its current generation
 //!    (seen through the harness's own watches); writes by kind, counted by the API server
@@ -24,7 +24,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use routerpolicy::api::{ImageVariationPolicy, ImageVariationPolicySpec};
 use routerpolicy::render::render_policy;
+use routerpolicy::watched::WatchedPolicy;
 use serde_json::{Value, json};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -84,19 +84,37 @@ fn watch_cluster(client: &Client, ns: &str, seen: Arc<Mutex<Seen>>) {
             }
         }
     });
-    let policies: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), ns);
+    // Slim decoding (the operator's own watched type): the harness reads only the Ready
+    // condition, so it costs the machine little while the operator works.
+    let policies: Api<WatchedPolicy> = Api::namespaced(client.clone(), ns);
     tokio::spawn(async move {
         let mut stream = watcher::watcher(policies, watcher::Config::default()).boxed();
         while let Some(event) = stream.next().await {
             let (Ok(Event::Apply(p)) | Ok(Event::InitApply(p))) = event else { continue };
-            let ready = p.status.as_ref().is_some_and(|s| {
+            let generation = p.metadata.generation;
+            let ready = p.status.and_then(|raw| serde_json::from_str::<ReadyOnly>(raw.get()).ok()).is_some_and(|s| {
                 s.conditions
                     .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True" && c.observed_generation == p.metadata.generation)
+                    .any(|c| c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation)
             });
             seen.lock().expect("lock").ready.insert(p.metadata.name.clone().unwrap_or_default(), ready);
         }
     });
+}
+
+#[derive(serde::Deserialize)]
+struct ReadyOnly {
+    #[serde(default)]
+    conditions: Vec<ConditionOnly>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConditionOnly {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    observed_generation: Option<i64>,
 }
 
 /// Write requests the API server counted, by `resource[/subresource]`.
@@ -131,65 +149,47 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
         .collect()
 }
 
-/// `routerpolicy run` as its own process.
-struct Operator {
-    child: Child,
-    port: u16,
-}
+/// `routerpolicy run` as its own process (the release binary, through the tests' `Instance`).
+struct Operator(support::Instance);
 
 impl Operator {
-    fn start(kubeconfig: &std::path::Path, ns: &str, log: &std::path::Path) -> Operator {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
-            .args(["run", "--leader-elect=false", &format!("--namespaces={ns}")])
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .env("KUBECONFIG", kubeconfig)
-            .env("ROUTERPOLICY_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log"))
-            .spawn()
-            .expect("start routerpolicy run");
-        Operator { child, port }
-    }
-
-    fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
-        let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text
+    fn start(kubeconfig: &std::path::Path, ns: &str, name: &str) -> Operator {
+        Operator(support::Instance::start(kubeconfig, name, &["--leader-elect=false", &format!("--namespaces={ns}")]))
     }
 
     fn metric(&self, prefix: &str) -> f64 {
-        self.metrics()
+        self.0.metric(prefix).unwrap_or(0.0)
+    }
+
+    /// CPU seconds the process has used (user + system).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.child.id())).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks: f64 =
+            fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    fn status_kib(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.child.id())).unwrap_or_default();
+        status
             .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.status_kib("VmRSS:") / 1024.0
     }
 
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
+        self.status_kib("VmHWM:") / 1024.0
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.terminate();
     }
 
     /// Waits until every policy is indexed, every target planned and no work is pending.
@@ -209,12 +209,6 @@ impl Operator {
             assert!(Instant::now() < deadline, "the operator did not become idle");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -247,6 +241,11 @@ async fn main() {
         expected.insert((format!("gw-{}", i % targets), key), json);
     }
 
+    // The harness's watches run from here on, through the floor and the operator's run alike.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    watch_cluster(&client, &ns, seen.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // 1. Floor: create the policies, 16 writers in parallel.
     let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
@@ -265,15 +264,12 @@ async fn main() {
     let floor = started.elapsed().as_secs_f64();
     println!("floor     create {policies} policies, 16 parallel writers:                {floor:>8.2} s");
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    watch_cluster(&client, &ns, seen.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 2. Cold start.
     let writes_before = apiserver_writes(&client).await;
-    let log = cp.dir.join("bench-operator.log");
     let started = Instant::now();
-    let mut operator = Operator::start(&cp.kubeconfig, &ns, &log);
+    let mut operator = Operator::start(&cp.kubeconfig, &ns, "bench-cold");
     let deadline = Instant::now() + Duration::from_secs(1800);
     let (mut documents_at, mut ready_at) = (None, None);
     while documents_at.is_none() || ready_at.is_none() {
@@ -281,12 +277,24 @@ async fn main() {
             let s = seen.lock().expect("lock");
             if documents_at.is_none() && expected.iter().all(|(k, v)| s.docs.get(k).is_some_and(|(d, _)| d == v)) {
                 documents_at = Some(started.elapsed().as_secs_f64());
+                println!(
+                    "          (at every document: operator CPU {:.1} s, RSS {:.1} MiB, peak {:.1} MiB)",
+                    operator.cpu_seconds(),
+                    operator.rss_mib(),
+                    operator.peak_rss_mib()
+                );
             }
             if ready_at.is_none() && s.ready.len() == policies && s.ready.values().all(|r| *r) {
                 ready_at = Some(started.elapsed().as_secs_f64());
+                println!(
+                    "          (at every Ready: operator CPU {:.1} s, RSS {:.1} MiB, peak {:.1} MiB)",
+                    operator.cpu_seconds(),
+                    operator.rss_mib(),
+                    operator.peak_rss_mib()
+                );
             }
         }
-        assert!(Instant::now() < deadline, "no convergence within 30 minutes; see {}", log.display());
+        assert!(Instant::now() < deadline, "no convergence within 30 minutes; see {}", operator.0.log.display());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     operator.wait_idle(policies, targets).await;
@@ -367,7 +375,7 @@ async fn main() {
     operator.stop();
     let writes_before = apiserver_writes(&client).await;
     let restarted = Instant::now();
-    let operator = Operator::start(&cp.kubeconfig, &ns, &cp.dir.join("bench-operator-warm.log"));
+    let operator = Operator::start(&cp.kubeconfig, &ns, "bench-warm");
     operator.wait_idle(policies, targets).await;
     let warm = delta(&apiserver_writes(&client).await, &writes_before);
     print_writes("operator  writes during a warm restart (API server's count):", &warm);

@@ -36,7 +36,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
@@ -48,7 +47,7 @@ use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus, TargetReason}
 use crate::index::{Boundary, Index, ObservedPolicy};
 use crate::metrics::Metrics;
 use crate::render::data_key;
-use crate::status::{Observation, READY, compute_status, status_changed};
+use crate::status::{Observation, READY, StatusMemo, compute_status};
 use crate::target::{ExistingTarget, FIELD_MANAGER, GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TargetKey};
 use crate::target::{applied_configmap, plan_target};
 
@@ -60,7 +59,7 @@ const MANAGED_WATCH: u8 = 1;
 /// Bit of the ConfigMap watch on [`GATEWAY_LABEL`].
 const GATEWAY_WATCH: u8 = 2;
 
-type Policy = DeserializeGuard<ImageVariationPolicy>;
+type Policy = crate::watched::WatchedPolicy;
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -83,7 +82,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
-            concurrency: 64,
+            concurrency: 32,
             batch_window: Duration::from_millis(8),
             batch_max: Duration::from_millis(200),
             resync: Duration::from_secs(300),
@@ -281,6 +280,7 @@ impl Shared {
     fn publish(&self, regarding: ObjectReference, warning: bool, reason: &str, note: String) {
         let event = PolicyEvent { regarding, warning, reason: reason.to_string(), note };
         if self.events.try_send(event).is_err() {
+            self.metrics.events_dropped.inc();
             debug!("event queue full; dropping an event");
         }
     }
@@ -443,20 +443,19 @@ impl Shared {
         async {
             // An unreadable object's status is not in the watch event: read it once.
             let previous = match previous {
-                None if !readable => read_status(&self.client, &namespace, &name).await,
+                None if !readable => read_status(&self.client, &namespace, &name).await.map(|s| StatusMemo::of(&s)),
                 other => other,
             };
-            let status = compute_status(&observation, previous.as_ref(), &now());
+            let status = compute_status(&observation, previous.as_ref().map(StatusMemo::as_previous).as_ref(), &now());
             let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
             self.metrics.set_ready(&format!("{namespace}/{name}"), Some(if ready { "true" } else { "false" }));
-            if !status_changed(previous.as_ref(), &status) {
-                self.index().wrote_status(key, status);
+            if previous.as_ref().is_some_and(|memo| !memo.changed(&status)) {
                 return;
             }
             match write_status(&self.client, &namespace, &name, &status).await {
                 Ok(()) => {
                     self.metrics.status_writes.inc();
-                    self.index().wrote_status(key, status.clone());
+                    self.index().wrote_status(key, &status);
                     self.statuses.outcome(&key.to_string(), false);
                     self.publish_transitions(reference, previous.as_ref(), &status, &observation);
                 }
@@ -478,7 +477,7 @@ impl Shared {
     fn publish_transitions(
         &self,
         regarding: ObjectReference,
-        previous: Option<&ImageVariationPolicyStatus>,
+        previous: Option<&StatusMemo>,
         status: &ImageVariationPolicyStatus,
         observation: &Observation,
     ) {
@@ -487,9 +486,8 @@ impl Shared {
             self.publish(regarding, true, "ValidationFailed", report.errors_summary());
             return;
         }
-        let previous_targets = previous.map(|p| p.targets.as_slice()).unwrap_or_default();
         for t in &status.targets {
-            if t.synced || previous_targets.contains(t) {
+            if t.synced || previous.is_some_and(|p| p.had_target(t)) {
                 continue;
             }
             let reason = match t.reason {
@@ -503,18 +501,14 @@ impl Shared {
                 format!("{}/{}: {}", t.namespace, t.name, t.message),
             );
         }
-        if let Some(deprecated) = report.warnings.iter().find(|w| w.path == "spec.contact") {
-            let already = previous
-                .is_some_and(|p| p.conditions.iter().any(|c| c.message.contains("spec.contact: is deprecated")));
-            if !already {
-                self.publish(regarding.clone(), true, "DeprecatedField", deprecated.to_string());
-            }
+        if let Some(deprecated) = report.warnings.iter().find(|w| w.path == "spec.contact")
+            && !previous.is_some_and(StatusMemo::deprecated_warned)
+        {
+            self.publish(regarding.clone(), true, "DeprecatedField", deprecated.to_string());
         }
         let all_synced = status.targets.iter().all(|t| t.synced);
-        let hash_changed = previous.and_then(|p| p.config_hash.clone()) != status.config_hash;
-        let newly_synced = status.targets.iter().any(|t| {
-            t.synced && !previous_targets.iter().any(|p| p.namespace == t.namespace && p.name == t.name && p.synced)
-        });
+        let hash_changed = previous.and_then(StatusMemo::config_hash) != status.config_hash.as_deref();
+        let newly_synced = status.targets.iter().any(|t| t.synced && !previous.is_some_and(|p| p.was_synced(t)));
         if all_synced && (hash_changed || newly_synced) {
             self.publish(
                 regarding,
@@ -531,11 +525,8 @@ impl Shared {
 }
 
 /// Reduces a watched policy to what the index needs, and its finalizers.
-fn observe_policy(guard: Policy) -> (ObservedPolicy, Vec<String>) {
-    let (meta, spec, status) = match guard.0 {
-        Ok(policy) => (policy.metadata, Ok(policy.spec), policy.status),
-        Err(invalid) => (invalid.metadata, Err(invalid.error), None),
-    };
+fn observe_policy(policy: Policy) -> (ObservedPolicy, Vec<String>) {
+    let meta = policy.metadata;
     let finalizers = meta.finalizers.unwrap_or_default();
     let observed = ObservedPolicy {
         namespace: meta.namespace.unwrap_or_default(),
@@ -543,19 +534,16 @@ fn observe_policy(guard: Policy) -> (ObservedPolicy, Vec<String>) {
         uid: meta.uid,
         generation: meta.generation,
         resource_version: meta.resource_version,
-        spec,
-        status,
+        spec: policy.spec,
+        status: policy.status,
         deleting: meta.deletion_timestamp.is_some(),
         legacy_finalizer: finalizers.iter().any(|f| f == LEGACY_FINALIZER),
     };
     (observed, finalizers)
 }
 
-fn guard_key(guard: &Policy) -> String {
-    let meta = match &guard.0 {
-        Ok(p) => &p.metadata,
-        Err(i) => &i.metadata,
-    };
+fn policy_key(policy: &Policy) -> String {
+    let meta = &policy.metadata;
     data_key(meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
 }
 
@@ -608,7 +596,7 @@ async fn write_status(
         .map(|_| ())
 }
 
-async fn send_event(client: &Client, reporter: &str, instance: &str, event: PolicyEvent) {
+async fn send_event(client: &Client, metrics: &Metrics, instance: &str, event: PolicyEvent) {
     let namespace = event.regarding.namespace.clone().unwrap_or_default();
     let stamp = k8s_openapi::jiff::Timestamp::now();
     let object = KubeEvent {
@@ -627,13 +615,16 @@ async fn send_event(client: &Client, reporter: &str, instance: &str, event: Poli
         type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
         event_time: Some(MicroTime(stamp)),
         regarding: Some(event.regarding),
-        reporting_controller: Some(reporter.into()),
+        reporting_controller: Some("routerpolicy".into()),
         reporting_instance: Some(instance.into()),
         ..Default::default()
     };
     let api: Api<KubeEvent> = Api::namespaced(client.clone(), &namespace);
-    if let Err(e) = api.create(&PostParams::default(), &object).await {
-        warn!(error = %e, "could not publish event");
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {
+            metrics.events.inc();
+        }
+        Err(e) => warn!(error = %e, "could not publish event"),
     }
 }
 
@@ -685,7 +676,9 @@ pub async fn run(
 ) {
     let boundary = Boundary::new(&settings.namespaces);
     let concurrency = usize::from(settings.concurrency.max(1));
-    let (events_tx, mut events_rx) = mpsc::channel::<PolicyEvent>(4096);
+    // Like client-go's event broadcaster: a bounded queue, and events beyond it are dropped
+    // (counted) rather than holding up statuses or memory.
+    let (events_tx, mut events_rx) = mpsc::channel::<PolicyEvent>(1024);
     let shared = Arc::new(Shared {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -699,7 +692,9 @@ pub async fn run(
 
     // Watches. Lists come from the API server's watch cache; objects are reduced as they
     // arrive, and nothing but the index keeps them.
-    let wc = watcher::Config::default().any_semantic();
+    // Lists are paginated (500 a page), so memory stays bounded while thousands of policies
+    // are listed.
+    let wc = watcher::Config::default();
     let mut streams: SelectAll<BoxStream<'static, Tagged>> = SelectAll::new();
     match boundary.namespaces() {
         // Only the namespaces of --namespaces are read, each by its own watch.
@@ -745,9 +740,10 @@ pub async fn run(
     {
         let client = client.clone();
         let instance = settings.instance.clone().unwrap_or_else(|| "routerpolicy".into());
+        let metrics = metrics.clone();
         let mut stop = stop_rx.clone();
         workers.spawn(async move {
-            let slots = Arc::new(Semaphore::new(4));
+            let slots = Arc::new(Semaphore::new(2));
             let mut running = tokio::task::JoinSet::new();
             loop {
                 let event = tokio::select! {
@@ -756,9 +752,9 @@ pub async fn run(
                 };
                 let Some(event) = event else { break };
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                let (client, instance) = (client.clone(), instance.clone());
+                let (client, instance, metrics) = (client.clone(), instance.clone(), metrics.clone());
                 running.spawn(async move {
-                    send_event(&client, "routerpolicy", &instance, event).await;
+                    send_event(&client, &metrics, &instance, event).await;
                     drop(slot);
                 });
                 while running.try_join_next().is_some() {}
@@ -799,11 +795,11 @@ pub async fn run(
                     relists.policies.insert(source, HashSet::new());
                 }
                 Event::InitApply(guard) => {
-                    relists.policies.entry(source).or_default().insert(guard_key(&guard));
+                    relists.policies.entry(source).or_default().insert(policy_key(&guard));
                     shared.on_policy(guard);
                 }
                 Event::Apply(guard) => shared.on_policy(guard),
-                Event::Delete(guard) => shared.on_policy_gone(&guard_key(&guard)),
+                Event::Delete(guard) => shared.on_policy_gone(&policy_key(&guard)),
                 Event::InitDone => {
                     // What the new list did not show was deleted while the watch was away.
                     let seen = relists.policies.remove(&source).unwrap_or_default();

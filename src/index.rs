@@ -17,9 +17,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use serde_json::value::RawValue;
+
 use crate::api::{ImageVariationPolicySpec, ImageVariationPolicyStatus};
 use crate::render::{GatewayDocument, data_key, render_policy};
-use crate::status::Observation;
+use crate::status::{Observation, StatusMemo};
 use crate::target::{Content, ExistingTarget, Outcome, PolicyAtTarget, TargetKey, TargetPlan, spec_targets};
 use crate::validate::{Report, Violation, validate_policy};
 
@@ -63,10 +65,11 @@ pub struct ObservedPolicy {
     pub generation: Option<i64>,
     /// `metadata.resourceVersion`.
     pub resource_version: Option<String>,
-    /// The spec, or why the object cannot be read.
-    pub spec: Result<ImageVariationPolicySpec, String>,
-    /// The stored status (`None` for unreadable objects).
-    pub status: Option<ImageVariationPolicyStatus>,
+    /// The spec as raw JSON, parsed only when the generation is new to the index.
+    pub spec: Option<Box<RawValue>>,
+    /// The stored status as raw JSON, parsed only for a policy new to the index (later
+    /// events carry the status the operator wrote itself).
+    pub status: Option<Box<RawValue>>,
     /// Whether `metadata.deletionTimestamp` is set.
     pub deleting: bool,
     /// Whether it still carries the legacy `routerpolicy.io/cleanup` finalizer.
@@ -98,17 +101,23 @@ pub struct PolicyEntry {
     pub targets: Vec<TargetKey>,
     /// Bumped on every spec change; an outcome computed for an older revision is dropped.
     pub revision: u64,
-    /// The outcome of each target's last plan for the current revision.
-    pub outcomes: BTreeMap<TargetKey, Outcome>,
-    /// The last known status (from the watch, or as the operator last wrote it).
-    pub status: Option<ImageVariationPolicyStatus>,
+    /// The outcome of each target's last plan for the current revision (a policy names at
+    /// most 16 targets: a small list, not a map, keeps 10,000 policies small).
+    pub outcomes: Vec<(TargetKey, Outcome)>,
+    /// What is kept of the last known status (from the watch, or as the operator last
+    /// wrote it).
+    pub status: Option<StatusMemo>,
 }
 
 impl PolicyEntry {
     /// The targets this policy's status reports on: those its spec names, or, for an object
     /// that cannot be read, those that hold its key.
-    pub fn status_targets(&self, holders: Option<&BTreeSet<TargetKey>>) -> Vec<TargetKey> {
+    pub fn status_targets(&self, holders: Option<&Vec<TargetKey>>) -> Vec<TargetKey> {
         if self.readable { self.targets.clone() } else { holders.into_iter().flatten().cloned().collect() }
+    }
+
+    fn outcome(&self, target: &TargetKey) -> Option<&Outcome> {
+        self.outcomes.iter().find(|(t, _)| t == target).map(|(_, o)| o)
     }
 }
 
@@ -154,7 +163,8 @@ pub struct Index {
     boundary: Boundary,
     policies: HashMap<String, PolicyEntry>,
     targets: HashMap<TargetKey, TargetEntry>,
-    holders: HashMap<String, BTreeSet<TargetKey>>,
+    /// Data key → the targets holding it (almost always one: a list).
+    holders: HashMap<String, Vec<TargetKey>>,
 }
 
 /// Whether resource version `new` is not older than `old` (both etcd revisions; anything that
@@ -193,7 +203,7 @@ impl Index {
     }
 
     /// The targets whose ConfigMap holds `key` as an operator-owned key.
-    pub fn holders(&self, key: &str) -> Option<&BTreeSet<TargetKey>> {
+    pub fn holders(&self, key: &str) -> Option<&Vec<TargetKey>> {
         self.holders.get(key)
     }
 
@@ -228,21 +238,20 @@ impl Index {
             && entry.uid == observed.uid
             && entry.generation.is_some()
             && entry.generation == observed.generation
-            && entry.readable == observed.spec.is_ok()
         {
-            // Same spec (status, labels or finalizers changed): nothing to plan. The status
-            // of a newer version replaces ours, so a status written by the operator itself
-            // causes no further work.
+            // Same spec (status, labels or finalizers changed; most often the echo of the
+            // operator's own status write): nothing to plan, nothing to parse.
             if not_older(entry.resource_version.as_deref(), observed.resource_version.as_deref()) {
                 entry.resource_version = observed.resource_version;
-                if observed.status.is_some() {
-                    entry.status = observed.status;
-                }
             }
             return Touched { legacy_finalizer, ..Default::default() };
         }
 
-        let (readable, report, document, targets) = match &observed.spec {
+        let spec = match &observed.spec {
+            Some(raw) => serde_json::from_str::<ImageVariationPolicySpec>(raw.get()).map_err(|e| e.to_string()),
+            None => Err("spec is missing".to_string()),
+        };
+        let (readable, report, document, targets) = match &spec {
             Ok(spec) => {
                 let report = validate_policy(&observed.namespace, &observed.name, spec);
                 let document = report.is_valid().then(|| render_policy(&observed.namespace, &observed.name, spec));
@@ -268,7 +277,10 @@ impl Index {
             touched.targets.insert(t.clone());
         }
         touched.targets.extend(self.holders.get(&key).into_iter().flatten().cloned());
-        let status = observed.status.or_else(|| previous.as_ref().and_then(|p| p.status.clone()));
+        let status = previous.as_ref().and_then(|p| p.status.clone()).or_else(|| {
+            let raw = observed.status.as_ref()?;
+            serde_json::from_str::<ImageVariationPolicyStatus>(raw.get()).ok().map(|s| StatusMemo::of(&s))
+        });
         self.policies.insert(
             key.clone(),
             PolicyEntry {
@@ -283,7 +295,7 @@ impl Index {
                 document,
                 targets,
                 revision: previous.map(|p| p.revision + 1).unwrap_or(0),
-                outcomes: BTreeMap::new(),
+                outcomes: Vec::new(),
                 status,
             },
         );
@@ -320,14 +332,17 @@ impl Index {
         let new_keys: Vec<String> = entry.live.iter().flat_map(|l| l.owned.keys().cloned()).collect();
         for key in old_keys {
             if let Some(set) = self.holders.get_mut(&key) {
-                set.remove(target);
+                set.retain(|t| t != target);
                 if set.is_empty() {
                     self.holders.remove(&key);
                 }
             }
         }
         for key in new_keys {
-            self.holders.entry(key).or_default().insert(target.clone());
+            let set = self.holders.entry(key).or_default();
+            if !set.contains(target) {
+                set.push(target.clone());
+            }
         }
     }
 
@@ -449,7 +464,10 @@ impl Index {
                 }
                 _ => outcome.clone(),
             };
-            entry.outcomes.insert(target.clone(), outcome);
+            match entry.outcomes.iter_mut().find(|(t, _)| t == target) {
+                Some(slot) => slot.1 = outcome,
+                None => entry.outcomes.push((target.clone(), outcome)),
+            }
             dirty.push(key);
         }
         dirty
@@ -462,7 +480,7 @@ impl Index {
         let targets = entry.status_targets(self.holders.get(key));
         let mut statuses = Vec::with_capacity(targets.len());
         for t in &targets {
-            statuses.push(entry.outcomes.get(t)?.target_status(t, key));
+            statuses.push(entry.outcome(t)?.target_status(t, key));
         }
         Some(Observation {
             generation: entry.generation,
@@ -473,9 +491,9 @@ impl Index {
     }
 
     /// The operator wrote `status` for the policy: it is the previous status from now on.
-    pub fn wrote_status(&mut self, key: &str, status: ImageVariationPolicyStatus) {
+    pub fn wrote_status(&mut self, key: &str, status: &ImageVariationPolicyStatus) {
         if let Some(entry) = self.policies.get_mut(key) {
-            entry.status = Some(status);
+            entry.status = Some(StatusMemo::of(status));
         }
     }
 }
@@ -503,7 +521,7 @@ mod tests {
             uid: Some(format!("uid-{name}")),
             generation: Some(generation),
             resource_version: Some(generation.to_string()),
-            spec: Ok(spec),
+            spec: Some(serde_json::value::to_raw_value(&spec).expect("raw spec")),
             status: None,
             deleting: false,
             legacy_finalizer: false,
@@ -534,18 +552,27 @@ mod tests {
         assert!(index.policy("a.p.json").expect("entry").document.is_some());
     }
 
+    fn raw_status(hash: &str) -> Option<Box<RawValue>> {
+        let status = ImageVariationPolicyStatus { config_hash: Some(hash.into()), ..Default::default() };
+        Some(serde_json::value::to_raw_value(&status).expect("raw status"))
+    }
+
     #[test]
-    fn a_status_only_change_touches_nothing_and_keeps_the_newer_status() {
+    fn the_stored_status_is_read_once_and_a_status_only_change_touches_nothing() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
-        let mut again = observed("a", "p", 1, spec(&[("gw", None)], 1));
-        again.resource_version = Some("7".into());
-        again.status = Some(ImageVariationPolicyStatus { config_hash: Some("h".into()), ..Default::default() });
-        assert_eq!(index.apply_policy(again), Touched::default());
-        assert_eq!(
-            index.policy("a.p.json").and_then(|p| p.status.clone()).and_then(|s| s.config_hash),
-            Some("h".into())
-        );
+        let mut first = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        first.status = raw_status("stored");
+        index.apply_policy(first);
+        let hash =
+            |index: &Index| index.policy("a.p.json").and_then(|p| p.status.as_ref()?.config_hash().map(str::to_string));
+        assert_eq!(hash(&index), Some("stored".into()));
+        let ours = ImageVariationPolicyStatus { config_hash: Some("ours".into()), ..Default::default() };
+        index.wrote_status("a.p.json", &ours);
+        let mut echo = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        echo.resource_version = Some("7".into());
+        echo.status = raw_status("ours");
+        assert_eq!(index.apply_policy(echo), Touched::default());
+        assert_eq!(hash(&index), Some("ours".into()));
     }
 
     #[test]
@@ -645,7 +672,7 @@ mod tests {
         index.wrote_target(&t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into()));
         assert!(!index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "old")]), Some("9".into())));
         assert!(!index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into())));
-        assert_eq!(index.holders("a.p.json"), Some(&[t("a", "gw")].into()));
+        assert_eq!(index.holders("a.p.json"), Some(&vec![t("a", "gw")]));
         assert!(index.delete_target(1, &t("a", "gw")));
         assert_eq!(index.holders("a.p.json"), None);
     }
@@ -666,7 +693,7 @@ mod tests {
         let mut index = Index::default();
         index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "{}")]), Some("1".into()));
         let mut broken = observed("a", "p", 3, spec(&[("gw", None)], 1));
-        broken.spec = Err("invalid type".into());
+        broken.spec = Some(RawValue::from_string(r#"{"targetRefs":"not a list"}"#.into()).expect("raw"));
         let touched = index.apply_policy(broken);
         assert_eq!(touched.targets, [t("a", "gw")].into());
         let input = index.plan_input(&t("a", "gw"));

@@ -23,3 +23,4 @@ pub mod schema;
 pub mod status;
 pub mod target;
 pub mod validate;
+pub mod watched;

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Writes to policy objects themselves (removing the legacy finalizer).
     pub policy_writes: Counter,
+    /// Events published on policies.
+    pub events: Counter,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: Counter,
     /// Work queued or in progress, by queue (`targets`, `statuses`).
     pub pending: Family<QueueLabels, Gauge>,
     /// Policies in the index (of the watched namespaces).
@@ -71,6 +75,8 @@ impl Default for Metrics {
         let status_writes = Counter::default();
         let policy_writes = Counter::default();
         let pending = Family::<QueueLabels, Gauge>::default();
+        let events = Counter::default();
+        let events_dropped = Counter::default();
         let index_policies = Gauge::default();
         registry.register("reconciles", "Target reconciles by outcome", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Duration of one target reconcile", reconcile_duration.clone());
@@ -83,6 +89,8 @@ impl Default for Metrics {
             "Writes to policy objects (legacy finalizer removal)",
             policy_writes.clone(),
         );
+        registry.register("events", "Events published on policies", events.clone());
+        registry.register("events_dropped", "Events dropped because the event queue was full", events_dropped.clone());
         registry.register("work_pending", "Work queued or in progress", pending.clone());
         registry.register("index_policies", "Policies in the index", index_policies.clone());
         registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
@@ -96,6 +104,8 @@ impl Default for Metrics {
             leader,
             status_writes,
             policy_writes,
+            events,
+            events_dropped,
             pending,
             index_policies,
             ready_by_policy: Mutex::default(),

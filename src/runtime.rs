@@ -62,8 +62,9 @@ pub struct RunOptions {
     /// Log level or tracing filter (e.g. `info`, `routerpolicy=debug`).
     #[arg(long, env = "ROUTERPOLICY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Maximum policy reconciles at once.
-    #[arg(long, env = "ROUTERPOLICY_CONCURRENCY", default_value_t = 64)]
+    /// Maximum target writes, and status writes, in flight at once (the API server is the
+    /// bottleneck well before 32; more only costs connections and memory).
+    #[arg(long, env = "ROUTERPOLICY_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
 }
 

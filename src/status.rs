@@ -190,6 +190,109 @@ pub fn status_changed(old: Option<&ImageVariationPolicyStatus>, new: &ImageVaria
     strip(old) != strip(new)
 }
 
+/// What the controller keeps of a policy's last status: enough to compute the next one and
+/// to tell whether it changed, in about a fifth of the memory of the status itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusMemo {
+    /// Digest of the status without timestamps ([`status_changed`]'s comparison).
+    digest: u64,
+    /// Each condition's type, status and last transition.
+    transitions: Vec<(Box<str>, bool, Time)>,
+    /// `status.configHash`.
+    config_hash: Option<Box<str>>,
+    /// Per target: digest of (namespace, name), digest of the whole entry, synced.
+    targets: Vec<(u64, u64, bool)>,
+    /// Whether a condition already warns about the deprecated `contact`.
+    deprecated_warned: bool,
+}
+
+fn digest<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(value)
+}
+
+fn time_insensitive_digest(status: &ImageVariationPolicyStatus) -> u64 {
+    let mut stripped = status.clone();
+    for c in &mut stripped.conditions {
+        c.last_transition_time = Time(Default::default());
+    }
+    stripped.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    digest(&serde_json::to_vec(&stripped).unwrap_or_default())
+}
+
+fn target_identity(t: &TargetStatus) -> u64 {
+    digest(&(t.namespace.as_str(), t.name.as_str()))
+}
+
+impl StatusMemo {
+    /// The memo of `status`.
+    pub fn of(status: &ImageVariationPolicyStatus) -> Self {
+        StatusMemo {
+            digest: time_insensitive_digest(status),
+            transitions: status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.as_str().into(), c.status == "True", c.last_transition_time.clone()))
+                .collect(),
+            config_hash: status.config_hash.as_deref().map(Into::into),
+            targets: status
+                .targets
+                .iter()
+                .map(|t| (target_identity(t), digest(&serde_json::to_vec(t).unwrap_or_default()), t.synced))
+                .collect(),
+            deprecated_warned: status.conditions.iter().any(|c| c.message.contains("spec.contact: is deprecated")),
+        }
+    }
+
+    /// Whether `status` differs from the remembered one in anything but timestamps.
+    pub fn changed(&self, status: &ImageVariationPolicyStatus) -> bool {
+        self.digest != time_insensitive_digest(status)
+    }
+
+    /// The part of the previous status that [`compute_status`] reads: each condition's type,
+    /// status and transition time, and the config hash.
+    pub fn as_previous(&self) -> ImageVariationPolicyStatus {
+        ImageVariationPolicyStatus {
+            conditions: self
+                .transitions
+                .iter()
+                .map(|(type_, ok, time)| Condition {
+                    type_: type_.to_string(),
+                    status: if *ok { "True" } else { "False" }.to_string(),
+                    last_transition_time: time.clone(),
+                    reason: String::new(),
+                    message: String::new(),
+                    observed_generation: None,
+                })
+                .collect(),
+            config_hash: self.config_hash.as_deref().map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    /// The remembered config hash.
+    pub fn config_hash(&self) -> Option<&str> {
+        self.config_hash.as_deref()
+    }
+
+    /// Whether the previous status had exactly this target entry.
+    pub fn had_target(&self, target: &TargetStatus) -> bool {
+        let whole = digest(&serde_json::to_vec(target).unwrap_or_default());
+        self.targets.iter().any(|(_, d, _)| *d == whole)
+    }
+
+    /// Whether the previous status had this target synced.
+    pub fn was_synced(&self, target: &TargetStatus) -> bool {
+        let id = target_identity(target);
+        self.targets.iter().any(|(i, _, synced)| *i == id && *synced)
+    }
+
+    /// Whether the previous status already warned about the deprecated `contact`.
+    pub fn deprecated_warned(&self) -> bool {
+        self.deprecated_warned
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +386,21 @@ mod tests {
         let third = compute_status(&broken, Some(&second), &at(300));
         assert_eq!(get(&third, READY).last_transition_time, at(300));
         assert!(status_changed(Some(&second), &third));
+    }
+
+    #[test]
+    fn a_memo_keeps_transition_times_and_tells_changes_like_the_full_status() {
+        let obs = observe(Report::default(), vec![target(true, TargetReason::Synced)]);
+        let first = compute_status(&obs, None, &at(100));
+        let memo = StatusMemo::of(&first);
+        let second = compute_status(&obs, Some(&memo.as_previous()), &at(200));
+        assert_eq!(get(&second, READY).last_transition_time, at(100));
+        assert!(!memo.changed(&second));
+        assert!(memo.had_target(&second.targets[0]) && memo.was_synced(&second.targets[0]));
+        let broken = observe(Report::default(), vec![target(false, TargetReason::TargetFull)]);
+        let third = compute_status(&broken, Some(&memo.as_previous()), &at(300));
+        assert!(memo.changed(&third));
+        assert!(!memo.had_target(&third.targets[0]));
+        assert_eq!(memo.config_hash(), Some("abc"));
     }
 }

@@ -384,4 +384,43 @@ async fn main() {
         restarted.elapsed().as_secs_f64(),
         operator.peak_rss_mib()
     );
+    drop(operator);
+
+    // 6. A second floor, for the record: the harness itself writes one status per policy
+    //    (server-side apply, 16 writers) on a copy of the same policies, with no operator.
+    let copy = cp.namespace(&client, "bench-status-floor").await;
+    let copies: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &copy);
+    futures::stream::iter(0..policies)
+        .map(|i| {
+            let api = copies.clone();
+            let copy = copy.clone();
+            async move {
+                let body: ImageVariationPolicy = serde_json::from_value(json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}"), "namespace": copy}, "spec": spec(i % targets, i as i64)})).expect("policy");
+                api.create(&PostParams::default(), &body).await.expect("create copy");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let sample = api.get_status("p1").await.expect("a status the operator wrote").status.expect("status");
+    let started = Instant::now();
+    futures::stream::iter(0..policies)
+        .map(|i| {
+            let api = copies.clone();
+            let status =
+                json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "status": sample});
+            async move {
+                api.patch_status(&format!("p{i}"), &PatchParams::apply("bench-status").force(), &Patch::Apply(&status))
+                    .await
+                    .expect("status write");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let status_floor = started.elapsed().as_secs_f64();
+    println!(
+        "floor 2   the harness writes {policies} statuses (the operator's), 16 writers: {status_floor:>8.2} s  (cold start to Ready = {:.2}x this)",
+        ready_at / status_floor
+    );
 }

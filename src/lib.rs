@@ -24,3 +24,4 @@ pub mod status;
 pub mod target;
 pub mod validate;
 pub mod watched;
+pub mod yaml11;

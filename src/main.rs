@@ -42,6 +42,10 @@ enum Command {
         /// Namespace for manifests without metadata.namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Unquoted YAML 1.1 boolean words (`off`, `yes`, …) in string fields: `kubectl apply -f`
+        /// reads them as booleans and refuses them; kustomize and Helm keep them as strings.
+        #[arg(long, value_enum, default_value = "error")]
+        unquoted_booleans: manifests::BooleanWords,
     },
     /// Print the gateway ConfigMaps the operator would write for the given manifests.
     Render {
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
             print!("{}", routerpolicy::crd::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Validate { paths, output, namespace } => {
+        Command::Validate { paths, output, namespace, unquoted_booleans } => {
             let docs = match manifests::load(&paths) {
                 Ok(docs) => docs,
                 Err(e) => {
@@ -76,7 +80,10 @@ fn main() -> ExitCode {
                 }
             };
             let schema = routerpolicy::crd::openapi_schema();
-            let results: Vec<_> = docs.iter().map(|d| manifests::check_document(d, &schema, &namespace)).collect();
+            let results: Vec<_> = docs
+                .iter()
+                .map(|d| manifests::check_document_with(d, &schema, &namespace, unquoted_booleans))
+                .collect();
             print!("{}", manifests::format_results(&results, output));
             if results.iter().any(|r| !r.report.is_valid()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }

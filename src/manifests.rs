@@ -44,6 +44,26 @@ pub struct Document {
     pub origin: Origin,
     /// Its content, or the YAML error.
     pub value: Result<Value, String>,
+    /// Unquoted YAML 1.1 boolean words in it (`off`, `yes`, …), which `kubectl apply -f` reads
+    /// as booleans.
+    pub boolean_words: Vec<crate::yaml11::BooleanWord>,
+}
+
+impl Document {
+    /// A document with a value already parsed (no YAML source to inspect).
+    pub fn from_value(origin: Origin, value: Value) -> Self {
+        Document { origin, value: Ok(value), boolean_words: Vec::new() }
+    }
+}
+
+/// How `validate` treats an unquoted YAML 1.1 boolean word in a string field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BooleanWords {
+    /// An error, as `kubectl apply -f` refuses it (the default).
+    #[default]
+    Error,
+    /// A warning (for pipelines that apply with kustomize or Helm, which keep the string).
+    Warning,
 }
 
 /// Reading the inputs failed (exit code 2).
@@ -101,13 +121,15 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// Splits a multi-document YAML text into documents (empty documents are skipped).
 pub fn parse_documents(file: &str, text: &str) -> Vec<Document> {
     let mut out = Vec::new();
+    let mut words = crate::yaml11::unquoted_boolean_words(text);
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let origin = Origin { file: file.to_string(), document: i + 1 };
+        let boolean_words = words.remove(&(i + 1)).unwrap_or_default();
         match Value::deserialize(de) {
             Ok(Value::Null) => {}
-            Ok(value) => out.push(Document { origin, value: Ok(value) }),
+            Ok(value) => out.push(Document { origin, value: Ok(value), boolean_words }),
             Err(e) => {
-                out.push(Document { origin, value: Err(format!("not valid YAML: {e}")) });
+                out.push(Document { origin, value: Err(format!("not valid YAML: {e}")), boolean_words });
                 // The parser cannot resume after a syntax error.
                 break;
             }
@@ -134,6 +156,11 @@ pub struct Checked {
 /// Checks one document: the CRD schema (what admission checks), then the Rust rules (what
 /// the controller checks). `default_namespace` stands in for a missing `metadata.namespace`.
 pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -> Checked {
+    check_document_with(doc, schema, default_namespace, BooleanWords::Error)
+}
+
+/// [`check_document`], choosing how unquoted YAML 1.1 boolean words are reported.
+pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &str, words: BooleanWords) -> Checked {
     let value = match &doc.value {
         Ok(v) => v,
         Err(e) => {
@@ -157,6 +184,11 @@ pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -
         return Checked { origin: doc.origin.clone(), kind, object, skipped: true, report: Report::default() };
     }
 
+    // What the API server does before it validates: nulls of non-nullable fields pruned,
+    // integral floats in integer fields read as integers.
+    let mut normalized = value.clone();
+    crate::schema::normalize(schema, &mut normalized);
+    let value = &normalized;
     let mut report = Report::default();
     if api_version != "routerpolicy.io/v1alpha1" {
         report
@@ -164,6 +196,22 @@ pub fn check_document(doc: &Document, schema: &Value, default_namespace: &str) -
             .push(Violation::new("apiVersion", format!("{api_version:?} is not served; use routerpolicy.io/v1alpha1")));
     }
     report.errors.extend(crate::schema::check(schema, value));
+    for word in &doc.boolean_words {
+        if value.pointer(&word.pointer).and_then(Value::as_str) == Some(word.word.as_str()) {
+            let finding = Violation::new(
+                word.path.clone(),
+                format!(
+                    "unquoted {w} is the boolean {b} to `kubectl apply -f` (YAML 1.1), not the string {w:?}; quote it: {w:?}",
+                    w = word.word,
+                    b = matches!(word.word.as_str(), "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON"),
+                ),
+            );
+            match words {
+                BooleanWords::Error => report.errors.push(finding),
+                BooleanWords::Warning => report.warnings.push(finding),
+            }
+        }
+    }
     if name.is_empty() {
         report.errors.push(Violation::new("metadata.name", "is required"));
     } else {
@@ -326,7 +374,9 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
             ));
             continue;
         }
-        let Ok(mut policy) = serde_json::from_value::<ImageVariationPolicy>(value.clone()) else {
+        let mut normalized = value.clone();
+        crate::schema::normalize(schema, &mut normalized);
+        let Ok(mut policy) = serde_json::from_value::<ImageVariationPolicy>(normalized) else {
             continue;
         };
         let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());

@@ -19,6 +19,48 @@ pub fn check(schema: &Value, value: &Value) -> Vec<Violation> {
     out
 }
 
+/// Normalizes `value` as the API server does before it validates a custom resource: a `null`
+/// for a field that is not `nullable` is dropped (pruned), and an integral number in an
+/// `integer` field becomes that integer (`1.0` → `1`). Pure. Without this, a manifest the
+/// cluster accepts (Helm renders unset values as `null`) would fail offline.
+pub fn normalize(schema: &Value, value: &mut Value) {
+    let Some(schema) = schema.as_object() else {
+        return;
+    };
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let child_schema = |field: &str| properties.and_then(|p| p.get(field)).or(additional);
+            map.retain(|field, child| {
+                !(child.is_null()
+                    && child_schema(field).is_some_and(|c| c.get("nullable").and_then(Value::as_bool) != Some(true)))
+            });
+            for (field, child) in map.iter_mut() {
+                if let Some(child_schema) = child_schema(field) {
+                    normalize(child_schema, child);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    normalize(item_schema, item);
+                }
+            }
+        }
+        Value::Number(n) if schema.get("type").and_then(Value::as_str) == Some("integer") && !n.is_i64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn join(path: &str, field: &str) -> String {
     if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
 }

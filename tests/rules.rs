@@ -30,7 +30,7 @@ fn manifest(spec: Value) -> Value {
 /// Errors from the full offline check (schema + Rust rules).
 fn offline_errors(spec: Value) -> Vec<String> {
     let schema = routerpolicy::crd::openapi_schema();
-    let doc = Document { origin: Origin { file: "t".into(), document: 1 }, value: Ok(manifest(spec)) };
+    let doc = Document::from_value(Origin { file: "t".into(), document: 1 }, manifest(spec));
     check_document(&doc, &schema, "default").report.errors.iter().map(|v| v.path.clone()).collect()
 }
 
@@ -483,7 +483,7 @@ fn metadata_name_too_long_for_a_data_key_is_refused() {
     let schema = routerpolicy::crd::openapi_schema();
     let mut m = manifest(spec_with(json!({})));
     m["metadata"]["name"] = json!("a".repeat(250));
-    let doc = Document { origin: Origin { file: "t".into(), document: 1 }, value: Ok(m) };
+    let doc = Document::from_value(Origin { file: "t".into(), document: 1 }, m);
     let report = check_document(&doc, &schema, "default").report;
     assert!(report.errors.iter().any(|e| e.path == "metadata.name" && e.message.contains("data key")), "{report:?}");
 }
@@ -591,7 +591,7 @@ proptest! {
         let _ = offline_errors(spec.clone());
         let _ = rust_errors(spec.clone());
         let schema = routerpolicy::crd::openapi_schema();
-        let doc = Document { origin: Origin { file: "t".into(), document: 1 }, value: Ok(spec) };
+        let doc = Document::from_value(Origin { file: "t".into(), document: 1 }, spec);
         let _ = check_document(&doc, &schema, "default");
     }
 

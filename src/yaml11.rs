@@ -116,11 +116,7 @@ impl MarkedEventReceiver for Finder {
                     self.advance();
                 }
             },
-            Event::Alias(_) => {
-                if self.value_segment().is_some() {
-                    self.advance();
-                }
-            }
+            Event::Alias(_) if self.value_segment().is_some() => self.advance(),
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 if let Some(segment) = self.value_segment() {
                     self.path.push(segment);

@@ -49,6 +49,9 @@ fn base() -> Value {
     })
 }
 
+/// One change to the base manifest: a JSON pointer and the new value (`None`: removed).
+type Edit = (String, Option<Value>);
+
 /// One generated case.
 struct Case {
     label: String,
@@ -99,7 +102,7 @@ fn string_of(kind: &str, len: usize) -> String {
 }
 
 fn cases() -> Vec<Case> {
-    let mut out: Vec<(String, Vec<(String, Option<Value>)>)> = Vec::new();
+    let mut out: Vec<(String, Vec<Edit>)> = Vec::new();
     let mut one =
         |label: String, pointer: &str, value: Option<Value>| out.push((label, vec![(pointer.to_string(), value)]));
 

@@ -43,7 +43,7 @@ enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
         /// Unquoted YAML 1.1 boolean words (`off`, `yes`, …) in string fields: `kubectl apply -f`
-        /// reads them as booleans and refuses them; kustomize and Helm keep them as strings.
+        /// and Helm read them as booleans and refuse them; kustomize keeps them as strings.
         #[arg(long, value_enum, default_value = "error")]
         unquoted_booleans: manifests::BooleanWords,
     },

@@ -62,7 +62,7 @@ pub enum BooleanWords {
     /// An error, as `kubectl apply -f` refuses it (the default).
     #[default]
     Error,
-    /// A warning (for pipelines that apply with kustomize or Helm, which keep the string).
+    /// A warning (for pipelines that apply only through kustomize, which keeps the string).
     Warning,
 }
 

@@ -4,8 +4,8 @@
 //! or `n` is a boolean: `spec.name: off` reaches the API server as `false` and is refused
 //! ("must be of type string"). `routerpolicy validate` reads YAML 1.2, where the same words
 //! are strings. [`unquoted_boolean_words`] finds them, with their field paths, so `validate`
-//! can refuse what `kubectl apply -f` refuses. (kustomize and Helm write YAML 1.2-style output
-//! and quote such strings, so the words survive there; see the README's GitOps section.)
+//! can refuse what `kubectl apply -f` refuses. (Helm decodes the same YAML 1.1 way; kustomize
+//! reads YAML 1.2 and quotes such strings in its output; see the README's GitOps section.)
 
 use std::collections::BTreeMap;
 

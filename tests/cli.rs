@@ -88,9 +88,9 @@ fn every_single_rule_manifest_exits_1_and_names_its_path() {
         std::fs::read_dir(&dir).expect("fixtures").filter_map(Result::ok).map(|e| e.path()).collect();
     files.sort();
     for file in files {
-        let text = std::fs::read_to_string(&file).expect("fixture");
+        let text = std::fs::read_to_string(&file).expect("fixture").replace("${NAMESPACE}", "default");
         let expect = text.lines().find_map(|l| l.strip_prefix("# expect: ")).expect("expect line").trim();
-        let out = routerpolicy(&["validate", "-o", "json", "-f", file.to_str().expect("utf-8")], None);
+        let out = routerpolicy(&["validate", "-o", "json", "-n", "default", "-f", "-"], Some(&text));
         assert_eq!(out.status.code(), Some(1), "{}", file.display());
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
         let paths: Vec<&str> = report["results"][0]["errors"]

@@ -10,7 +10,8 @@
 //!
 //! Not generated, on purpose: `targetRefs` that repeat once the policy's own namespace is
 //! filled in (`[{name: gw}, {name: gw, namespace: <own>}]`): the CRD's CEL cannot see the
-//! namespace, so only the controller and `validate` refuse it today (see the README).
+//! namespace; deploy/admission.yaml's policy refuses it (tests/e2e.rs checks that), and this
+//! test runs on the CRD alone.
 
 mod support;
 

@@ -456,6 +456,42 @@ async fn every_example_applies_and_the_invalid_one_is_refused() {
     }
 }
 
+/// deploy/admission.yaml's targetRefs policy, bound to `namespace` only: other tests of this
+/// binary make policies invalid after admission on purpose (last good, Stalled).
+fn install_targetrefs_admission_policy(namespace: &str) {
+    let cp = control_plane();
+    let text = std::fs::read_to_string(support::repo_root().join("deploy/admission.yaml")).expect("admission.yaml");
+    let policy = text
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: ValidatingAdmissionPolicy\n") && doc.contains("routerpolicy-targetrefs-unique"))
+        .expect("the targetRefs admission policy");
+    let out = cp.kubectl_with(&cp.kubeconfig, &["apply", "--server-side", "-f", "-"], Some(policy));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": format!("targetrefs-unique-{namespace}")},
+        "spec": {
+            "policyName": "routerpolicy-targetrefs-unique",
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        }
+    });
+    let out = cp.kubectl_with(&cp.kubeconfig, &["apply", "--server-side", "-f", "-"], Some(&binding.to_string()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A new binding takes a moment to be enforced.
+    let probe = policy_yaml(
+        namespace,
+        "probe",
+        json!({"targetRefs": [{"name": "gw"}, {"name": "gw", "namespace": namespace}]}),
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while cp.kubectl_with(&cp.kubeconfig, &["create", "--dry-run=server", "-f", "-"], Some(&probe)).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the targetRefs admission policy is not enforced");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// One manifest per rule of PRODUCT §1 (tests/fixtures/invalid): the API server refuses it at
 /// admission naming the field path that `routerpolicy validate` reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,9 +505,10 @@ async fn each_rule_is_refused_at_admission_with_the_path_validate_reports() {
         std::fs::read_dir(&dir).expect("fixtures").filter_map(Result::ok).map(|e| e.path()).collect();
     files.sort();
     assert!(files.len() >= 40, "expected one fixture per rule, found {}", files.len());
+    install_targetrefs_admission_policy(&ns);
     let mut failures = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(file).expect("read fixture");
+        let text = std::fs::read_to_string(file).expect("read fixture").replace("${NAMESPACE}", &ns);
         let expect =
             text.lines().find_map(|l| l.strip_prefix("# expect: ")).expect("# expect: line").trim().to_string();
 

@@ -214,7 +214,8 @@ async fn metrics_move_when_reconciles_happen() {
     let before = instance.metric("routerpolicy_reconciles_total{outcome=\"success\"}").unwrap_or(0.0);
 
     apply_ok(&policy(&ns, "p", json!({"targetRefs": [{"name": "gw"}]})));
-    apply_ok(&policy(&ns, "bad", json!({"targetRefs": [{"name": "gw"}, {"name": "gw", "namespace": ns}]})));
+    // Not Ready: a cross-namespace target nobody consented to.
+    apply_ok(&policy(&ns, "bad", json!({"targetRefs": [{"name": "gw", "namespace": "nobody-consented"}]})));
     eventually(WAIT, "reconcile counters to move", || async {
         let after = instance.metric("routerpolicy_reconciles_total{outcome=\"success\"}")?;
         (after > before
@@ -237,4 +238,99 @@ async fn metrics_move_when_reconciles_happen() {
         (data.get(&format!("{ns}.p.json")).map(String::as_str) != Some("tampered")).then_some(())
     })
     .await;
+}
+
+/// deploy/'s admission policy bounds what the operator's credential can do to ConfigMaps,
+/// whatever its ClusterRole allows: the attacks are refused naming the policy, the operator's
+/// real writes pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_service_account_cannot_rewrite_configmaps_it_does_not_manage() {
+    let cp = control_plane();
+    install_deploy();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "blast").await;
+    cp.kubectl_ok(&["create", "configmap", "unrelated", "-n", &ns, "--from-literal=app.conf=x=1"]);
+    cp.kubectl_ok(&["create", "configmap", "opted-in", "-n", &ns, "--from-literal=other.json={}"]);
+    cp.kubectl_ok(&["label", "configmap", "opted-in", "-n", &ns, "routerpolicy.io/gateway=true"]);
+    cp.kubectl_ok(&["create", "configmap", "cluster-config", "-n", "kube-system", "--from-literal=k=v"]);
+    let operator = "--as=system:serviceaccount:routerpolicy-system:routerpolicy";
+    let as_operator = |args: &[&str]| {
+        let mut all = vec![operator];
+        all.extend_from_slice(args);
+        cp.kubectl(&all)
+    };
+    let managed = |name: &str, value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/managed-by: routerpolicy\ndata:\n  {ns}.p.json: '{value}'\n"
+        )
+    };
+
+    // A new admission policy takes a moment to be enforced.
+    eventually(WAIT, "the admission policy to refuse the operator a foreign ConfigMap", || async {
+        (!as_operator(&["patch", "configmap", "unrelated", "-n", &ns, "--type=merge", "-p", r#"{"data":{"x":"1"}}"#])
+            .status
+            .success())
+        .then_some(())
+    })
+    .await;
+
+    let attacks: [(&str, Vec<&str>); 4] = [
+        (
+            "patch an unrelated ConfigMap",
+            vec!["patch", "configmap", "unrelated", "-n", &ns, "--type=merge", "-p", r#"{"data":{"x":"1"}}"#],
+        ),
+        (
+            "rewrite one in kube-system",
+            vec![
+                "patch",
+                "configmap",
+                "cluster-config",
+                "-n",
+                "kube-system",
+                "--type=merge",
+                "-p",
+                r#"{"data":{"k":"evil"}}"#,
+            ],
+        ),
+        (
+            "label an unmanaged ConfigMap as managed",
+            vec!["label", "configmap", "unrelated", "-n", &ns, "app.kubernetes.io/managed-by=routerpolicy"],
+        ),
+        ("create an unlabelled ConfigMap", vec!["create", "configmap", "planted", "-n", &ns, "--from-literal=k=v"]),
+    ];
+    for (what, args) in &attacks {
+        let out = as_operator(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: allowed");
+        assert!(
+            stderr.contains("routerpolicy-configmap-writes"),
+            "{what}: the refusal does not name the policy: {stderr}"
+        );
+    }
+    let unrelated = cp.kubectl_ok(&["get", "configmap", "unrelated", "-n", &ns, "-o", "json"]);
+    assert!(!unrelated.contains("managed-by") && !unrelated.contains("\"x\""), "{unrelated}");
+
+    // The operator's real work: create a managed target by server-side apply, apply again,
+    // patch an opted-in gateway ConfigMap.
+    for (what, yaml) in [("create", managed("gw", "{}")), ("update", managed("gw", "{\"retry\":{}}"))] {
+        let out = cp.kubectl_with(
+            &cp.kubeconfig,
+            &[operator, "apply", "--server-side", "--field-manager=routerpolicy", "-f", "-"],
+            Some(&yaml),
+        );
+        assert!(out.status.success(), "{what} a managed ConfigMap: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = as_operator(&[
+        "patch",
+        "configmap",
+        "opted-in",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"team.p.json":"{}"}}"#,
+    ]);
+    assert!(out.status.success(), "patch an opted-in ConfigMap: {}", String::from_utf8_lossy(&out.stderr));
+    // Other users are not affected.
+    cp.kubectl_ok(&["create", "configmap", "someone-elses", "-n", &ns, "--from-literal=k=v"]);
 }

@@ -168,9 +168,10 @@ pub struct Identity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = EMAIL_MAX), regex(pattern = EMAIL_PATTERN))]
     pub email: Option<String>,
-    /// Extra information: 0 to 16 maps of string to string.
+    /// Extra information: 0 to 16 maps of string to string, each with at most 32 entries,
+    /// keys of 1 to 128 characters and values of at most 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = METADATA_MAX))]
+    #[schemars(schema_with = "metadata_schema")]
     pub metadata: Option<Vec<BTreeMap<String, String>>>,
     /// Avatar URL: an absolute `https://` or `http://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,6 +338,20 @@ impl std::fmt::Display for TargetReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The schema of `identity.metadata` (bounded: a map schema attribute cannot say it).
+fn metadata_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": METADATA_MAX,
+        "items": {
+            "type": "object",
+            "maxProperties": METADATA_ENTRIES_MAX,
+            "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX},
+            "x-kubernetes-validations": [{"rule": METADATA_KEY_RULE, "message": METADATA_KEY_MESSAGE}]
+        }
+    })
 }
 
 impl TargetRef {

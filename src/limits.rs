@@ -66,6 +66,16 @@ pub const TAGS_MAX: u32 = 32;
 pub const TAG_MAX: u32 = 64;
 /// `identity.metadata`: at most 16 maps.
 pub const METADATA_MAX: u32 = 16;
+/// Entries in one `identity.metadata` map: at most 32.
+pub const METADATA_ENTRIES_MAX: u32 = 32;
+/// Length of a key in an `identity.metadata` map: 1 to 128 characters.
+pub const METADATA_KEY_MAX: u32 = 128;
+/// Length of a value in an `identity.metadata` map: at most 1024 characters.
+pub const METADATA_VALUE_MAX: u32 = 1024;
+/// The CEL rule (and the Rust rule's message) for metadata keys.
+pub const METADATA_KEY_RULE: &str = "self.all(k, size(k) >= 1 && size(k) <= 128)";
+/// Message of [`METADATA_KEY_RULE`].
+pub const METADATA_KEY_MESSAGE: &str = "keys must be 1 to 128 characters long";
 
 /// `spec.cache.ttl` lower bound (seconds).
 pub const CACHE_TTL_MIN: i64 = 1;

@@ -117,6 +117,11 @@ fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation
 
     match value {
         Value::Object(map) => {
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && (map.len() as u64) > max
+            {
+                out.push(Violation::new(at(path), msg::max_properties(max)));
+            }
             let properties = schema.get("properties").and_then(Value::as_object);
             if let Some(required) = schema.get("required").and_then(Value::as_array) {
                 for field in required.iter().filter_map(Value::as_str) {

@@ -106,6 +106,10 @@ pub mod msg {
     pub fn max_items(max: impl std::fmt::Display) -> String {
         format!("must have at most {max} items")
     }
+    /// Too many map entries.
+    pub fn max_properties(max: impl std::fmt::Display) -> String {
+        format!("must have at most {max} entries")
+    }
     /// Number below its minimum.
     pub fn minimum(min: impl std::fmt::Display) -> String {
         format!("must be greater than or equal to {min}")
@@ -343,6 +347,18 @@ fn check_identity(report: &mut Report, base: &str, identity: &Identity) {
     }
     if let Some(metadata) = &identity.metadata {
         report.check_items(&format!("{base}.metadata"), metadata.len(), 0, METADATA_MAX);
+        for (i, map) in metadata.iter().enumerate() {
+            let path = format!("{base}.metadata[{i}]");
+            if map.len() > METADATA_ENTRIES_MAX as usize {
+                report.error(path.clone(), msg::max_properties(METADATA_ENTRIES_MAX));
+            }
+            if map.keys().any(|k| k.is_empty() || k.chars().count() > METADATA_KEY_MAX as usize) {
+                report.error(path.clone(), METADATA_KEY_MESSAGE);
+            }
+            for (key, value) in map {
+                report.check_string(&format!("{path}.{key}"), value, 0, METADATA_VALUE_MAX, None);
+            }
+        }
     }
     if let Some(tags) = &identity.tags {
         report.check_items(&format!("{base}.tags"), tags.len(), 0, TAGS_MAX);

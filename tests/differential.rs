@@ -222,6 +222,17 @@ fn cases() -> Vec<Case> {
         one(format!("{pointer} as string"), pointer, Some(json!("x")));
     }
     one("metadata value null".into(), "/spec/identity/metadata/0/department", Some(Value::Null));
+    for (label, map) in [
+        ("metadata map of 32 entries", Value::Object((0..32).map(|i| (format!("k{i}"), json!("v"))).collect())),
+        ("metadata map of 33 entries", Value::Object((0..33).map(|i| (format!("k{i}"), json!("v"))).collect())),
+        ("metadata key of 128", json!({"k".repeat(128): "v"})),
+        ("metadata key of 129", json!({"k".repeat(129): "v"})),
+        ("metadata empty key", json!({"": "v"})),
+        ("metadata value of 1024", json!({"k": "v".repeat(1024)})),
+        ("metadata value of 1025", json!({"k": "v".repeat(1025)})),
+    ] {
+        one(label.to_string(), "/spec/identity/metadata/0", Some(map));
+    }
     one("metadata value integer".into(), "/spec/identity/metadata/0/department", Some(json!(1)));
     one("tag null".into(), "/spec/identity/tags/0", Some(Value::Null));
     one("spec null".into(), "/spec", Some(Value::Null));

@@ -536,10 +536,12 @@ async fn a_full_target_keeps_what_it_serves_and_refuses_newcomers() {
     let ns = cp.namespace(&client, "full").await;
     let _operator = start_operator(&client, &[&ns]);
     let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
-    // Each document is about 400 KB (metadata values have no length bound of their own), so
-    // two fit in the 1 MiB ConfigMap and a third does not.
+    // Each document is about 400 KB (16 metadata maps of 25 values of 1000 characters, within
+    // the bounds), so two fit in the 1 MiB ConfigMap and a third does not.
     let big = |name: &str| {
-        let spec = json!({"targetRefs": [{"name": "gw"}], "identity": {"id": name, "metadata": [{"blob": "x".repeat(400_000)}]}});
+        let map: serde_json::Map<String, serde_json::Value> =
+            (0..25).map(|i| (format!("k{i}"), json!("x".repeat(1000)))).collect();
+        let spec = json!({"targetRefs": [{"name": "gw"}], "identity": {"id": name, "metadata": vec![serde_json::Value::Object(map); 16]}});
         (serde_json::from_str::<serde_json::Value>(&policy_yaml(&ns, name, spec.clone())).expect("json"), spec)
     };
     for name in ["a", "b"] {

@@ -254,6 +254,30 @@ fn cases() -> Vec<Case> {
             path: "spec.identity.metadata[0].level",
         },
         Case {
+            rule: "identity.metadata at most 32 entries per map",
+            accept: json!({"identity": {"id": "u", "metadata": [entries(32)]}}),
+            reject: json!({"identity": {"id": "u", "metadata": [entries(33)]}}),
+            path: "spec.identity.metadata[0]",
+        },
+        Case {
+            rule: "identity.metadata keys 1..128",
+            accept: json!({"identity": {"id": "u", "metadata": [{"k".repeat(128): "v"}]}}),
+            reject: json!({"identity": {"id": "u", "metadata": [{"k".repeat(129): "v"}]}}),
+            path: "spec.identity.metadata[0]",
+        },
+        Case {
+            rule: "identity.metadata empty key",
+            accept: json!({"identity": {"id": "u", "metadata": [{"k": "v"}]}}),
+            reject: json!({"identity": {"id": "u", "metadata": [{"": "v"}]}}),
+            path: "spec.identity.metadata[0]",
+        },
+        Case {
+            rule: "identity.metadata values at most 1024",
+            accept: json!({"identity": {"id": "u", "metadata": [{"k": "v".repeat(1024)}]}}),
+            reject: json!({"identity": {"id": "u", "metadata": [{"k": "v".repeat(1025)}]}}),
+            path: "spec.identity.metadata[0].k",
+        },
+        Case {
             rule: "contact same shape as identity",
             accept: json!({"contact": {"id": "u", "email": "a@b.co"}}),
             reject: json!({"contact": {"id": "u", "email": "nope"}}),
@@ -601,4 +625,9 @@ proptest! {
             let _ = check_document(&doc, &routerpolicy::crd::openapi_schema(), "default");
         }
     }
+}
+
+/// A metadata map with `n` entries.
+fn entries(n: usize) -> serde_json::Value {
+    serde_json::Value::Object((0..n).map(|i| (format!("k{i}"), json!("v"))).collect())
 }

@@ -140,6 +140,24 @@ async fn the_shipped_rbac_is_sufficient_for_everything_the_operator_does() {
     let events = control_plane().kubectl_ok(&["get", "events", "-n", &team, "-o", "json"]);
     assert!(events.contains("\"reason\": \"Synced\""), "no Synced event: {events}");
 
+    // Drift repair goes through the admission policy too: a hand edit of the operator's key in
+    // the ConfigMap it created is repaired under the ServiceAccount's token.
+    let local = Api::<ConfigMap>::namespaced(client.clone(), &team);
+    let good = local.get("gw").await.expect("gw").data.unwrap_or_default()[&format!("{team}.local.json")].clone();
+    local
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {format!("{team}.local.json"): "tampered"}})),
+        )
+        .await
+        .expect("hand edit");
+    eventually(WAIT, "the hand edit to be repaired", || async {
+        let data = local.get("gw").await.ok()?.data?;
+        (data.get(&format!("{team}.local.json")) == Some(&good)).then_some(())
+    })
+    .await;
+
     // Deletion completes at once (no finalizer); the key goes from the target right after.
     let out = cp.kubectl(&["delete", "-n", &team, "ivp", "remote", "--timeout=10s"]);
     assert!(out.status.success(), "{}\noperator log:\n{}", String::from_utf8_lossy(&out.stderr), instance.log());

@@ -41,9 +41,11 @@ pub struct RunOptions {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "ROUTERPOLICY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Leader election: only the holder of the Lease reconciles (on|off).
-    #[arg(long, env = "ROUTERPOLICY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_elect: bool,
+    /// Leader election: only the holder of the Lease reconciles (true|false). Default: on in a
+    /// pod (where several replicas may run), off outside one (a developer's `routerpolicy run`
+    /// against any cluster needs no Lease namespace).
+    #[arg(long, env = "ROUTERPOLICY_LEADER_ELECT", action = clap::ArgAction::Set)]
+    pub leader_elect: Option<bool>,
     /// Namespace of the leader-election Lease (default: the pod's namespace, else `routerpolicy-system`).
     #[arg(long, env = "ROUTERPOLICY_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -92,6 +94,9 @@ pub enum RunError {
     /// Leader election failed.
     #[error("leader election failed: {0}")]
     Lease(String),
+    /// The Lease namespace does not exist.
+    #[error("leader election is on, but the Lease namespace {0:?} does not exist")]
+    LeaseNamespaceMissing(String),
     /// The lease was lost while leading; restart to rejoin as a standby.
     #[error("lost the leader lease; exiting so no two replicas write at once")]
     LostLease,
@@ -105,6 +110,9 @@ impl RunError {
                 "set KUBECONFIG or run inside a cluster; to work without a cluster use `routerpolicy validate -f DIR` or `routerpolicy render -f DIR`",
             ),
             RunError::CrdMissing => Some("install it with `kubectl apply -f crds/` (or `kubectl apply -k deploy/`)"),
+            RunError::LeaseNamespaceMissing(_) => Some(
+                "create it (`kubectl create namespace NAME`), point --lease-namespace at an existing one, or run a single replica with --leader-elect=false",
+            ),
             _ => None,
         }
     }
@@ -194,6 +202,22 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Whether this process runs in a Kubernetes pod (the service environment and the mounted
+/// ServiceAccount namespace are there).
+fn in_a_pod() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists()
+}
+
+/// A lease error, told apart when it is the missing namespace the user can fix.
+fn lease_error(message: String, namespace: &str) -> RunError {
+    if message.contains(&format!("namespaces \"{namespace}\" not found")) {
+        RunError::LeaseNamespaceMissing(namespace.to_string())
+    } else {
+        RunError::Lease(message)
+    }
+}
+
 fn default_lease_namespace() -> String {
     std::env::var("POD_NAMESPACE")
         .ok()
@@ -247,7 +271,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
     };
 
-    if !options.leader_elect {
+    let leader_elect = options.leader_elect.unwrap_or_else(in_a_pod);
+    if !leader_elect {
         info!("leader election is off: this replica reconciles");
         ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
@@ -265,7 +290,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .with_grace((duration / 3).max(1))
         .build()
         .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
+        .map_err(|e| lease_error(e.to_string(), &lease_namespace))?;
     let (mut leading, lease_task) = manager.watch().await;
     // A standby is healthy and ready: it serves probes and waits for the lease.
     ready.store(true, Ordering::Relaxed);

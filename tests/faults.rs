@@ -94,6 +94,7 @@ async fn converged(client: &Client, ns: &str, count: usize, round: i64, gone: &[
 fn leader_flags(ns: &str, lease: &str) -> Vec<String> {
     vec![
         format!("--namespaces={ns}"),
+        "--leader-elect=true".into(),
         "--lease-namespace=routerpolicy-system".into(),
         format!("--lease-name={lease}"),
         "--lease-duration=4".into(),

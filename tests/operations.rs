@@ -105,7 +105,7 @@ async fn the_shipped_rbac_is_sufficient_for_everything_the_operator_does() {
     let instance = Instance::start(
         &sa_kubeconfig,
         "rbac",
-        &[&namespaces, "--lease-namespace=routerpolicy-system", "--lease-name=rbac-test"],
+        &[&namespaces, "--leader-elect=true", "--lease-namespace=routerpolicy-system", "--lease-name=rbac-test"],
     );
 
     // Same-namespace target, created by the operator.
@@ -177,6 +177,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_losing_anything
     let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
     let flags = [
         format!("--namespaces={ns}"),
+        "--leader-elect=true".into(),
         "--lease-namespace=routerpolicy-system".into(),
         "--lease-name=leader-test".into(),
         "--lease-duration=6".into(),
@@ -351,4 +352,30 @@ async fn the_operators_service_account_cannot_rewrite_configmaps_it_does_not_man
     assert!(out.status.success(), "patch an opted-in ConfigMap: {}", String::from_utf8_lossy(&out.stderr));
     // Other users are not affected.
     cp.kubectl_ok(&["create", "configmap", "someone-elses", "-n", &ns, "--from-literal=k=v"]);
+}
+
+/// Outside a pod, `routerpolicy run` needs no leader-election flags: it is off (no Lease
+/// namespace needed) and the operator syncs (`--namespaces` only keeps it out of the other
+/// tests' namespaces); asked for leader election with a Lease namespace that does
+/// not exist, it says so with a hint instead of a bare API error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_outside_a_pod_needs_no_leader_election_flags_and_a_missing_lease_namespace_is_explained() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "noflags").await;
+    let instance = Instance::start(&cp.kubeconfig, "noflags", &[&format!("--namespaces={ns}")]);
+    apply_ok(&policy(&ns, "p", json!({"targetRefs": [{"name": "gw"}]})));
+    let out = cp.kubectl(&["wait", "-n", &ns, "--for=condition=Ready", "--timeout=60s", "ivp/p"]);
+    assert!(out.status.success(), "{}\nlog:\n{}", String::from_utf8_lossy(&out.stderr), instance.log());
+    assert!(instance.log().contains("leader election is off"), "{}", instance.log());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+        .args(["run", "--leader-elect=true", "--lease-namespace=no-such-namespace", "--metrics-addr=127.0.0.1:0"])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("run routerpolicy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the Lease namespace \"no-such-namespace\" does not exist"), "{stderr}");
+    assert!(stderr.contains("hint: create it"), "{stderr}");
 }

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The main job on a machine without a cluster (PRODUCT §11): the whole product, locally.
+#
+# Starts etcd and kube-apiserver (the test control plane, built from the Go module proxy and
+# cached under target/control-plane/), installs the CRD, runs the release operator as its own
+# process with its normal flags, applies examples/ (and shows the invalid one being refused),
+# waits until the policies are Ready, prints their status and one rendered ConfigMap, then a
+# line `export KUBECONFIG=<path>`, and stays up: apply more policies meanwhile. Ctrl-C (SIGINT)
+# or SIGTERM stops every process it started and removes its temporary files.
+#
+#   scripts/sandbox.sh
+#
+# Environment: ROUTERPOLICY_TEST_ADVERTISE_ADDRESS on a machine without a default route (as for
+# the tests); SANDBOX_DIR to choose the scratch directory (default: a new temporary one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+say() { printf '==> %s\n' "$*"; }
+
+bin=$(tests/control-plane/build.sh | tail -n 1)
+kubectl="$bin/kubectl"
+operator=target/release/routerpolicy
+if [ ! -x "$operator" ]; then
+  say "building the release operator (once)"
+  cargo build --release --locked
+fi
+
+work=${SANDBOX_DIR:-$(mktemp -d -t routerpolicy-sandbox-XXXXXX)}
+mkdir -p "$work"
+pids=()
+stopping=0
+stop() { # stop PID...: SIGTERM, then SIGKILL after 4 s
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 40); do
+    alive=0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return
+    sleep 0.1
+  done
+  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+cleanup() {
+  stopping=1
+  trap - INT TERM EXIT
+  # The operator first (it lets go of its watches), then the API server and etcd: well
+  # within 10 s.
+  [ "${#pids[@]}" -gt 2 ] && stop "${pids[@]:2}"
+  [ "${#pids[@]}" -gt 0 ] && stop "${pids[@]:0:2}"
+  rm -rf "$work"
+  echo "sandbox stopped; removed $work"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+free_port() {
+  local port
+  while :; do
+    port=$(( 20000 + RANDOM % 30000 ))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
+server="https://127.0.0.1:$api_port"
+
+say "starting etcd and kube-apiserver ($server) in $work"
+"$bin/etcd" --data-dir="$work/etcd" \
+  --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+  --initial-cluster="default=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level=warn \
+  >"$work/etcd.log" 2>&1 &
+pids+=($!)
+
+openssl genrsa -out "$work/sa.key" 2048 2>/dev/null
+openssl rsa -pubout -in "$work/sa.key" -out "$work/sa.pub" 2>/dev/null
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$token,sandbox-admin,1,\"system:masters\"" >"$work/tokens.csv"
+advertise=()
+[ -n "${ROUTERPOLICY_TEST_ADVERTISE_ADDRESS:-}" ] && advertise=("--advertise-address=$ROUTERPOLICY_TEST_ADVERTISE_ADDRESS")
+"$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$work/certs" \
+  --secure-port="$api_port" --bind-address=127.0.0.1 --service-cluster-ip-range=10.0.0.0/24 \
+  --authorization-mode=RBAC --disable-admission-plugins=ServiceAccount \
+  --service-account-issuer="$server" --service-account-key-file="$work/sa.pub" \
+  --service-account-signing-key-file="$work/sa.key" --token-auth-file="$work/tokens.csv" \
+  --allow-privileged=true --profiling=false "${advertise[@]}" >"$work/kube-apiserver.log" 2>&1 &
+pids+=($!)
+
+export KUBECONFIG="$work/kubeconfig"
+cat >"$KUBECONFIG" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster: {server: "$server", insecure-skip-tls-verify: true}
+users:
+- name: sandbox
+  user: {token: "$token"}
+contexts:
+- name: sandbox
+  context: {cluster: sandbox, user: sandbox, namespace: default}
+current-context: sandbox
+EOF
+chmod 600 "$KUBECONFIG"
+
+for _ in $(seq 1 600); do
+  "$kubectl" get --raw /readyz >/dev/null 2>&1 && "$kubectl" get namespace default >/dev/null 2>&1 && break
+  [ "$stopping" = 1 ] && exit 0
+  sleep 0.1
+done
+"$kubectl" get --raw /readyz >/dev/null || { echo "kube-apiserver did not start; see $work/kube-apiserver.log" >&2; tail -20 "$work/kube-apiserver.log" >&2; exit 1; }
+
+say "installing the CRD"
+"$kubectl" apply --server-side -f crds/ >/dev/null
+"$kubectl" wait --for=condition=Established --timeout=60s crd/imagevariationpolicies.routerpolicy.io >/dev/null
+
+say "starting the operator: routerpolicy run --metrics-addr=127.0.0.1:$metrics_port (log: $work/operator.log)"
+"$operator" run --metrics-addr="127.0.0.1:$metrics_port" >"$work/operator.log" 2>&1 &
+pids+=($!)
+
+say "applying examples/"
+for ns in team-a team-b gateway; do "$kubectl" create namespace "$ns" >/dev/null; done
+for file in examples/minimal.yaml examples/full.yaml examples/cross-namespace.yaml; do
+  "$kubectl" apply -f "$file"
+done
+say "the invalid example is refused at admission:"
+if "$kubectl" apply -f examples/invalid/broken.yaml 2>"$work/refused.txt"; then
+  echo "unexpected: examples/invalid/broken.yaml was accepted" >&2
+  exit 1
+fi
+sed 's/^/    /' "$work/refused.txt"
+
+say "waiting until every policy is Ready"
+for ns in team-a team-b; do
+  "$kubectl" wait -n "$ns" --for=condition=Ready --timeout=120s ivp --all >/dev/null
+done
+"$kubectl" get ivp -A
+say "the gateway ConfigMap team-a/image-gateway-policies (one file per policy for a gateway):"
+"$kubectl" get configmap -n team-a image-gateway-policies \
+  -o go-template='{{range $key, $doc := .data}}{{$key}}: {{$doc}}{{"\n"}}{{end}}'
+
+echo
+echo "The sandbox is up. In another shell:"
+echo "export KUBECONFIG=$KUBECONFIG"
+echo "    $kubectl get ivp -A"
+echo "    metrics: http://127.0.0.1:$metrics_port/metrics     operator log: $work/operator.log"
+echo "Ctrl-C stops everything."
+
+# Stay up until a signal, or until a process dies.
+while :; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "a sandbox process ($pid) exited; stopping. Last log lines:" >&2
+      tail -n 5 "$work"/*.log >&2 || true
+      exit 1
+    fi
+  done
+  sleep 1 &
+  wait $! || true
+done

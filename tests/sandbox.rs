@@ -1,0 +1,119 @@
+//! `scripts/sandbox.sh`, the README's command for the main job, run as a newcomer would: it
+//! comes up with every example Ready and prints `export KUBECONFIG=…`; a policy applied
+//! meanwhile becomes Ready; SIGTERM stops every process it started and removes its files.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Stops the sandbox if the test fails half-way.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn the_sandbox_runs_the_product_and_stops_cleanly() {
+    let mut sandbox = Command::new("bash")
+        .arg(repo().join("scripts/sandbox.sh"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start scripts/sandbox.sh");
+    let stdout = sandbox.stdout.take().expect("stdout");
+    let mut sandbox = Guard(sandbox);
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let kubeconfig = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no `export KUBECONFIG=` line; output so far:\n{}", printed.join("\n")));
+        printed.push(line.clone());
+        if let Some(path) = line.strip_prefix("export KUBECONFIG=") {
+            break PathBuf::from(path);
+        }
+    };
+    // The hints follow, up to the last line.
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the sandbox's output ends early:\n{}", printed.join("\n")));
+        printed.push(line.clone());
+        if line.starts_with("Ctrl-C stops everything") {
+            break;
+        }
+    }
+    let output = printed.join("\n");
+    for expected in
+        ["avatars      True", "minimal      True", "thumbnails   True", "team-a.avatars.json: {", "is invalid"]
+    {
+        assert!(output.contains(expected), "the sandbox did not print {expected:?}:\n{output}");
+    }
+    let kubectl = printed
+        .iter()
+        .find_map(|l| l.trim().strip_suffix(" get ivp -A"))
+        .map(PathBuf::from)
+        .expect("the kubectl hint line");
+    let work = kubeconfig.parent().expect("work dir").to_path_buf();
+
+    // A newcomer applies a policy of their own meanwhile.
+    let policy = "apiVersion: routerpolicy.io/v1alpha1\nkind: ImageVariationPolicy\nmetadata: {name: mine, namespace: team-a}\nspec:\n  targetRefs: [{name: image-gateway-policies}]\n  cache: {type: exact_match, ttl: 60}\n";
+    let kube = |args: &[&str], input: Option<&str>| {
+        let mut child = Command::new(&kubectl)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(text) = input {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+        }
+        child.wait_with_output().expect("kubectl output")
+    };
+    let out = kube(&["apply", "-f", "-"], Some(policy));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kube(&["wait", "-n", "team-a", "--for=condition=Ready", "--timeout=60s", "ivp/mine"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // SIGTERM: everything it started stops, its files go.
+    let _ = Command::new("kill").arg("-TERM").arg(sandbox.0.id().to_string()).status();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = sandbox.0.try_wait().expect("wait") {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(30) {
+            panic!("the sandbox did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("the sandbox stopped {:?} after SIGTERM ({status})", stopped.elapsed());
+    assert!(!work.exists(), "{} was not removed", work.display());
+    let leftovers = Command::new("pgrep").arg("-f").arg(work.to_str().expect("utf-8")).output().expect("pgrep");
+    assert!(leftovers.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&leftovers.stdout));
+    let out = kube(&["get", "--raw", "/readyz", "--request-timeout=2s"], None);
+    assert!(!out.status.success(), "the API server still answers");
+}

@@ -51,6 +51,18 @@ fn spec(target: usize, variant: i64) -> Value {
     })
 }
 
+/// Creates policies `p0..p{count}` (spread over `targets` targets) with 16 parallel writers.
+async fn create_policies(api: &Api<ImageVariationPolicy>, count: usize, targets: usize) {
+    futures::stream::iter(0..count)
+        .map(|i| async move {
+            let body: ImageVariationPolicy = serde_json::from_value(json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}")}, "spec": spec(i % targets, i as i64)})).expect("policy");
+            api.create(&PostParams::default(), &body).await.expect("create policy");
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 fn document(ns: &str, name: &str, spec: &Value) -> (String, String) {
     let s: ImageVariationPolicySpec = serde_json::from_value(spec.clone()).expect("spec");
     let doc = render_policy(ns, name, &s);
@@ -249,18 +261,7 @@ async fn main() {
     // 1. Floor: create the policies, 16 writers in parallel.
     let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
-    futures::stream::iter(0..policies)
-        .map(|i| {
-            let api = api.clone();
-            let ns = ns.clone();
-            async move {
-                let body: ImageVariationPolicy = serde_json::from_value(json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}"), "namespace": ns}, "spec": spec(i % targets, i as i64)})).expect("policy");
-                api.create(&PostParams::default(), &body).await.expect("create policy");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    create_policies(&api, policies, targets).await;
     let floor = started.elapsed().as_secs_f64();
     println!("floor     create {policies} policies, 16 parallel writers:                {floor:>8.2} s");
 
@@ -390,18 +391,7 @@ async fn main() {
     //    (server-side apply, 16 writers) on a copy of the same policies, with no operator.
     let copy = cp.namespace(&client, "bench-status-floor").await;
     let copies: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &copy);
-    futures::stream::iter(0..policies)
-        .map(|i| {
-            let api = copies.clone();
-            let copy = copy.clone();
-            async move {
-                let body: ImageVariationPolicy = serde_json::from_value(json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}"), "namespace": copy}, "spec": spec(i % targets, i as i64)})).expect("policy");
-                api.create(&PostParams::default(), &body).await.expect("create copy");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    create_policies(&copies, policies, targets).await;
     let sample = api.get_status("p1").await.expect("a status the operator wrote").status.expect("status");
     let started = Instant::now();
     futures::stream::iter(0..policies)

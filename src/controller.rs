@@ -245,19 +245,10 @@ impl Shared {
     /// Schedules the targets that concern this instance: named by a watched policy, or
     /// holding an operator key of a watched namespace.
     fn schedule(&self, targets: impl IntoIterator<Item = TargetKey>) {
-        let index = self.index();
-        let concerned: Vec<TargetKey> = targets
-            .into_iter()
-            .filter(|t| {
-                index.target(t).is_some_and(|e| {
-                    !e.wanted_by.is_empty()
-                        || e.live.as_ref().is_some_and(|l| {
-                            l.owned.keys().any(|k| index.boundary().contains(crate::index::key_namespace(k)))
-                        })
-                }) || index.target(t).is_none()
-            })
-            .collect();
-        drop(index);
+        let concerned: Vec<TargetKey> = {
+            let index = self.index();
+            targets.into_iter().filter(|t| index.concerns(t)).collect()
+        };
         self.targets.add_all(concerned);
     }
 

@@ -222,6 +222,19 @@ impl Index {
         self.targets.iter().filter(|(_, t)| t.seen_by & watch != 0).map(|(k, _)| k.clone()).collect()
     }
 
+    /// Whether planning `target` can matter to this instance: a watched policy names it, it
+    /// holds a key of a watched namespace, or the index no longer knows it (a last plan
+    /// settles its outcomes). A ConfigMap holding only other namespaces' keys is left alone.
+    pub fn concerns(&self, target: &TargetKey) -> bool {
+        self.targets.get(target).is_none_or(|entry| {
+            !entry.wanted_by.is_empty()
+                || entry
+                    .live
+                    .as_ref()
+                    .is_some_and(|live| live.owned.keys().any(|key| self.boundary.contains(key_namespace(key))))
+        })
+    }
+
     /// A policy was added or changed. Validation and rendering run here, once per change.
     pub fn apply_policy(&mut self, observed: ObservedPolicy) -> Touched {
         if !self.boundary.contains(&observed.namespace) {
@@ -664,6 +677,17 @@ mod tests {
         let apply = plan.apply.expect("apply");
         assert_eq!(apply.get("other.p.json").map(String::as_str), Some("{\"theirs\":1}"));
         assert!(!plan.outcomes.contains_key(&("other".to_string(), "p".to_string())));
+    }
+
+    #[test]
+    fn a_configmap_holding_only_other_namespaces_keys_does_not_concern_this_instance() {
+        let mut index = Index::new(Boundary::new(&["team".into()]));
+        index.apply_target(1, &t("gw", "theirs"), managed(&[("other.p.json", "{}")]), Some("1".into()));
+        index.apply_target(1, &t("gw", "ours"), managed(&[("team.p.json", "{}")]), Some("1".into()));
+        assert!(!index.concerns(&t("gw", "theirs")));
+        assert!(index.concerns(&t("gw", "ours")));
+        index.apply_policy(observed("team", "q", 1, spec(&[("theirs", Some("gw"))], 1)));
+        assert!(index.concerns(&t("gw", "theirs")), "a watched policy names it now");
     }
 
     #[test]

@@ -284,9 +284,11 @@ async fn the_operators_service_account_cannot_rewrite_configmaps_it_does_not_man
         )
     };
 
-    // A new admission policy takes a moment to be enforced.
+    // A new admission policy takes a moment to be enforced: probe it on a throwaway ConfigMap,
+    // so the objects checked below are touched only by the attacks themselves.
+    cp.kubectl_ok(&["create", "configmap", "probe", "-n", &ns, "--from-literal=k=v"]);
     eventually(WAIT, "the admission policy to refuse the operator a foreign ConfigMap", || async {
-        (!as_operator(&["patch", "configmap", "unrelated", "-n", &ns, "--type=merge", "-p", r#"{"data":{"x":"1"}}"#])
+        (!as_operator(&["patch", "configmap", "probe", "-n", &ns, "--type=merge", "-p", r#"{"data":{"x":"1"}}"#])
             .status
             .success())
         .then_some(())

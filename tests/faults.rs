@@ -91,6 +91,12 @@ async fn converged(client: &Client, ns: &str, count: usize, round: i64, gone: &[
     assert!(done.is_ok(), "timed out waiting for: {what}\noperator log:\n{}", log());
 }
 
+/// One `routerpolicy run` without leader election, watching `namespaces` (comma-separated).
+fn single_operator(name: &str, namespaces: &str) -> Instance {
+    let cp = control_plane();
+    Instance::start(&cp.kubeconfig, name, &[&format!("--namespaces={namespaces}"), "--leader-elect=false"])
+}
+
 fn leader_flags(ns: &str, lease: &str) -> Vec<String> {
     vec![
         format!("--namespaces={ns}"),
@@ -137,7 +143,7 @@ async fn an_api_server_restart_during_a_burst_loses_nothing() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "restart").await;
-    let operator = Instance::start(&cp.kubeconfig, "restart", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    let operator = single_operator("restart", &ns);
     burst(&client, &ns, POLICIES, 1).await;
     converged(&client, &ns, POLICIES, 1, &[], || operator.log()).await;
 
@@ -158,7 +164,7 @@ async fn a_frozen_operator_resumes_after_compaction_with_410_gone_and_loses_noth
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "frozen").await;
-    let operator = Instance::start(&cp.kubeconfig, "frozen", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    let operator = single_operator("frozen", &ns);
     burst(&client, &ns, POLICIES + 2, 1).await;
     converged(&client, &ns, POLICIES + 2, 1, &[], || operator.log()).await;
 
@@ -191,9 +197,7 @@ async fn policies_deleted_while_no_operator_runs_are_pruned_after_start() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "pruned").await;
-    let flags = [format!("--namespaces={ns}"), "--leader-elect=false".to_string()];
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut first = Instance::start(&cp.kubeconfig, "pruned-1", &flags);
+    let mut first = single_operator("pruned-1", &ns);
     burst(&client, &ns, POLICIES + 3, 1).await;
     converged(&client, &ns, POLICIES + 3, 1, &[], || first.log()).await;
     first.terminate();
@@ -207,9 +211,8 @@ async fn policies_deleted_while_no_operator_runs_are_pruned_after_start() {
     let stale = data(&client, &ns, "gw").await.expect("cm");
     assert!(gone.iter().all(|i| stale.contains_key(&format!("{ns}.{}.json", name(*i)))), "nothing pruned yet");
 
-    let second = Instance::start(&cp.kubeconfig, "pruned-2", &flags);
-    let edits = burst(&client, &ns, POLICIES, 3);
-    edits.await;
+    let second = single_operator("pruned-2", &ns);
+    burst(&client, &ns, POLICIES, 3).await;
     converged(&client, &ns, POLICIES, 3, &gone, || second.log()).await;
 }
 
@@ -219,11 +222,9 @@ async fn a_namespace_holding_policies_is_deleted_with_no_operator_installed() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "nsdelete").await;
-    let mut operator =
-        Instance::start(&cp.kubeconfig, "nsdelete", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    let mut operator = single_operator("nsdelete", &ns);
     burst(&client, &ns, POLICIES, 1).await;
-    let edits = burst(&client, &ns, POLICIES, 2);
-    edits.await;
+    burst(&client, &ns, POLICIES, 2).await;
     converged(&client, &ns, POLICIES, 2, &[], || operator.log()).await;
     operator.terminate();
 
@@ -264,7 +265,7 @@ async fn the_legacy_finalizer_is_removed_so_deletion_completes() {
     .expect("policy");
     policy.metadata.namespace = Some(ns.clone());
     api.create(&PostParams::default(), &policy).await.expect("create");
-    let operator = Instance::start(&cp.kubeconfig, "legacy", &[&format!("--namespaces={ns}"), "--leader-elect=false"]);
+    let operator = single_operator("legacy", &ns);
     burst(&client, &ns, POLICIES, 2).await;
     converged(&client, &ns, POLICIES, 2, &[], || operator.log()).await;
     let finalizers = eventually(WAIT, "the legacy finalizer to be removed", || async {
@@ -302,8 +303,7 @@ async fn a_namespace_scoped_instance_never_writes_a_policy_of_another_namespace(
             .await
             .expect("policy");
     }
-    let operator =
-        Instance::start(&cp.kubeconfig, "scoped", &[&format!("--namespaces={team},{gw}"), "--leader-elect=false"]);
+    let operator = single_operator("scoped", &format!("{team},{gw}"));
     burst(&client, &team, POLICIES, 1).await;
     converged(&client, &team, POLICIES, 1, &[], || operator.log()).await;
     eventually(WAIT, "the team's policy in the shared gateway ConfigMap", || async {

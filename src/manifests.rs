@@ -151,6 +151,8 @@ pub struct Checked {
     pub skipped: bool,
     /// Errors and warnings.
     pub report: Report,
+    /// The policy as the API server would store it (normalized), when it could be read.
+    pub policy: Option<ImageVariationPolicy>,
 }
 
 /// Checks one document: the CRD schema (what admission checks), then the Rust rules (what
@@ -170,6 +172,7 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
                 object: String::new(),
                 skipped: false,
                 report: Report { errors: vec![Violation::new("<document>", e.clone())], warnings: vec![] },
+                policy: None,
             };
         }
     };
@@ -181,7 +184,14 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
     let object = format!("{namespace}/{name}");
     let is_policy = kind == "ImageVariationPolicy" && api_version.starts_with("routerpolicy.io/");
     if !is_policy {
-        return Checked { origin: doc.origin.clone(), kind, object, skipped: true, report: Report::default() };
+        return Checked {
+            origin: doc.origin.clone(),
+            kind,
+            object,
+            skipped: true,
+            report: Report::default(),
+            policy: None,
+        };
     }
 
     // What the API server does before it validates: nulls of non-nullable fields pruned,
@@ -217,17 +227,22 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
     } else {
         report.errors.extend(validate_object_name(&name, &namespace));
     }
-    match serde_json::from_value::<ImageVariationPolicy>(value.clone()) {
+    let policy = match serde_json::from_value::<ImageVariationPolicy>(normalized) {
         Ok(policy) => {
             let mut rules = crate::validate::validate_policy(&namespace, &name, &policy.spec);
             // The object-name rule is already in the report.
             rules.errors.retain(|v| v.path != "metadata.name");
             report.merge(rules);
+            Some(policy)
         }
-        Err(e) if report.errors.is_empty() => report.errors.push(Violation::new("<document>", e.to_string())),
-        Err(_) => {}
-    }
-    Checked { origin: doc.origin.clone(), kind, object, skipped: false, report }
+        Err(e) => {
+            if report.errors.is_empty() {
+                report.errors.push(Violation::new("<document>", e.to_string()));
+            }
+            None
+        }
+    };
+    Checked { origin: doc.origin.clone(), kind, object, skipped: false, report, policy }
 }
 
 /// Output format of `validate`.
@@ -374,9 +389,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
             ));
             continue;
         }
-        let mut normalized = value.clone();
-        crate::schema::normalize(schema, &mut normalized);
-        let Ok(mut policy) = serde_json::from_value::<ImageVariationPolicy>(normalized) else {
+        let Some(mut policy) = checked.policy else {
             continue;
         };
         let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());

@@ -2,7 +2,7 @@
 //!
 //! Condition types are constants; [`compute_status`] takes the previous status and an injected
 //! clock value, keeps `lastTransitionTime` when a condition's status did not change, and
-//! [`status_changed`] compares statuses without timestamps so no-op writes are skipped.
+//! [`StatusMemo::changed`] compares statuses without timestamps so no-op writes are skipped.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -176,25 +176,11 @@ pub fn compute_status(
     }
 }
 
-/// Whether two statuses differ in anything but condition timestamps.
-pub fn status_changed(old: Option<&ImageVariationPolicyStatus>, new: &ImageVariationPolicyStatus) -> bool {
-    let Some(old) = old else { return true };
-    let strip = |s: &ImageVariationPolicyStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Default::default());
-        }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
-    };
-    strip(old) != strip(new)
-}
-
 /// What the controller keeps of a policy's last status: enough to compute the next one and
 /// to tell whether it changed, in about a fifth of the memory of the status itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatusMemo {
-    /// Digest of the status without timestamps ([`status_changed`]'s comparison).
+    /// Digest of the status without timestamps and with conditions in type order.
     digest: u64,
     /// Each condition's type, status and last transition.
     transitions: Vec<(Box<str>, bool, Time)>,
@@ -381,11 +367,11 @@ mod tests {
         let first = compute_status(&obs, None, &at(100));
         let second = compute_status(&obs, Some(&first), &at(200));
         assert_eq!(get(&second, READY).last_transition_time, at(100));
-        assert!(!status_changed(Some(&first), &second));
+        assert!(!StatusMemo::of(&first).changed(&second));
         let broken = observe(Report::default(), vec![target(false, TargetReason::TargetFull)]);
         let third = compute_status(&broken, Some(&second), &at(300));
         assert_eq!(get(&third, READY).last_transition_time, at(300));
-        assert!(status_changed(Some(&second), &third));
+        assert!(StatusMemo::of(&second).changed(&third));
     }
 
     #[test]

@@ -252,19 +252,12 @@ impl Shared {
         self.targets.add_all(concerned);
     }
 
-    fn schedule_later(self: &Arc<Self>, target: TargetKey, delay: Duration) {
+    /// Runs `then` after `delay` (a retry with backoff), without holding up the caller.
+    fn after(self: &Arc<Self>, delay: Duration, then: impl FnOnce(&Shared) + Send + 'static) {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            this.targets.add(target);
-        });
-    }
-
-    fn status_later(self: &Arc<Self>, key: String, delay: Duration) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            this.statuses.add(key);
+            then(&this);
         });
     }
 
@@ -367,7 +360,8 @@ impl Shared {
         self.metrics.reconciled(outcome, started.elapsed().as_secs_f64());
         if let Some(delay) = self.targets.outcome(target, result.is_err()) {
             warn!(target = %target, error = %result.err().unwrap_or_default(), retry_in = ?delay, "writing the target failed; retrying");
-            self.schedule_later(target.clone(), delay);
+            let target = target.clone();
+            self.after(delay, move |shared| shared.targets.add(target));
         }
     }
 
@@ -454,7 +448,8 @@ impl Shared {
                 Err(e) => {
                     if let Some(delay) = self.statuses.outcome(&key.to_string(), true) {
                         warn!(error = %e, retry_in = ?delay, "writing status failed; retrying");
-                        self.status_later(key.to_string(), delay);
+                        let key = key.to_string();
+                        self.after(delay, move |shared| shared.statuses.add(key));
                     }
                 }
             }

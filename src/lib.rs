@@ -12,6 +12,7 @@
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod gateway;
 pub mod index;
 pub mod limits;
 pub mod manifests;

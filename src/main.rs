@@ -1,4 +1,4 @@
-//! The `routerpolicy` binary: `run`, `crd`, `validate`, `render`.
+//! The `routerpolicy` binary: `run`, `gateway`, `crd`, `validate`, `render`.
 //!
 //! Thin: parse arguments, set up logging, call the library, map results to exit codes
 //! (0 fine, 1 invalid input or failure, 2 usage or I/O error).
@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(RunOptions),
+    /// Run the reference gateway: a proxy for orq's image-variation endpoint that puts each
+    /// team's policy document (from the mounted gateway ConfigMap) on its requests.
+    Gateway(routerpolicy::gateway::GatewayOptions),
     /// Print the CustomResourceDefinition YAML (the source of crds/).
     Crd,
     /// Check manifests offline against the CRD schema and every rule; exit 1 if any is invalid.
@@ -106,6 +109,26 @@ fn main() -> ExitCode {
                 eprintln!("note: {note}");
             }
             if rendered.any_invalid { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Command::Gateway(options) => {
+            routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(routerpolicy::gateway::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    if let Some(hint) = e.hint() {
+                        eprintln!("hint: {hint}");
+                    }
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Run(options) => {
             routerpolicy::runtime::init_logging(options.log_format, &options.log_level);

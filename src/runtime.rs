@@ -171,7 +171,7 @@ async fn serve_http(addr: SocketAddr, health: Health, mut shutdown: watch::Recei
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

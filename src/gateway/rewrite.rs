@@ -1,0 +1,430 @@
+//! The request rewrite of the gateway, pure: a caller's multipart body and a policy's
+//! document in, the body orq receives out.
+//!
+//! - The policy's document becomes the `orq` form field (the first part).
+//! - A caller's own `orq` field and the top-level router fields orq also accepts
+//!   ([`ROUTER_FIELDS`]) are removed, compared case-insensitively and after percent-decoding,
+//!   so no spelling of them reaches orq.
+//! - Every other part — its headers and its bytes, the image included — passes unchanged.
+//!
+//! Framing (boundaries, header blocks) is parsed by `multer`, the multipart parser axum and
+//! warp use, fed the whole buffered body as one chunk. The field *name* that decides removal
+//! is not taken from multer's lenient reader: [`disposition_name`] parses `Content-Disposition`
+//! strictly (RFC 7578 / RFC 6266), and a part whose disposition is missing, ambiguous
+//! (`name*`, two `name`s) or not `form-data` is refused, because a lenient parser here and a
+//! different one at orq are how a caller would smuggle its own `orq` field past the policy.
+//! Every forwarded part is re-serialized from the headers it was judged by (a repeated header
+//! reaches orq once, as the value that was checked), never copied from the raw input.
+//!
+//! The output is a list of [`Bytes`] chunks (slices of the parsed parts plus small framing
+//! chunks), so the image bytes are copied once by the parser and never again.
+
+use bytes::Bytes;
+use futures::stream;
+use memchr::memmem;
+
+/// The form field that carries the router configuration.
+pub const ORQ_FIELD: &str = "orq";
+
+/// Top-level fields that orq also reads as router configuration; the policy replaces them.
+pub const ROUTER_FIELDS: [&str; 6] = ["name", "retry", "fallbacks", "cache", "load_balancer", "timeout"];
+
+/// Why a body cannot be rewritten. Each maps to a 4xx answer; nothing goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    /// Missing or non-multipart `Content-Type`.
+    #[error("Content-Type must be multipart/form-data with a boundary, got {0:?}")]
+    NotMultipart(String),
+    /// The body is not well-formed multipart.
+    #[error("malformed multipart body: {0}")]
+    Malformed(String),
+    /// A part's `Content-Disposition` is not one the gateway can read unambiguously.
+    #[error("multipart part {index}: {reason}")]
+    AmbiguousPart {
+        /// Index of the part (0-based).
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A rewritten body, ready to send.
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    /// `multipart/form-data; boundary=…` for the new body.
+    pub content_type: String,
+    /// The body, in order.
+    pub chunks: Vec<Bytes>,
+    /// Total length of `chunks`.
+    pub len: u64,
+    /// Names of the caller's fields that were removed, in order.
+    pub removed: Vec<String>,
+    /// Names of the fields kept, in order.
+    pub kept: Vec<String>,
+}
+
+impl Rewritten {
+    /// The body as one contiguous buffer (tests, small bodies).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        for chunk in &self.chunks {
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+}
+
+/// Whether a field of this name is the caller's router configuration (removed).
+pub fn is_router_field(name: &str) -> bool {
+    let candidates = [Some(name.to_ascii_lowercase()), percent_decode(name).map(|d| d.to_ascii_lowercase())];
+    candidates.iter().flatten().any(|n| n == ORQ_FIELD || ROUTER_FIELDS.contains(&n.as_str()))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `name` parameter of a `Content-Disposition: form-data; …` header value, parsed
+/// strictly: disposition type `form-data`, parameters `token=token` or `token="quoted"`,
+/// names case-insensitive, exactly one `name`, no `name*`.
+pub fn disposition_name(value: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "Content-Disposition is not UTF-8".to_string())?;
+    let mut rest = text.trim_start();
+    let kind_end = rest.find(|c: char| c == ';' || c.is_ascii_whitespace()).unwrap_or(rest.len());
+    if !rest[..kind_end].eq_ignore_ascii_case("form-data") {
+        return Err(format!("Content-Disposition must be form-data, got {:?}", &rest[..kind_end]));
+    }
+    rest = rest[kind_end..].trim_start();
+    let mut name: Option<String> = None;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix(';').ok_or_else(|| "Content-Disposition: expected ';' between parameters".to_string())?;
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let eq = rest.find('=').ok_or_else(|| "Content-Disposition: parameter without '='".to_string())?;
+        let param = rest[..eq].trim();
+        if param.is_empty() || !param.bytes().all(is_token_byte) {
+            return Err(format!("Content-Disposition: invalid parameter name {param:?}"));
+        }
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, escaped)) => out.push(escaped),
+                        None => break,
+                    },
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    '\r' | '\n' => return Err("Content-Disposition: line break in a quoted value".to_string()),
+                    c => out.push(c),
+                }
+            }
+            let end = end.ok_or_else(|| "Content-Disposition: unterminated quoted value".to_string())?;
+            value = out;
+            rest = quoted[end + 1..].trim_start();
+        } else {
+            let end = rest.find(|c: char| c == ';' || c.is_ascii_whitespace()).unwrap_or(rest.len());
+            let token = &rest[..end];
+            if token.is_empty() || !token.bytes().all(is_token_byte) {
+                return Err(format!("Content-Disposition: invalid unquoted value {token:?}"));
+            }
+            value = token.to_string();
+            rest = rest[end..].trim_start();
+        }
+        if param.eq_ignore_ascii_case("name*") {
+            return Err("Content-Disposition: name* (RFC 5987 encoding) is not accepted for form fields".to_string());
+        }
+        if param.eq_ignore_ascii_case("name") {
+            if name.is_some() {
+                return Err("Content-Disposition: two name parameters".to_string());
+            }
+            name = Some(value);
+        }
+    }
+    name.ok_or_else(|| "Content-Disposition has no name parameter".to_string())
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~*'%".contains(&b)
+}
+
+/// The boundary of a `multipart/form-data` content type.
+pub fn boundary_of(content_type: Option<&str>) -> Result<String, RewriteError> {
+    let ct = content_type.unwrap_or("");
+    multer::parse_boundary(ct).map_err(|_| RewriteError::NotMultipart(ct.to_string()))
+}
+
+/// Rewrites `body` (multipart with `boundary`) so that `document` is its `orq` field.
+pub async fn rewrite(body: Bytes, boundary: &str, document: &Bytes) -> Result<Rewritten, RewriteError> {
+    let source = stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(source, boundary.to_string());
+    let mut parts: Vec<(Bytes, Bytes, String)> = Vec::new(); // (header block, data, name)
+    let mut removed = Vec::new();
+    let mut index = 0usize;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(RewriteError::Malformed(e.to_string())),
+        };
+        let mut dispositions = field.headers().get_all(http::header::CONTENT_DISPOSITION).iter();
+        let disposition = match (dispositions.next(), dispositions.next()) {
+            (Some(d), None) => d,
+            (None, _) => {
+                return Err(RewriteError::AmbiguousPart { index, reason: "no Content-Disposition header".into() });
+            }
+            (Some(_), Some(_)) => {
+                return Err(RewriteError::AmbiguousPart { index, reason: "two Content-Disposition headers".into() });
+            }
+        };
+        let name = disposition_name(disposition.as_bytes())
+            .map_err(|reason| RewriteError::AmbiguousPart { index, reason })?;
+        let mut head = Vec::with_capacity(128);
+        for (header, value) in field.headers() {
+            head.extend_from_slice(header.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let data = field.bytes().await.map_err(|e| RewriteError::Malformed(e.to_string()))?;
+        if is_router_field(&name) {
+            removed.push(name);
+        } else {
+            parts.push((Bytes::from(head), data, name));
+        }
+        index += 1;
+    }
+    if index == 0 {
+        return Err(RewriteError::Malformed("no parts".into()));
+    }
+
+    let boundary = choose_boundary(boundary, document, parts.iter().map(|(h, d, _)| [h, d]));
+    let delimiter = Bytes::from(format!("--{boundary}\r\n"));
+    let separator = Bytes::from_static(b"\r\n");
+    let mut chunks = Vec::with_capacity(parts.len() * 4 + 5);
+    chunks.push(delimiter.clone());
+    chunks.push(Bytes::from_static(b"content-disposition: form-data; name=\"orq\"\r\n\r\n"));
+    chunks.push(document.clone());
+    chunks.push(separator.clone());
+    let mut kept = Vec::with_capacity(parts.len());
+    for (head, data, name) in parts {
+        chunks.push(delimiter.clone());
+        chunks.push(head);
+        chunks.push(data);
+        chunks.push(separator.clone());
+        kept.push(name);
+    }
+    chunks.push(Bytes::from(format!("--{boundary}--\r\n")));
+    let len = chunks.iter().map(|c| c.len() as u64).sum();
+    Ok(Rewritten { content_type: format!("multipart/form-data; boundary={boundary}"), chunks, len, removed, kept })
+}
+
+/// The caller's boundary, unless the policy document contains it (the caller's parts cannot:
+/// they were delimited by it); then a fresh one that no part contains.
+fn choose_boundary<'a>(original: &str, document: &Bytes, parts: impl Iterator<Item = [&'a Bytes; 2]> + Clone) -> String {
+    let occurs = |candidate: &str| {
+        let needle = format!("--{candidate}");
+        let finder = memmem::Finder::new(needle.as_bytes());
+        finder.find(document).is_some() || parts.clone().flatten().any(|p| finder.find(p).is_some())
+    };
+    if !occurs(original) {
+        return original.to_string();
+    }
+    let mut seed = sha2_seed(document);
+    loop {
+        let candidate = format!("routerpolicy-{seed:016x}");
+        if !occurs(&candidate) {
+            return candidate;
+        }
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    }
+}
+
+fn sha2_seed(document: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(document);
+    u64::from_be_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A multipart body from (headers, data) parts.
+    fn body(boundary: &str, parts: &[(&str, &[u8])]) -> Bytes {
+        let mut out = Vec::new();
+        for (headers, data) in parts {
+            out.extend_from_slice(format!("--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        Bytes::from(out)
+    }
+
+    fn run(body: Bytes, boundary: &str, document: &str) -> Result<Rewritten, RewriteError> {
+        futures::executor::block_on(rewrite(body, boundary, &Bytes::from(document.to_string())))
+    }
+
+    /// Parses a rewritten body back into (name, headers, data) with multer.
+    fn parse(rewritten: &Rewritten) -> Vec<(String, String, Vec<u8>)> {
+        let boundary = boundary_of(Some(&rewritten.content_type)).expect("boundary");
+        let data = Bytes::from(rewritten.to_vec());
+        futures::executor::block_on(async move {
+            let mut m = multer::Multipart::new(stream::once(async move { Ok::<_, std::io::Error>(data) }), boundary);
+            let mut out = Vec::new();
+            while let Some(field) = m.next_field().await.expect("well-formed") {
+                let name = field.name().unwrap_or_default().to_string();
+                let ct = field.content_type().map(|c| c.to_string()).unwrap_or_default();
+                out.push((name, ct, field.bytes().await.expect("data").to_vec()));
+            }
+            out
+        })
+    }
+
+    const DOC: &str = r#"{"retry":{"count":3,"on_codes":[429]}}"#;
+
+    #[test]
+    fn document_replaces_callers_orq_and_router_fields_are_removed() {
+        let image: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let b = body(
+            "XyZ",
+            &[
+                ("Content-Disposition: form-data; name=\"orq\"", br#"{"retry":{"count":0}}"#),
+                ("Content-Disposition: form-data; name=\"image\"; filename=\"cat.png\"\r\nContent-Type: image/png", &image),
+                ("Content-Disposition: form-data; name=\"model\"", b"openai/dall-e-2"),
+                ("Content-Disposition: form-data; name=\"fallbacks\"", b"[]"),
+                ("Content-Disposition: form-data; name=load_balancer", b"{}"),
+                ("Content-Disposition: form-data; name=\"n\"", b"2"),
+            ],
+        );
+        let out = run(b, "XyZ", DOC).expect("rewrites");
+        assert_eq!(out.removed, ["orq", "fallbacks", "load_balancer"]);
+        assert_eq!(out.kept, ["image", "model", "n"]);
+        let parts = parse(&out);
+        let names: Vec<_> = parts.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(names, ["orq", "image", "model", "n"]);
+        assert_eq!(parts[0].2, DOC.as_bytes());
+        assert_eq!(parts[1].1, "image/png");
+        assert_eq!(parts[1].2, image, "image bytes pass unchanged");
+        assert_eq!(parts[2].2, b"openai/dall-e-2");
+        assert_eq!(out.len, out.to_vec().len() as u64);
+    }
+
+    #[test]
+    fn part_headers_pass_verbatim() {
+        let b = body(
+            "b",
+            &[(
+                "Content-Disposition: form-data; name=\"image\"; filename=\"a b.png\"\r\nContent-Type: image/png\r\nX-Extra: 1",
+                b"PNG",
+            )],
+        );
+        let out = run(b, "b", DOC).expect("rewrites");
+        let text = String::from_utf8_lossy(&out.to_vec()).to_string();
+        assert!(text.contains("content-disposition: form-data; name=\"image\"; filename=\"a b.png\"\r\n"), "{text}");
+        assert!(text.contains("content-type: image/png\r\nx-extra: 1\r\n\r\nPNG\r\n"), "{text}");
+    }
+
+    #[test]
+    fn router_fields_are_removed_in_any_spelling() {
+        for spelling in ["ORQ", "Orq", "%6Frq", "Retry", "TIMEOUT", "name", "%6e%61%6d%65"] {
+            assert!(is_router_field(spelling), "{spelling}");
+        }
+        for kept in ["image", "model", "orq2", "names", "user", "response_format", "%zz"] {
+            assert!(!is_router_field(kept), "{kept}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_dispositions_are_refused() {
+        let cases = [
+            "Content-Disposition: form-data; name*=UTF-8''orq",
+            "Content-Disposition: form-data; name=\"image\"; NAME=\"orq\"",
+            "Content-Disposition: attachment; name=\"orq\"",
+            "Content-Disposition: form-data",
+            "Content-Disposition: form-data; name=\"unterminated",
+            "Content-Type: text/plain",
+        ];
+        for headers in cases {
+            let b = body("b", &[(headers, b"x")]);
+            let err = run(b, "b", DOC).expect_err(headers);
+            assert!(matches!(err, RewriteError::AmbiguousPart { index: 0, .. }), "{headers}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_part_is_forwarded_with_the_headers_it_was_judged_by() {
+        // Two Content-Disposition headers: the parser keeps one, the decision and the
+        // forwarded part both use that one, so orq cannot see a name the gateway did not.
+        let b = body("b", &[("Content-Disposition: form-data; name=\"orq\"\r\nContent-Disposition: form-data; name=\"a\"", b"x")]);
+        let out = run(b, "b", DOC).expect("rewrites");
+        let text = String::from_utf8_lossy(&out.to_vec()).to_string();
+        assert_eq!(text.matches("content-disposition").count(), 2, "{text}");
+        assert_eq!(parse(&out).iter().map(|p| p.0.clone()).collect::<Vec<_>>(), ["orq", "a"]);
+        assert_eq!(parse(&out)[0].2, DOC.as_bytes());
+    }
+
+    #[test]
+    fn disposition_parsing_accepts_the_common_forms() {
+        assert_eq!(disposition_name(b"form-data; name=\"image\"; filename=\"x.png\"").as_deref(), Ok("image"));
+        assert_eq!(disposition_name(b"Form-Data;Name=image").as_deref(), Ok("image"));
+        assert_eq!(disposition_name(br#"form-data; name="a\"b""#).as_deref(), Ok("a\"b"));
+        assert_eq!(disposition_name(b"form-data; filename=\"x\"; name=\"n\";").as_deref(), Ok("n"));
+    }
+
+    #[test]
+    fn malformed_bodies_and_content_types_are_refused() {
+        assert!(matches!(boundary_of(Some("application/json")), Err(RewriteError::NotMultipart(_))));
+        assert!(matches!(boundary_of(None), Err(RewriteError::NotMultipart(_))));
+        assert!(matches!(boundary_of(Some("multipart/form-data")), Err(RewriteError::NotMultipart(_))));
+        let err = run(Bytes::from_static(b"not multipart at all"), "b", DOC).expect_err("refused");
+        assert!(matches!(err, RewriteError::Malformed(_)), "{err:?}");
+        let truncated = Bytes::from_static(b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nxx");
+        assert!(matches!(run(truncated, "b", DOC), Err(RewriteError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_document_containing_the_boundary_gets_a_fresh_boundary() {
+        let b = body("zz", &[("Content-Disposition: form-data; name=\"image\"", b"data")]);
+        let doc = r#"{"name":"--zz"}"#;
+        let out = run(b, "zz", doc).expect("rewrites");
+        assert!(out.content_type.contains("routerpolicy-"), "{}", out.content_type);
+        let parts = parse(&out);
+        assert_eq!(parts[0].2, doc.as_bytes());
+        assert_eq!(parts[1].2, b"data");
+    }
+
+    #[test]
+    fn only_router_fields_still_yields_the_document() {
+        let b = body("q", &[("Content-Disposition: form-data; name=\"orq\"", b"{}")]);
+        let parts = parse(&run(b, "q", DOC).expect("rewrites"));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].2, DOC.as_bytes());
+    }
+}

@@ -1,0 +1,448 @@
+//! Support for the gateway's tests and benchmark: a fake orq upstream on loopback that
+//! records the multipart fields it received, a config directory laid out as kubelet lays out a
+//! mounted ConfigMap (`..data` symlink swap), the `routerpolicy gateway` process, and a small
+//! HTTP/1.1 client that can pause between the head and the body of a request.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+use http_body_util::BodyExt;
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// One multipart field as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Field {
+    /// Field name.
+    pub name: String,
+    /// File name, if any.
+    pub file_name: Option<String>,
+    /// Content type, if any.
+    pub content_type: Option<String>,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path and query.
+    pub path: String,
+    /// Headers (lowercase names; repeated headers joined with `, `).
+    pub headers: BTreeMap<String, String>,
+    /// The multipart fields, in order.
+    pub fields: Vec<Field>,
+}
+
+impl Received {
+    /// The fields of this name.
+    pub fn fields(&self, name: &str) -> Vec<&Field> {
+        self.fields.iter().filter(|f| f.name == name).collect()
+    }
+
+    /// The `orq` field as text (panics when it is not there exactly once).
+    pub fn orq(&self) -> String {
+        let orq = self.fields("orq");
+        assert_eq!(orq.len(), 1, "exactly one orq field upstream: {:?}", self.names());
+        String::from_utf8(orq[0].data.clone()).expect("orq is UTF-8")
+    }
+
+    /// The field names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.fields.iter().map(|f| f.name.clone()).collect()
+    }
+}
+
+/// How the fake upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// 200 with a small JSON body, right away.
+    Ok,
+    /// 200 after this delay.
+    Delay(Duration),
+}
+
+struct UpstreamState {
+    record: bool,
+    received: Mutex<Vec<Received>>,
+    count: AtomicUsize,
+    bytes: AtomicU64,
+    mode: Mutex<Mode>,
+}
+
+/// A fake orq on loopback.
+pub struct FakeUpstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+}
+
+async fn upstream_handler(State(state): State<Arc<UpstreamState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    state.count.fetch_add(1, Ordering::SeqCst);
+    state.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    if state.record {
+        let mut headers = BTreeMap::new();
+        for (name, value) in &parts.headers {
+            let value = String::from_utf8_lossy(value.as_bytes()).to_string();
+            headers
+                .entry(name.as_str().to_string())
+                .and_modify(|v: &mut String| {
+                    v.push_str(", ");
+                    v.push_str(&value)
+                })
+                .or_insert(value);
+        }
+        let mut fields = Vec::new();
+        let content_type = headers.get("content-type").cloned().unwrap_or_default();
+        if let Ok(boundary) = multer::parse_boundary(&content_type) {
+            let mut m = multer::Multipart::new(stream::once(async move { Ok::<_, std::io::Error>(body) }), boundary);
+            while let Ok(Some(field)) = m.next_field().await {
+                let name = field.name().unwrap_or_default().to_string();
+                let file_name = field.file_name().map(str::to_string);
+                let content_type = field.content_type().map(|c| c.to_string());
+                let data = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                fields.push(Field { name, file_name, content_type, data });
+            }
+        }
+        let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+        state.received.lock().expect("lock").push(Received { path, headers, fields });
+    }
+    let mode = *state.mode.lock().expect("lock");
+    if let Mode::Delay(d) = mode {
+        tokio::time::sleep(d).await;
+    }
+    let mut response = Response::new(Body::from(r#"{"created":1,"data":[{"url":"https://example.invalid/a.png"}]}"#));
+    response.headers_mut().insert("content-type", "application/json".parse().expect("header"));
+    response.headers_mut().insert("x-upstream", "fake-orq".parse().expect("header"));
+    response
+}
+
+impl FakeUpstream {
+    /// Starts one on the current tokio runtime. `record` keeps every request's fields.
+    pub async fn start(record: bool) -> FakeUpstream {
+        let state = Arc::new(UpstreamState {
+            record,
+            received: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            mode: Mutex::new(Mode::Ok),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(upstream_handler).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeUpstream { addr, state }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.state.count.load(Ordering::SeqCst)
+    }
+
+    /// The recorded requests.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// The last recorded request.
+    pub fn last(&self) -> Received {
+        self.received().pop().expect("the upstream received a request")
+    }
+
+    /// Sets how it answers.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().expect("lock") = mode;
+    }
+}
+
+/// A directory laid out as kubelet lays out a mounted ConfigMap: the data in a timestamped
+/// directory, `..data` a symlink to it, each key a symlink `key -> ..data/key`; an update
+/// writes a new timestamped directory and swaps `..data` atomically (rename of a symlink).
+pub struct KubeletDir {
+    /// The mount point.
+    pub path: PathBuf,
+    generation: usize,
+    current: BTreeMap<String, Vec<u8>>,
+}
+
+impl KubeletDir {
+    /// An empty mount under `parent`.
+    pub fn new(parent: &Path) -> KubeletDir {
+        let path = parent.join("policies");
+        std::fs::create_dir_all(&path).expect("mount dir");
+        let mut dir = KubeletDir { path, generation: 0, current: BTreeMap::new() };
+        dir.publish(BTreeMap::new());
+        dir
+    }
+
+    /// Publishes `data` as the ConfigMap's complete data, as kubelet's atomic writer does.
+    pub fn publish(&mut self, data: BTreeMap<String, Vec<u8>>) {
+        use std::os::unix::fs::symlink;
+        self.generation += 1;
+        let ts = format!("..2026_11_25_00_00_00.{:09}", self.generation);
+        let ts_dir = self.path.join(&ts);
+        std::fs::create_dir(&ts_dir).expect("timestamped dir");
+        for (key, value) in &data {
+            std::fs::write(ts_dir.join(key), value).expect("write key");
+        }
+        let old = std::fs::read_link(self.path.join("..data")).ok();
+        let tmp = self.path.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        symlink(&ts, &tmp).expect("..data_tmp");
+        std::fs::rename(&tmp, self.path.join("..data")).expect("swap ..data");
+        for key in data.keys() {
+            let link = self.path.join(key);
+            if std::fs::symlink_metadata(&link).is_err() {
+                symlink(format!("..data/{key}"), &link).expect("key link");
+            }
+        }
+        for key in self.current.keys() {
+            if !data.contains_key(key) {
+                let _ = std::fs::remove_file(self.path.join(key));
+            }
+        }
+        if let Some(old) = old {
+            let _ = std::fs::remove_dir_all(self.path.join(old));
+        }
+        self.current = data;
+    }
+
+    /// Publishes the current data with `key` set to `value`.
+    pub fn set(&mut self, key: &str, value: &[u8]) {
+        let mut data = self.current.clone();
+        data.insert(key.to_string(), value.to_vec());
+        self.publish(data);
+    }
+
+    /// Publishes the current data without `key`.
+    pub fn remove(&mut self, key: &str) {
+        let mut data = self.current.clone();
+        data.remove(key);
+        self.publish(data);
+    }
+}
+
+/// A `routerpolicy gateway` process, SIGTERMed when dropped.
+pub struct GatewayProcess {
+    /// The process.
+    pub child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts the binary's `gateway` with `--listen` on a free port, `--log-level info`, the
+    /// given flags, its log in `log_dir`; waits until `/healthz` answers.
+    pub fn start(log_dir: &Path, args: &[String]) -> GatewayProcess {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let log = log_dir.join(format!("gateway-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+            .arg("gateway")
+            .arg(format!("--listen={addr}"))
+            .args(args)
+            .env("ROUTERPOLICY_GATEWAY_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start routerpolicy gateway");
+        let gateway = GatewayProcess { child, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(addr, "/healthz").map(|r| r.status) != Some(200) {
+            assert!(Instant::now() < deadline, "gateway did not start:\n{}", gateway.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateway
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of the metric line that is exactly `series` (name and labels).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let body = get(self.addr, "/metrics")?.text();
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        get(self.addr, "/metrics").map(|r| r.text()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.sigterm();
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lowercase names).
+    pub headers: BTreeMap<String, String>,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.text()))
+    }
+
+    /// `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = &raw[split + 4..];
+    let body = if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16).ok()?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..)?;
+        }
+        body
+    } else {
+        rest.to_vec()
+    };
+    Some(HttpResponse { status, headers, body })
+}
+
+/// GET `path`.
+pub fn get(addr: SocketAddr, path: &str) -> Option<HttpResponse> {
+    send(addr, &format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").into_bytes(), &[], None)
+}
+
+/// Sends `head` (ending in the blank line), then — after `pause` returns, if given — `body`;
+/// reads the whole response.
+pub fn send(addr: SocketAddr, head: &[u8], body: &[u8], pause: Option<&dyn Fn()>) -> Option<HttpResponse> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream.write_all(head).ok()?;
+    if let Some(pause) = pause {
+        stream.flush().ok()?;
+        pause();
+    }
+    // The server may answer (413) and close before the whole body is written.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+/// A multipart body: (name, file name, content type, data) parts.
+pub fn multipart(boundary: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, file, ct, data) in parts {
+        out.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+        if let Some(file) = file {
+            out.extend_from_slice(format!("; filename=\"{file}\"").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        if let Some(ct) = ct {
+            out.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// The head of a POST of `body_len` multipart bytes to `path`, with extra header lines.
+pub fn post_head(path: &str, boundary: &str, body_len: usize, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n"
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// An image-like payload of `len` bytes (every byte value, in a pattern that is not text).
+pub fn image(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests against a real kube-apiserver and etcd (see `tests/support`), with the
 //! real controller running in-process, limited to each test's own namespaces.
 
+mod gwsupport;
 mod support;
 
 use std::collections::BTreeMap;
@@ -562,4 +563,68 @@ async fn a_full_target_keeps_what_it_serves_and_refuses_newcomers() {
     // Room again: the newcomer gets in.
     api.delete("a", &DeleteParams::default()).await.expect("delete a");
     wait_for_condition(&client, &ns, "c", "Ready", "True", None).await;
+}
+
+/// The whole product on its real traffic path: `kubectl apply` of a policy → the operator
+/// writes the ConfigMap → its data is laid out as kubelet mounts it → `routerpolicy gateway`
+/// puts exactly that document on a request to orq; an edit changes the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_puts_the_operators_document_on_real_requests_and_follows_an_edit() {
+    use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, multipart, post_head, send};
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "gateway").await;
+    let _operator = start_operator(&client, &[&ns]);
+    let cm = "image-gateway-policies";
+    let key = format!("{ns}.avatars.json");
+
+    apply_ok(&policy_yaml(&ns, "avatars", retry_spec(cm, 2)));
+    let first = rendered(&ns, "avatars", retry_spec(cm, 2));
+    wait_for_key(&client, &ns, cm, &key, &first).await;
+    let ready = wait_for_condition(&client, &ns, "avatars", "Ready", "True", None).await;
+    let config_hash = ready.status.and_then(|s| s.config_hash).expect("configHash");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mount = KubeletDir::new(dir.path());
+    let publish = |data: BTreeMap<String, String>| data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    mount.publish(publish(configmap_data(&client, &ns, cm).await.expect("configmap")));
+    let upstream = FakeUpstream::start(true).await;
+    let gateway = GatewayProcess::start(
+        dir.path(),
+        &[format!("--config-dir={}", mount.path.display()), format!("--upstream={}", upstream.url())],
+    );
+    let policy = format!("{ns}.avatars");
+    let info = format!("routerpolicy_gateway_policy_info{{policy=\"{policy}\",hash=\"{config_hash}\"}}");
+    eventually(WAIT, "the gateway serves the policy with the status's configHash", || async {
+        (gateway.metric(&info) == Some(1.0)).then_some(())
+    })
+    .await;
+
+    let request = |policy: String| {
+        let addr = gateway.addr;
+        tokio::task::spawn_blocking(move || {
+            let body = multipart(
+                "b0",
+                &[
+                    ("image", Some("a.png"), Some("image/png"), &gwsupport::image(4096)),
+                    ("orq", None, None, b"{\"retry\":{\"count\":5}}"),
+                ],
+            );
+            send(addr, &post_head("/v2/router/images/variations", "b0", body.len(), &[("X-Routerpolicy-Policy", &policy)]), &body, None)
+                .expect("response")
+        })
+    };
+    let r = request(policy.clone()).await.expect("task");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(upstream.last().orq(), first, "upstream's orq field is the rendered document");
+
+    apply_ok(&policy_yaml(&ns, "avatars", retry_spec(cm, 4)));
+    let second = rendered(&ns, "avatars", retry_spec(cm, 4));
+    wait_for_key(&client, &ns, cm, &key, &second).await;
+    mount.publish(publish(configmap_data(&client, &ns, cm).await.expect("configmap")));
+    eventually(WAIT, "the next request carries the edited document", || async {
+        let r = request(policy.clone()).await.ok()?;
+        (r.status == 200 && upstream.last().orq() == second).then_some(())
+    })
+    .await;
 }

@@ -1,0 +1,204 @@
+//! Gateway benchmark (PRODUCT §10, issue 8): the release binary `routerpolicy gateway` as its
+//! own process in front of a fake orq on loopback, next to the same requests sent straight to
+//! the fake orq, in one run. Prints figures and ratios; asserts nothing about time.
+//!
+//! ```sh
+//! cargo bench --bench gateway                       # 3 s per case
+//! GATEWAY_BENCH_SECONDS=10 cargo bench --bench gateway
+//! ```
+//!
+//! Cases: images of 100 KiB and 4 MiB, 1 and 32 requests in flight. Per case, direct and
+//! through the gateway alternate in two rounds each (so drift of the machine hits both), and
+//! the figures are over all requests of a path: p50/p99 latency, throughput (requests/s);
+//! added latency = gateway − direct, throughput ratio = gateway / direct. The client and the
+//! fake orq share this process; the gateway runs in its own. On a 2-core machine the three
+//! compete for the same cores, which the throughput ratio at 32 in flight shows.
+
+#[path = "../tests/gwsupport/mod.rs"]
+mod gwsupport;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, image, multipart};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const PATH: &str = "/v2/router/images/variations";
+const DOC: &str = r#"{"retry":{"count":3,"on_codes":[429,500,502,503]},"fallbacks":[{"model":"openai/dall-e-2"},{"model":"azure/dall-e-2"}],"cache":{"type":"exact_match","ttl":3600},"timeout":{"call_timeout":30000}}"#;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Run {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    failures: usize,
+}
+
+async fn drive(client: &HttpClient, url: &str, body: &Bytes, policy: bool, in_flight: usize, duration: Duration) -> Run {
+    let started = Instant::now();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (client, url, body, failures) = (client.clone(), url.to_string(), body.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < duration {
+                let mut request = hyper::Request::post(&url)
+                    .header("content-type", "multipart/form-data; boundary=benchBoundary")
+                    .header("authorization", "Bearer caller");
+                if policy {
+                    request = request.header("x-routerpolicy-policy", "team.bench");
+                }
+                let Ok(request) = request.body(Full::new(body.clone())) else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let t = Instant::now();
+                match client.request(request).await {
+                    Ok(response) => {
+                        let ok = response.status() == 200;
+                        let _ = response.into_body().collect().await;
+                        if ok {
+                            latencies.push(t.elapsed());
+                        } else {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    Run { latencies, elapsed: started.elapsed(), failures: failures.load(Ordering::Relaxed) }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+    n: usize,
+    failures: usize,
+}
+
+fn figures(runs: &[Run]) -> Figures {
+    let mut all: Vec<Duration> = runs.iter().flat_map(|r| r.latencies.iter().copied()).collect();
+    all.sort();
+    let seconds: f64 = runs.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+    Figures {
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        rps: all.len() as f64 / seconds.max(1e-9),
+        n: all.len(),
+        failures: runs.iter().map(|r| r.failures).sum(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let duration = Duration::from_secs_f64(seconds / 2.0); // two rounds per path
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut mount = KubeletDir::new(dir.path());
+        mount.set("team.bench.json", DOC.as_bytes());
+        std::fs::write(dir.path().join("key"), "sk-bench").expect("key");
+        let upstream = FakeUpstream::start(false).await;
+        let gateway = GatewayProcess::start(
+            dir.path(),
+            &[
+                format!("--config-dir={}", mount.path.display()),
+                format!("--upstream={}", upstream.url()),
+                format!("--api-key-file={}", dir.path().join("key").display()),
+                "--log-level=warn".into(),
+            ],
+        );
+        while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+        let direct_url = format!("{}{PATH}", upstream.url());
+        let gateway_url = format!("http://{}{PATH}", gateway.addr);
+
+        println!("gateway: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
+        println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
+        println!(
+            "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
+            let picture = image(size);
+            let body = Bytes::from(multipart(
+                "benchBoundary",
+                &[
+                    ("orq", None, None, br#"{"retry":{"count":0}}"#),
+                    ("image", Some("image.png"), Some("image/png"), &picture),
+                    ("model", None, None, b"openai/dall-e-2"),
+                    ("n", None, None, b"1"),
+                ],
+            ));
+            for in_flight in [1usize, 32] {
+                // Warm both paths' connection pools.
+                drive(&client, &direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
+                drive(&client, &gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
+                let mut direct = Vec::new();
+                let mut through = Vec::new();
+                for _ in 0..2 {
+                    direct.push(drive(&client, &direct_url, &body, false, in_flight, duration).await);
+                    through.push(drive(&client, &gateway_url, &body, true, in_flight, duration).await);
+                }
+                let d = figures(&direct);
+                let g = figures(&through);
+                println!(
+                    "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+                    ms(d.p50),
+                    ms(d.p99),
+                    ms(g.p50),
+                    ms(g.p99),
+                    ms(g.p50) - ms(d.p50),
+                    ms(g.p99) - ms(d.p99),
+                    d.rps,
+                    g.rps,
+                    g.rps / d.rps.max(1e-9),
+                );
+                if d.failures + g.failures > 0 {
+                    println!("  failures: direct {} of {}, gateway {} of {}", d.failures, d.n + d.failures, g.failures, g.n + g.failures);
+                }
+            }
+        }
+        let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
+        println!("\ngateway peak RSS (VmHWM): {hwm}");
+        println!("requests the fake orq received: {}", upstream.count());
+        println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct");
+    });
+}

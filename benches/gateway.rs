@@ -13,6 +13,11 @@
 //! added latency = gateway − direct, throughput ratio = gateway / direct. The client and the
 //! fake orq share this process; the gateway runs in its own. On a 2-core machine the three
 //! compete for the same cores, which the throughput ratio at 32 in flight shows.
+//!
+//! Two tables: against a fake orq that answers at once (the gateway's own cost, the worst
+//! case for every ratio), and against one that takes a service time before answering
+//! (`GATEWAY_BENCH_SERVICE_MS`, default 250 ms — a real image variation takes seconds), where
+//! the throughput ratio says whether the gateway limits what a team can send.
 
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;
@@ -22,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, image, multipart};
+use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, Mode, image, multipart};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -122,6 +127,53 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
+async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, duration: Duration) {
+        println!(
+            "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
+            let picture = image(size);
+            let body = Bytes::from(multipart(
+                "benchBoundary",
+                &[
+                    ("orq", None, None, br#"{"retry":{"count":0}}"#),
+                    ("image", Some("image.png"), Some("image/png"), &picture),
+                    ("model", None, None, b"openai/dall-e-2"),
+                    ("n", None, None, b"1"),
+                ],
+            ));
+            for in_flight in [1usize, 32] {
+                // Warm both paths' connection pools.
+                drive(client, direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
+                drive(client, gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
+                let mut direct = Vec::new();
+                let mut through = Vec::new();
+                for _ in 0..2 {
+                    direct.push(drive(client, direct_url, &body, false, in_flight, duration).await);
+                    through.push(drive(client, gateway_url, &body, true, in_flight, duration).await);
+                }
+                let d = figures(&direct);
+                let g = figures(&through);
+                println!(
+                    "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+                    ms(d.p50),
+                    ms(d.p99),
+                    ms(g.p50),
+                    ms(g.p99),
+                    ms(g.p50) - ms(d.p50),
+                    ms(g.p99) - ms(d.p99),
+                    d.rps,
+                    g.rps,
+                    g.rps / d.rps.max(1e-9),
+                );
+                if d.failures + g.failures > 0 {
+                    println!("  failures: direct {} of {}, gateway {} of {}", d.failures, d.n + d.failures, g.failures, g.n + g.failures);
+                }
+            }
+        }
+}
+
 fn main() {
     let seconds: f64 = std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let duration = Duration::from_secs_f64(seconds / 2.0); // two rounds per path
@@ -152,49 +204,16 @@ fn main() {
 
         println!("gateway: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
-        println!(
-            "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
-        for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
-            let picture = image(size);
-            let body = Bytes::from(multipart(
-                "benchBoundary",
-                &[
-                    ("orq", None, None, br#"{"retry":{"count":0}}"#),
-                    ("image", Some("image.png"), Some("image/png"), &picture),
-                    ("model", None, None, b"openai/dall-e-2"),
-                    ("n", None, None, b"1"),
-                ],
-            ));
-            for in_flight in [1usize, 32] {
-                // Warm both paths' connection pools.
-                drive(&client, &direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
-                drive(&client, &gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
-                let mut direct = Vec::new();
-                let mut through = Vec::new();
-                for _ in 0..2 {
-                    direct.push(drive(&client, &direct_url, &body, false, in_flight, duration).await);
-                    through.push(drive(&client, &gateway_url, &body, true, in_flight, duration).await);
-                }
-                let d = figures(&direct);
-                let g = figures(&through);
-                println!(
-                    "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
-                    ms(d.p50),
-                    ms(d.p99),
-                    ms(g.p50),
-                    ms(g.p99),
-                    ms(g.p50) - ms(d.p50),
-                    ms(g.p99) - ms(d.p99),
-                    d.rps,
-                    g.rps,
-                    g.rps / d.rps.max(1e-9),
-                );
-                if d.failures + g.failures > 0 {
-                    println!("  failures: direct {} of {}, gateway {} of {}", d.failures, d.n + d.failures, g.failures, g.n + g.failures);
-                }
+        let service_ms: u64 = std::env::var("GATEWAY_BENCH_SERVICE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
+        for service in [Duration::ZERO, Duration::from_millis(service_ms)] {
+            if service.is_zero() {
+                println!("### fake orq answers at once (the gateway's own cost)\n");
+                upstream.set_mode(Mode::Ok);
+            } else {
+                println!("\n### fake orq answers after {service_ms} ms (a service time; real image variations take seconds)\n");
+                upstream.set_mode(Mode::Delay(service));
             }
+            cases(&client, &direct_url, &gateway_url, duration).await;
         }
         let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
         println!("\ngateway peak RSS (VmHWM): {hwm}");

@@ -477,11 +477,13 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         Ok(b) => b,
         Err(e) => return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.to_string()),
     };
-    let limit = usize::try_from(gw.max_body_bytes).unwrap_or(usize::MAX);
-    let body = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-        Err(e) => return answer(StatusCode::BAD_REQUEST, "body_unreadable", format!("cannot read the request body: {e}")),
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = match read_body(body, gw.max_body_bytes, declared).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Read(e)) => {
+            return answer(StatusCode::BAD_REQUEST, "body_unreadable", format!("cannot read the request body: {e}"));
+        }
     };
 
     // The rewrite.
@@ -552,6 +554,28 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     gw.metrics.count(&policy.name, head.status);
     debug!(policy = %policy.name, status = head.status.as_u16(), "proxied");
     Response::from_parts(head, Body::new(incoming))
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
+/// from hyper's read buffer into this one), refusing more than `max` bytes.
+async fn read_body(mut body: Body, max: u64, declared: Option<u64>) -> Result<Bytes, BodyError> {
+    let capacity = declared.unwrap_or(64 * 1024).min(max) as usize;
+    let mut buffer = bytes::BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if (buffer.len() + data.len()) as u64 > max {
+                return Err(BodyError::TooLarge);
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 async fn not_found(State(gw): State<Arc<Gateway>>, uri: Uri) -> Response {

@@ -44,7 +44,14 @@ struct Run {
     failures: usize,
 }
 
-async fn drive(client: &HttpClient, url: &str, body: &Bytes, policy: bool, in_flight: usize, duration: Duration) -> Run {
+async fn drive(
+    client: &HttpClient,
+    url: &str,
+    body: &Bytes,
+    policy: bool,
+    in_flight: usize,
+    duration: Duration,
+) -> Run {
     let started = Instant::now();
     let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -128,50 +135,56 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 }
 
 async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, duration: Duration) {
-        println!(
-            "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
-        for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
-            let picture = image(size);
-            let body = Bytes::from(multipart(
-                "benchBoundary",
-                &[
-                    ("orq", None, None, br#"{"retry":{"count":0}}"#),
-                    ("image", Some("image.png"), Some("image/png"), &picture),
-                    ("model", None, None, b"openai/dall-e-2"),
-                    ("n", None, None, b"1"),
-                ],
-            ));
-            for in_flight in [1usize, 32] {
-                // Warm both paths' connection pools.
-                drive(client, direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
-                drive(client, gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
-                let mut direct = Vec::new();
-                let mut through = Vec::new();
-                for _ in 0..2 {
-                    direct.push(drive(client, direct_url, &body, false, in_flight, duration).await);
-                    through.push(drive(client, gateway_url, &body, true, in_flight, duration).await);
-                }
-                let d = figures(&direct);
-                let g = figures(&through);
+    println!(
+        "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
+        let picture = image(size);
+        let body = Bytes::from(multipart(
+            "benchBoundary",
+            &[
+                ("orq", None, None, br#"{"retry":{"count":0}}"#),
+                ("image", Some("image.png"), Some("image/png"), &picture),
+                ("model", None, None, b"openai/dall-e-2"),
+                ("n", None, None, b"1"),
+            ],
+        ));
+        for in_flight in [1usize, 32] {
+            // Warm both paths' connection pools.
+            drive(client, direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
+            drive(client, gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
+            let mut direct = Vec::new();
+            let mut through = Vec::new();
+            for _ in 0..2 {
+                direct.push(drive(client, direct_url, &body, false, in_flight, duration).await);
+                through.push(drive(client, gateway_url, &body, true, in_flight, duration).await);
+            }
+            let d = figures(&direct);
+            let g = figures(&through);
+            println!(
+                "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+                ms(d.p50),
+                ms(d.p99),
+                ms(g.p50),
+                ms(g.p99),
+                ms(g.p50) - ms(d.p50),
+                ms(g.p99) - ms(d.p99),
+                d.rps,
+                g.rps,
+                g.rps / d.rps.max(1e-9),
+            );
+            if d.failures + g.failures > 0 {
                 println!(
-                    "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
-                    ms(d.p50),
-                    ms(d.p99),
-                    ms(g.p50),
-                    ms(g.p99),
-                    ms(g.p50) - ms(d.p50),
-                    ms(g.p99) - ms(d.p99),
-                    d.rps,
-                    g.rps,
-                    g.rps / d.rps.max(1e-9),
+                    "  failures: direct {} of {}, gateway {} of {}",
+                    d.failures,
+                    d.n + d.failures,
+                    g.failures,
+                    g.n + g.failures
                 );
-                if d.failures + g.failures > 0 {
-                    println!("  failures: direct {} of {}, gateway {} of {}", d.failures, d.n + d.failures, g.failures, g.n + g.failures);
-                }
             }
         }
+    }
 }
 
 fn main() {

@@ -610,8 +610,13 @@ async fn gateway_puts_the_operators_document_on_real_requests_and_follows_an_edi
                     ("orq", None, None, b"{\"retry\":{\"count\":5}}"),
                 ],
             );
-            send(addr, &post_head("/v2/router/images/variations", "b0", body.len(), &[("X-Routerpolicy-Policy", &policy)]), &body, None)
-                .expect("response")
+            send(
+                addr,
+                &post_head("/v2/router/images/variations", "b0", body.len(), &[("X-Routerpolicy-Policy", &policy)]),
+                &body,
+                None,
+            )
+            .expect("response")
         })
     };
     let r = request(policy.clone()).await.expect("task");

@@ -12,6 +12,11 @@
 //! cargo test --test fuzz                                              # smoke: 100,000 inputs
 //! FUZZ_INPUTS=10000000 FUZZ_SEED=7 cargo test --release --test fuzz -- --nocapture   # campaign
 //! ```
+//! A second target fuzzes the gateway's request rewrite (bytes → multipart split → rewrite)
+//! from `tests/fuzz-corpus/gateway/`, and checks every rewritten body with an independent
+//! parser (multer, whose field-name reading is lenient): the policy's document is the one
+//! `orq` field, and no part a lenient reader could take for router configuration survives.
+//!
 //! The slowest input's time is printed (a figure, not an assertion); docs/fuzzing.md has the
 //! campaign's results.
 
@@ -117,20 +122,53 @@ const TOKENS: &[&str] = &[
 ];
 
 fn seeds() -> Vec<Vec<u8>> {
+    seeds_from(&["examples", "examples/invalid", "tests/fixtures/invalid", "tests/fuzz-corpus"], 50)
+}
+
+fn seeds_from(dirs: &[&str], at_least: usize) -> Vec<Vec<u8>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut seeds = Vec::new();
-    for dir in ["examples", "examples/invalid", "tests/fixtures/invalid", "tests/fuzz-corpus"] {
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
         let mut files: Vec<PathBuf> =
             entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect();
         files.sort();
         seeds.extend(files.iter().filter_map(|f| std::fs::read(f).ok()));
     }
-    assert!(seeds.len() >= 50, "too few seeds: {}", seeds.len());
+    assert!(seeds.len() >= at_least, "too few seeds in {dirs:?}: {}", seeds.len());
     seeds
 }
 
 fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    mutate_with(rng, seeds, TOKENS)
+}
+
+/// Tokens for multipart bodies (boundary `b`) and their header lines.
+const MULTIPART_TOKENS: &[&str] = &[
+    "\r\n",
+    "\r\n\r\n",
+    "--b",
+    "\r\n--b\r\n",
+    "--b--",
+    "Content-Disposition: form-data; name=",
+    "content-disposition:",
+    "\"orq\"",
+    "orq",
+    "ORQ",
+    "%6Frq",
+    "name*=UTF-8''",
+    "filename=\"",
+    "; name=",
+    "retry",
+    ";",
+    "\"",
+    "\\",
+    " ",
+    "\t",
+    "Content-Type: image/png\r\n",
+];
+
+fn mutate_with(rng: &mut Rng, seeds: &[Vec<u8>], tokens: &[&str]) -> Vec<u8> {
     let mut input = seeds[rng.below(seeds.len())].clone();
     for _ in 0..1 + rng.below(6) {
         let at = rng.below(input.len() + 1);
@@ -159,7 +197,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
                 input.extend_from_slice(&other[from..]);
             }
             _ => {
-                let token = TOKENS[rng.below(TOKENS.len())].as_bytes();
+                let token = tokens[rng.below(tokens.len())].as_bytes();
                 input.splice(at..at, token.iter().copied());
             }
         }
@@ -231,4 +269,83 @@ fn the_manifest_pipeline_never_panics_on_mutated_inputs() {
         reach.documents, reach.policies, reach.valid
     );
     assert!(crashes.is_empty(), "the pipeline panicked; inputs saved:\n{}", crashes.join("\n"));
+}
+
+/// The gateway's rewrite of one body, checked by an independent (lenient) parser.
+fn rewrite_checked(input: &[u8], document: &bytes::Bytes) -> Result<bool, String> {
+    use routerpolicy::gateway::rewrite::{is_router_field, rewrite};
+    let body = bytes::Bytes::copy_from_slice(input);
+    let Ok(out) = rewrite(&body, "b", document) else { return Ok(false) };
+    let wire = bytes::Bytes::from(out.to_vec());
+    if wire.len() as u64 != out.len {
+        return Err("length differs from the chunks".into());
+    }
+    let boundary = out.content_type.rsplit_once("boundary=").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let fields = futures::executor::block_on(async move {
+        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(wire) });
+        let mut m = multer::Multipart::new(stream, boundary);
+        let mut fields = Vec::new();
+        loop {
+            match m.next_field().await {
+                Ok(Some(f)) => {
+                    let name = f.name().map(str::to_string);
+                    let data = f.bytes().await.map_err(|e| e.to_string())?;
+                    fields.push((name, data));
+                }
+                Ok(None) => return Ok(fields),
+                Err(e) => return Err(format!("multer cannot read the rewritten body: {e}")),
+            }
+        }
+    })?;
+    match fields.first() {
+        Some((Some(name), data)) if name == "orq" && data == document => {}
+        other => return Err(format!("first field is not the document: {other:?}")),
+    }
+    for (name, _) in &fields[1..] {
+        if let Some(name) = name
+            && is_router_field(name)
+        {
+            return Err(format!("a lenient reader sees router field {name:?} after the rewrite"));
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn the_gateway_rewrite_never_panics_and_never_lets_a_router_field_through() {
+    let inputs: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let seeds = seeds_from(&["tests/fuzz-corpus/gateway"], 4);
+    let document = bytes::Bytes::from_static(br#"{"retry":{"count":3,"on_codes":[429]}}"#);
+    let mut rng = Rng(seed | 1);
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let (mut rewritten, mut failures) = (0u64, Vec::new());
+    for n in 0..inputs {
+        let input = mutate_with(&mut rng, &seeds, MULTIPART_TOKENS);
+        let outcome = catch_unwind(AssertUnwindSafe(|| rewrite_checked(&input, &document)));
+        let problem = match outcome {
+            Ok(Ok(done)) => {
+                rewritten += u64::from(done);
+                None
+            }
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("panic".to_string()),
+        };
+        if let Some(problem) = problem {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
+            let _ = std::fs::create_dir_all(&dir);
+            let file = dir.join(format!("rewrite-{seed}-{n}.multipart"));
+            let _ = std::fs::write(&file, &input);
+            failures.push(format!("{}: {problem}", file.display()));
+        }
+    }
+    let _ = std::panic::take_hook();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{inputs} multipart inputs (seed {seed}) in {elapsed:.1} s ({:.0}/s); {rewritten} rewritten and checked; {} failures",
+        inputs as f64 / elapsed,
+        failures.len()
+    );
+    assert!(failures.is_empty(), "rewrite failures; inputs saved:\n{}", failures.join("\n"));
 }

@@ -70,7 +70,10 @@ async fn wait_ready(gateway: &GatewayProcess) {
 }
 
 fn simple_body() -> Vec<u8> {
-    multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(1024)), ("model", None, None, b"openai/dall-e-2")])
+    multipart(
+        "XyZ",
+        &[("image", Some("a.png"), Some("image/png"), &image(1024)), ("model", None, None, b"openai/dall-e-2")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +99,11 @@ async fn policy_document_replaces_callers_router_fields_and_everything_else_pass
     let r = s
         .post(
             body,
-            &[("X-Routerpolicy-Policy", "team.a"), ("Authorization", "Bearer caller-secret"), ("X-Request-Id", "req-1")],
+            &[
+                ("X-Routerpolicy-Policy", "team.a"),
+                ("Authorization", "Bearer caller-secret"),
+                ("X-Request-Id", "req-1"),
+            ],
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -158,9 +165,7 @@ async fn unknown_missing_and_malformed_policy_names_send_nothing_upstream() {
     .await
     .expect("task");
     assert_eq!((not_multipart.status, not_multipart.error_code()), (415, "not_multipart".to_string()));
-    let smuggled = multipart("XyZ", &[("image", None, None, b"x")])
-        .into_iter()
-        .collect::<Vec<u8>>();
+    let smuggled = multipart("XyZ", &[("image", None, None, b"x")]).into_iter().collect::<Vec<u8>>();
     let smuggled = String::from_utf8_lossy(&smuggled).replace("name=\"image\"", "name*=UTF-8''orq").into_bytes();
     let r = s.post(smuggled, &[("X-Routerpolicy-Policy", "team.a")]).await;
     assert_eq!((r.status, r.error_code()), (400, "multipart_invalid".to_string()), "{}", r.text());
@@ -277,12 +282,18 @@ async fn kubelet_swap_is_served_within_two_seconds_and_broken_or_removed_files_b
 
     // Added policy: served.
     s.mount.set("team.b.json", DOC_A.as_bytes());
-    eventually(Duration::from_secs(2), "team.b served", || async { (s.served("team.b").await.as_deref() == Some(DOC_A)).then_some(()) }).await;
+    eventually(Duration::from_secs(2), "team.b served", || async {
+        (s.served("team.b").await.as_deref() == Some(DOC_A)).then_some(())
+    })
+    .await;
 
     // Broken file: last good document stays, the error is counted and logged.
     s.mount.set("team.a.json", b"{\"retry\": ");
     let errors = "routerpolicy_gateway_reload_errors_total{policy=\"team.a\"}";
-    eventually(Duration::from_secs(3), "reload error counted", || async { (s.gateway.metric(errors) == Some(1.0)).then_some(()) }).await;
+    eventually(Duration::from_secs(3), "reload error counted", || async {
+        (s.gateway.metric(errors) == Some(1.0)).then_some(())
+    })
+    .await;
     assert_eq!(s.served("team.a").await.as_deref(), Some(DOC_B), "last good document kept");
     assert!(s.gateway.log().contains("keeping its last good document"), "{}", s.gateway.log());
 
@@ -299,7 +310,8 @@ async fn kubelet_swap_is_served_within_two_seconds_and_broken_or_removed_files_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_keeps_the_document_it_started_with() {
     let mut s = Setup::start(&["--poll-interval=100ms"]).await;
-    let info_b = format!("routerpolicy_gateway_policy_info{{policy=\"team.a\",hash=\"{}\"}}", short_hash(DOC_B.as_bytes()));
+    let info_b =
+        format!("routerpolicy_gateway_policy_info{{policy=\"team.a\",hash=\"{}\"}}", short_hash(DOC_B.as_bytes()));
     let addr = s.gateway.addr;
     let body = simple_body();
     let head = post_head(PATH, "XyZ", body.len(), &[("X-Routerpolicy-Policy", "team.a")]);
@@ -316,7 +328,10 @@ async fn a_request_in_flight_keeps_the_document_it_started_with() {
     swap_rx.recv_timeout(Duration::from_secs(10)).expect("head sent");
     tokio::time::sleep(Duration::from_millis(200)).await; // the gateway has read the head
     s.mount.set("team.a.json", DOC_B.as_bytes());
-    eventually(Duration::from_secs(3), "new document loaded", || async { (s.gateway.metric(&info_b) == Some(1.0)).then_some(()) }).await;
+    eventually(Duration::from_secs(3), "new document loaded", || async {
+        (s.gateway.metric(&info_b) == Some(1.0)).then_some(())
+    })
+    .await;
     loaded_tx.send(()).expect("continue");
     let r = tokio::task::spawn_blocking(move || request.join().expect("request thread")).await.expect("task");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -347,7 +362,9 @@ async fn api_key_file_is_reread_when_the_secret_changes() {
 async fn metrics_name_each_served_policy_with_its_config_hash() {
     let mut s = Setup::start(&["--poll-interval=100ms"]).await;
     s.mount.set("team.b.json", DOC_B.as_bytes());
-    let info = |p: &str, d: &str| format!("routerpolicy_gateway_policy_info{{policy=\"{p}\",hash=\"{}\"}}", short_hash(d.as_bytes()));
+    let info = |p: &str, d: &str| {
+        format!("routerpolicy_gateway_policy_info{{policy=\"{p}\",hash=\"{}\"}}", short_hash(d.as_bytes()))
+    };
     eventually(Duration::from_secs(3), "both policies loaded", || async {
         (s.gateway.metric(&info("team.b", DOC_B)) == Some(1.0)).then_some(())
     })
@@ -372,7 +389,11 @@ async fn readyz_waits_for_the_config_directory() {
     let missing = dir.path().join("not-yet");
     let gateway = GatewayProcess::start(
         dir.path(),
-        &[format!("--config-dir={}", missing.display()), "--upstream=http://127.0.0.1:9".into(), "--poll-interval=100ms".into()],
+        &[
+            format!("--config-dir={}", missing.display()),
+            "--upstream=http://127.0.0.1:9".into(),
+            "--poll-interval=100ms".into(),
+        ],
     );
     assert_eq!(get(gateway.addr, "/readyz").map(|r| r.status), Some(503));
     let mut mount = KubeletDir::new(&dir.path().join("staging"));
@@ -391,15 +412,16 @@ async fn sigterm_drains_in_flight_requests() {
         let body = simple_body();
         send(addr, &post_head(PATH, "XyZ", body.len(), &[("X-Routerpolicy-Policy", "team.a")]), &body, None)
     });
-    eventually(Duration::from_secs(5), "request reached the upstream", || async { (s.upstream.count() == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "request reached the upstream", || async {
+        (s.upstream.count() == 1).then_some(())
+    })
+    .await;
     s.gateway.sigterm();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(get(addr, "/readyz").map(|r| r.status), None, "no new connections while draining");
     let r = request.await.expect("task").expect("the in-flight request was answered");
     assert_eq!(r.status, 200, "{}", r.text());
-    let code = tokio::task::spawn_blocking(move || s.gateway.wait_exit(Duration::from_secs(10)))
-        .await
-        .expect("task");
+    let code = tokio::task::spawn_blocking(move || s.gateway.wait_exit(Duration::from_secs(10))).await.expect("task");
     assert_eq!(code, Some(0), "exits 0 after draining");
 }
 

@@ -281,7 +281,9 @@ impl GatewayMetrics {
     }
 
     fn count(&self, policy: &str, code: StatusCode) {
-        self.requests.get_or_create(&RequestLabels { policy: policy.to_string(), code: code.as_u16().to_string() }).inc();
+        self.requests
+            .get_or_create(&RequestLabels { policy: policy.to_string(), code: code.as_u16().to_string() })
+            .inc();
     }
 }
 
@@ -364,8 +366,16 @@ fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Res
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -427,7 +437,11 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             Ok(s) => Some(s.trim().to_string()),
             Err(_) => {
                 gw.metrics.count("", StatusCode::BAD_REQUEST);
-                return json_error(StatusCode::BAD_REQUEST, "policy_name_invalid", "X-Routerpolicy-Policy is not ASCII");
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "policy_name_invalid",
+                    "X-Routerpolicy-Policy is not ASCII",
+                );
             }
         },
         None => None,
@@ -442,7 +456,11 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     };
     if let Err(reason) = store::check_policy_name(&name) {
         gw.metrics.count("", StatusCode::BAD_REQUEST);
-        return json_error(StatusCode::BAD_REQUEST, "policy_name_invalid", format!("X-Routerpolicy-Policy {name:?}: {reason}"));
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "policy_name_invalid",
+            format!("X-Routerpolicy-Policy {name:?}: {reason}"),
+        );
     }
     let policy = gw.snapshot.read().ok().and_then(|s| s.policies.get(&name).cloned());
     let Some(policy) = policy else {
@@ -514,7 +532,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     if let Some(key) = gw.api_key.read().ok().and_then(|k| k.clone()) {
         headers.insert(header::AUTHORIZATION, key);
     }
-    let mut upstream_request = hyper::Request::new(Chunks { remaining: rewritten.len, chunks: rewritten.chunks.into() });
+    let mut upstream_request =
+        hyper::Request::new(Chunks { remaining: rewritten.len, chunks: rewritten.chunks.into() });
     *upstream_request.method_mut() = Method::POST;
     *upstream_request.uri_mut() = uri;
     *upstream_request.headers_mut() = headers;
@@ -531,11 +550,19 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         Ok(Ok(r)) => r,
         Ok(Err(e)) if is_timeout(&e) => {
             warn!(policy = %policy.name, error = %error_chain(&e), "upstream timed out");
-            return answer(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("orq did not answer in time: {}", error_chain(&e)));
+            return answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("orq did not answer in time: {}", error_chain(&e)),
+            );
         }
         Ok(Err(e)) => {
             warn!(policy = %policy.name, error = %error_chain(&e), "upstream unreachable");
-            return answer(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot reach orq: {}", error_chain(&e)));
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!("cannot reach orq: {}", error_chain(&e)),
+            );
         }
         Err(_) => {
             warn!(policy = %policy.name, timeout = ?gw.request_timeout, "upstream request timed out");
@@ -644,7 +671,8 @@ fn read_key(path: &Path) -> Result<HeaderValue, String> {
     if key.is_empty() {
         return Err("the file is empty".into());
     }
-    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| "the key has characters not allowed in a header".to_string())?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| "the key has characters not allowed in a header".to_string())?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -697,7 +725,13 @@ fn reload_once(gw: &Gateway, dir: &Path, last: &mut Option<Fingerprint>) -> bool
     true
 }
 
-async fn reloader(gw: Arc<Gateway>, dir: PathBuf, key_file: Option<PathBuf>, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn reloader(
+    gw: Arc<Gateway>,
+    dir: PathBuf,
+    key_file: Option<PathBuf>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last: Option<Fingerprint> = None;
     let mut last_key_error: Option<String> = None;
     loop {
@@ -765,7 +799,9 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         store::check_policy_name(name).map_err(|reason| GatewayError::DefaultPolicy { name: name.clone(), reason })?;
     }
     let api_key = match &options.api_key_file {
-        Some(path) => Some(read_key(path).map_err(|reason| GatewayError::ApiKey { path: path.display().to_string(), reason })?),
+        Some(path) => {
+            Some(read_key(path).map_err(|reason| GatewayError::ApiKey { path: path.display().to_string(), reason })?)
+        }
         None => {
             warn!("no --api-key-file: requests go to orq without an Authorization header");
             None

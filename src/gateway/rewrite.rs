@@ -116,7 +116,8 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
     rest = rest[kind_end..].trim_start();
     let mut name: Option<String> = None;
     while !rest.is_empty() {
-        rest = rest.strip_prefix(';').ok_or_else(|| "Content-Disposition: expected ';' between parameters".to_string())?;
+        rest =
+            rest.strip_prefix(';').ok_or_else(|| "Content-Disposition: expected ';' between parameters".to_string())?;
         rest = rest.trim_start();
         if rest.is_empty() {
             break;
@@ -169,6 +170,34 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
         }
     }
     name.ok_or_else(|| "Content-Disposition has no name parameter".to_string())
+}
+
+/// Every value a lenient reader could take for the field name: whatever follows any
+/// `name` (any case, anywhere, also inside quoted values and `filename`) and `=`.
+fn lenient_names(value: &[u8]) -> Vec<String> {
+    let lower = value.to_ascii_lowercase();
+    let mut out = Vec::new();
+    for at in memmem::find_iter(&lower, b"name") {
+        let rest = &value[at + 4..];
+        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace() || **b == b'*').count()..];
+        let Some(rest) = rest.strip_prefix(b"=") else { continue };
+        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+        let (raw, quoted) = match rest.strip_prefix(b"\"") {
+            Some(q) => (&q[..memchr::memchr(b'"', q).unwrap_or(q.len())], true),
+            None => (
+                &rest[..rest
+                    .iter()
+                    .position(|b| *b == b';' || *b == b'"' || b.is_ascii_whitespace())
+                    .unwrap_or(rest.len())],
+                false,
+            ),
+        };
+        let text = String::from_utf8_lossy(raw).to_string();
+        // `name*=UTF-8''orq`: the value after the charset and language.
+        let text = if !quoted && let Some((_, v)) = text.rsplit_once("''") { v.to_string() } else { text };
+        out.push(text.replace('\\', ""));
+    }
+    out
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -263,6 +292,16 @@ fn part(body: &Bytes, start: usize, end: usize, index: usize) -> Result<Part, Re
         }
     };
     let name = disposition_name(disposition.value).map_err(|reason| RewriteError::AmbiguousPart { index, reason })?;
+    if !is_router_field(&name)
+        && let Some(hidden) = lenient_names(disposition.value).into_iter().find(|n| is_router_field(n))
+    {
+        return Err(RewriteError::AmbiguousPart {
+            index,
+            reason: format!(
+                "Content-Disposition names field {name:?} but a lenient reader would see {hidden:?} in it; refused so no reader can take it for router configuration"
+            ),
+        });
+    }
     let mut head = Vec::with_capacity(header_len + 8);
     for h in headers.iter() {
         head.extend_from_slice(h.name.as_bytes());
@@ -308,7 +347,11 @@ pub fn rewrite(body: &Bytes, boundary: &str, document: &Bytes) -> Result<Rewritt
 
 /// The caller's boundary, unless the policy document contains it (the caller's parts cannot:
 /// they were delimited by it); then a fresh one that no part contains.
-fn choose_boundary<'a>(original: &str, document: &Bytes, parts: impl Iterator<Item = [&'a Bytes; 2]> + Clone) -> String {
+fn choose_boundary<'a>(
+    original: &str,
+    document: &Bytes,
+    parts: impl Iterator<Item = [&'a Bytes; 2]> + Clone,
+) -> String {
     let occurs = |candidate: &str| {
         let needle = format!("--{candidate}");
         let finder = memmem::Finder::new(needle.as_bytes());
@@ -358,7 +401,8 @@ mod tests {
         let boundary = boundary_of(Some(&rewritten.content_type)).expect("boundary");
         let data = Bytes::from(rewritten.to_vec());
         futures::executor::block_on(async move {
-            let mut m = multer::Multipart::new(futures::stream::once(async move { Ok::<_, std::io::Error>(data) }), boundary);
+            let mut m =
+                multer::Multipart::new(futures::stream::once(async move { Ok::<_, std::io::Error>(data) }), boundary);
             let mut out = Vec::new();
             while let Some(field) = m.next_field().await.expect("well-formed") {
                 let name = field.name().unwrap_or_default().to_string();
@@ -378,7 +422,10 @@ mod tests {
             "XyZ",
             &[
                 ("Content-Disposition: form-data; name=\"orq\"", br#"{"retry":{"count":0}}"#),
-                ("Content-Disposition: form-data; name=\"image\"; filename=\"cat.png\"\r\nContent-Type: image/png", &image),
+                (
+                    "Content-Disposition: form-data; name=\"image\"; filename=\"cat.png\"\r\nContent-Type: image/png",
+                    &image,
+                ),
                 ("Content-Disposition: form-data; name=\"model\"", b"openai/dall-e-2"),
                 ("Content-Disposition: form-data; name=\"fallbacks\"", b"[]"),
                 ("Content-Disposition: form-data; name=load_balancer", b"{}"),
@@ -443,6 +490,21 @@ mod tests {
     }
 
     #[test]
+    fn a_router_field_hidden_where_a_lenient_reader_finds_it_is_refused() {
+        for headers in [
+            "Content-Disposition: form-data; filename=\"x; name=orq\"; name=\"image\"",
+            "Content-Disposition: form-data; name=\"image\"; filename=\"a\"; xname=\"retry\"",
+            "Content-Disposition: form-data; filename=\"orq\"; name=\"image\"",
+        ] {
+            let b = body("b", &[(headers, b"x")]);
+            let err = run(b, "b", DOC).expect_err(headers);
+            assert!(matches!(err, RewriteError::AmbiguousPart { .. }), "{headers}: {err:?}");
+        }
+        let fine = body("b", &[("Content-Disposition: form-data; name=\"image\"; filename=\"orq.png\"", b"x")]);
+        assert!(run(fine, "b", DOC).is_ok());
+    }
+
+    #[test]
     fn disposition_parsing_accepts_the_common_forms() {
         assert_eq!(disposition_name(b"form-data; name=\"image\"; filename=\"x.png\"").as_deref(), Ok("image"));
         assert_eq!(disposition_name(b"Form-Data;Name=image").as_deref(), Ok("image"));
@@ -456,7 +518,10 @@ mod tests {
         assert!(matches!(boundary_of(None), Err(RewriteError::NotMultipart(_))));
         assert!(matches!(boundary_of(Some("multipart/form-data")), Err(RewriteError::NotMultipart(_))));
         assert_eq!(boundary_of(Some("Multipart/Form-Data; charset=utf-8; boundary=\"a b\"")), Ok("a b".to_string()));
-        assert_eq!(boundary_of(Some("multipart/form-data; boundary=----WebKitFormBoundary7MA4")), Ok("----WebKitFormBoundary7MA4".into()));
+        assert_eq!(
+            boundary_of(Some("multipart/form-data; boundary=----WebKitFormBoundary7MA4")),
+            Ok("----WebKitFormBoundary7MA4".into())
+        );
         let long = format!("multipart/form-data; boundary={}", "x".repeat(71));
         assert!(boundary_of(Some(&long)).is_err());
         assert!(boundary_of(Some("multipart/mixed; boundary=a")).is_err());

@@ -202,7 +202,9 @@ mod tests {
         for ok in ["team.a", "team-1.my.policy", "a.b"] {
             assert_eq!(check_policy_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "team", ".a", "team.", "../etc.passwd", "team./x", "Team.a", "team..a", "te am.a", "team.a/b", "-t.a"] {
+        for bad in
+            ["", "team", ".a", "team.", "../etc.passwd", "team./x", "Team.a", "team..a", "te am.a", "team.a/b", "-t.a"]
+        {
             assert!(check_policy_name(bad).is_err(), "{bad}");
         }
         assert_eq!(policy_of_file("team.a.json"), Some("team.a"));

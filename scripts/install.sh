@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for routerpolicy development: the Rust components the checks use,
 # the system tools the tests use, the test control plane (kube-apiserver, etcd, kubectl built
-# from the Go module proxy, cached under target/control-plane/), and a release build.
+# from the Go module proxy, cached under target/control-plane/), helm for the chart's tests
+# (cached under target/tools/), and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +23,6 @@ if ! need openssl || ! need cc; then
 fi
 
 tests/control-plane/build.sh >/dev/null
+tests/control-plane/build-helm.sh >/dev/null
 cargo build --release --locked
 echo "ready: target/release/routerpolicy"

@@ -10,6 +10,8 @@ step() { printf '\n==> %s\n' "$*"; }
 step "test control plane"
 export ROUTERPOLICY_CONTROL_PLANE_BIN="${ROUTERPOLICY_CONTROL_PLANE_BIN:-$(tests/control-plane/build.sh | tail -n 1)}"
 "$ROUTERPOLICY_CONTROL_PLANE_BIN/kube-apiserver" --version
+export ROUTERPOLICY_HELM="${ROUTERPOLICY_HELM:-$(tests/control-plane/build-helm.sh | tail -n 1)}"
+"$ROUTERPOLICY_HELM" version --short
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,6 +23,8 @@ step "crds/ is generated from the Rust types"
 cargo build --locked --release
 diff -u crds/imagevariationpolicies.routerpolicy.io.yaml <(target/release/routerpolicy crd) \
   || { echo "crds/ drifted: run 'target/release/routerpolicy crd > crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
+diff -u crds/imagevariationpolicies.routerpolicy.io.yaml charts/routerpolicy/crds/imagevariationpolicies.routerpolicy.io.yaml \
+  || { echo "the chart's CRD drifted: run 'target/release/routerpolicy crd > charts/routerpolicy/crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
 
 step "cargo test (unit, property, CLI, end-to-end on the real control plane)"
 cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,365 @@
+//! The Helm chart and deploy/ on the real control plane (issue 9): `helm lint`, `helm
+//! template` accepted server-side, the chart's RBAC, admission policies and security
+//! settings equal deploy/'s (operator and gateway), and the documented uninstall of both
+//! leaves nothing stuck and no operator-written key without a policy behind it.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{Instance, control_plane, eventually, repo_root};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The helm binary: `ROUTERPOLICY_HELM`, else built (or reused) by build-helm.sh.
+fn helm_path() -> PathBuf {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Some(path) = std::env::var_os("ROUTERPOLICY_HELM") {
+            return PathBuf::from(path);
+        }
+        let out = Command::new(repo_root().join("tests/control-plane/build-helm.sh")).output().expect("build-helm.sh");
+        assert!(out.status.success(), "build-helm.sh: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("helm path").trim())
+    })
+    .clone()
+}
+
+/// Runs helm against the test control plane, with its caches in the control plane's dir.
+fn helm(args: &[&str]) -> Output {
+    let cp = control_plane();
+    let home = cp.dir.join("helm");
+    Command::new(helm_path())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(repo_root())
+        .output()
+        .expect("run helm")
+}
+
+fn helm_ok(args: &[&str]) -> String {
+    let out = helm(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `helm template` of the chart as release `routerpolicy` in `routerpolicy-system`.
+fn template(extra: &[&str]) -> String {
+    let mut args = vec![
+        "template",
+        "routerpolicy",
+        "charts/routerpolicy",
+        "-n",
+        "routerpolicy-system",
+        "--kube-version",
+        "1.35.4",
+    ];
+    args.extend_from_slice(extra);
+    helm_ok(&args)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(yaml)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| {
+        panic!(
+            "no {kind} {name} among {:?}",
+            docs.iter().map(|d| format!("{}/{}", d["kind"], d["metadata"]["name"])).collect::<Vec<_>>()
+        )
+    })
+}
+
+fn kustomize(dir: &str) -> Vec<Value> {
+    documents(&control_plane().kubectl_ok(&["kustomize", repo_root().join(dir).to_str().expect("utf-8")]))
+}
+
+#[test]
+fn helm_lint_passes_with_default_and_optional_values() {
+    helm_ok(&["lint", "charts/routerpolicy", "--strict", "--kube-version", "1.35.4"]);
+    helm_ok(&[
+        "lint",
+        "charts/routerpolicy",
+        "--strict",
+        "--kube-version",
+        "1.35.4",
+        "--set",
+        "gateway.enabled=true,gateway.defaultPolicy=team.a,namespaces={a,b},leaderElection.enabled=false,replicas=1,logFormat=text",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_template_is_accepted_by_the_api_server() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "chart").await;
+    for values in ["gateway.enabled=false", "gateway.enabled=true,namespaces={a,b},gateway.defaultPolicy=team.a"] {
+        let rendered = helm_ok(&[
+            "template",
+            "rp",
+            "charts/routerpolicy",
+            "-n",
+            &ns,
+            "--kube-version",
+            "1.35.4",
+            "--include-crds",
+            "--set",
+            values,
+        ]);
+        let out = cp.kubectl_with(
+            &cp.kubeconfig,
+            &["apply", "--server-side", "--dry-run=server", "--field-manager=chart-test", "-f", "-"],
+            Some(&rendered),
+        );
+        assert!(out.status.success(), "{values}: {}", String::from_utf8_lossy(&out.stderr));
+        let applied = String::from_utf8_lossy(&out.stdout);
+        for object in ["customresourcedefinition", "deployment.apps/rp-routerpolicy", "validatingadmissionpolicy"] {
+            assert!(applied.contains(object), "{values}: {object} not applied:\n{applied}");
+        }
+    }
+}
+
+/// The fields of a pod template that decide its security and operation.
+fn pod_settings(deployment: &Value) -> Value {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    json!({
+        "podSecurityContext": pod["securityContext"],
+        "automountServiceAccountToken": pod["automountServiceAccountToken"],
+        "terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"],
+        "containerSecurityContext": c["securityContext"],
+        "resources": c["resources"],
+        "ports": c["ports"],
+        "livenessProbe": c["livenessProbe"],
+        "readinessProbe": c["readinessProbe"],
+        "lifecycle": c["lifecycle"],
+        "env": c["env"],
+        "volumeMounts": c["volumeMounts"],
+    })
+}
+
+#[test]
+fn the_charts_rbac_admission_policies_and_security_settings_equal_deploy() {
+    let chart = documents(&template(&[]));
+    let deploy = kustomize("deploy");
+    for (kind, chart_name, deploy_name) in [
+        ("ClusterRole", "routerpolicy", "routerpolicy"),
+        ("Role", "routerpolicy-leader-election", "routerpolicy-leader-election"),
+    ] {
+        assert_eq!(find(&chart, kind, chart_name)["rules"], find(&deploy, kind, deploy_name)["rules"], "{kind} rules");
+    }
+    for (kind, name) in [("ClusterRoleBinding", "routerpolicy"), ("RoleBinding", "routerpolicy-leader-election")] {
+        assert_eq!(find(&chart, kind, name)["subjects"], find(&deploy, kind, name)["subjects"], "{kind} subjects");
+        assert_eq!(find(&chart, kind, name)["roleRef"], find(&deploy, kind, name)["roleRef"], "{kind} roleRef");
+    }
+    for name in ["routerpolicy-configmap-writes", "routerpolicy-targetrefs-unique"] {
+        assert_eq!(
+            find(&chart, "ValidatingAdmissionPolicy", name)["spec"],
+            find(&deploy, "ValidatingAdmissionPolicy", name)["spec"],
+            "ValidatingAdmissionPolicy {name}"
+        );
+        assert_eq!(
+            find(&chart, "ValidatingAdmissionPolicyBinding", name)["spec"],
+            find(&deploy, "ValidatingAdmissionPolicyBinding", name)["spec"],
+            "ValidatingAdmissionPolicyBinding {name}"
+        );
+    }
+    let (chart_sa, deploy_sa) =
+        (find(&chart, "ServiceAccount", "routerpolicy"), find(&deploy, "ServiceAccount", "routerpolicy"));
+    assert_eq!(chart_sa["metadata"]["namespace"], deploy_sa["metadata"]["namespace"]);
+    assert_eq!(chart_sa["automountServiceAccountToken"], deploy_sa["automountServiceAccountToken"]);
+
+    let (chart_op, deploy_op) =
+        (find(&chart, "Deployment", "routerpolicy"), find(&deploy, "Deployment", "routerpolicy"));
+    assert_eq!(pod_settings(chart_op), pod_settings(deploy_op), "operator pod settings");
+    assert_eq!(chart_op["spec"]["replicas"], deploy_op["spec"]["replicas"]);
+    let args = chart_op["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
+    for arg in deploy_op["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default() {
+        assert!(args.contains(&arg), "the chart's operator args lack {arg}: {args:?}");
+    }
+    assert_eq!(
+        find(&chart, "Service", "routerpolicy-metrics")["spec"]["ports"],
+        find(&deploy, "Service", "routerpolicy-metrics")["spec"]["ports"]
+    );
+
+    // The optional gateway equals deploy/gateway/ (names aside).
+    let chart = documents(&template(&["--set", "gateway.enabled=true,gateway.namespace=image-gateway"]));
+    let deploy = kustomize("deploy/gateway");
+    let (chart_gw, deploy_gw) =
+        (find(&chart, "Deployment", "routerpolicy-gateway"), find(&deploy, "Deployment", "routerpolicy-gateway"));
+    assert_eq!(pod_settings(chart_gw), pod_settings(deploy_gw), "gateway pod settings");
+    assert_eq!(chart_gw["metadata"]["namespace"], "image-gateway");
+    assert_eq!(
+        chart_gw["spec"]["template"]["spec"]["volumes"], deploy_gw["spec"]["template"]["spec"]["volumes"],
+        "gateway volumes"
+    );
+    assert_eq!(
+        find(&chart, "ServiceAccount", "routerpolicy-gateway")["automountServiceAccountToken"],
+        find(&deploy, "ServiceAccount", "routerpolicy-gateway")["automountServiceAccountToken"],
+    );
+    let gw_args = chart_gw["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
+    for arg in deploy_gw["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default() {
+        assert!(gw_args.contains(&arg), "the chart's gateway args lack {arg}: {gw_args:?}");
+    }
+}
+
+fn policy(namespace: &str, name: &str, target: &str) -> String {
+    json!({
+        "apiVersion": "routerpolicy.io/v1alpha1",
+        "kind": "ImageVariationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"targetRefs": [{"name": target}], "retry": {"count": 2, "onCodes": [429]}},
+    })
+    .to_string()
+}
+
+/// Every key in every routerpolicy-managed ConfigMap, with whether its policy exists.
+fn orphan_keys() -> Vec<String> {
+    let cp = control_plane();
+    let cms: Value = serde_json::from_str(&cp.kubectl_ok(&[
+        "get",
+        "configmaps",
+        "-A",
+        "-l",
+        "app.kubernetes.io/managed-by=routerpolicy",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    let has_crd = cp.kubectl(&["get", "crd", "imagevariationpolicies.routerpolicy.io"]).status.success();
+    let mut orphans = Vec::new();
+    for cm in cms["items"].as_array().cloned().unwrap_or_default() {
+        for key in cm["data"].as_object().map(|d| d.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            let Some((ns, rest)) = key.split_once('.') else { continue };
+            let name = rest.trim_end_matches(".json");
+            let exists = has_crd && cp.kubectl(&["get", "ivp", "-n", ns, name]).status.success();
+            if !exists {
+                orphans.push(format!("{}/{}: {key}", cm["metadata"]["namespace"], cm["metadata"]["name"]));
+            }
+        }
+    }
+    orphans
+}
+
+/// Deletes a namespace as the namespace controller would (the test control plane runs no
+/// controller-manager): mark it deleted, delete its contents, finalize; returns once gone.
+async fn delete_namespace_holding_policies(ns: &str) {
+    let cp = control_plane();
+    cp.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+    let out = cp.kubectl(&["delete", "ivp", "--all", "-n", ns, "--timeout=20s"]);
+    assert!(out.status.success(), "policies must go with no operator: {}", String::from_utf8_lossy(&out.stderr));
+    cp.kubectl_ok(&["delete", "configmaps", "--all", "-n", ns, "--timeout=20s"]);
+    let finalize =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": []}});
+    let out = cp.kubectl_with(
+        &cp.kubeconfig,
+        &["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", "-"],
+        Some(&finalize.to_string()),
+    );
+    assert!(out.status.success(), "finalize: {}", String::from_utf8_lossy(&out.stderr));
+    eventually(WAIT, &format!("namespace {ns} gone"), || async {
+        (!cp.kubectl(&["get", "namespace", ns]).status.success()).then_some(())
+    })
+    .await;
+}
+
+fn keys_of(ns: &str, cm: &str) -> String {
+    let out = control_plane().kubectl(&["get", "cm", cm, "-n", ns, "-o", "jsonpath={.data}"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The README's uninstall, for one way of installing: policies deleted first (the operator
+/// prunes their keys), then the operator; a namespace still holding a policy is deleted
+/// afterwards; last, the gateway ConfigMaps routerpolicy created.
+async fn install_use_and_uninstall(how: &str) {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let team = cp.namespace(&client, &format!("team-{how}")).await;
+    let late = cp.namespace(&client, &format!("late-{how}")).await;
+    let deploy = repo_root().join("deploy");
+    let deploy = deploy.to_str().expect("utf-8");
+    if how == "kustomize" {
+        cp.kubectl_ok(&["apply", "--server-side", "-k", deploy]);
+    } else {
+        // deploy/ takes routerpolicy-system with it (a namespace stays Terminating here: no
+        // namespace controller), so the chart goes to another.
+        helm_ok(&[
+            "install",
+            "routerpolicy",
+            "charts/routerpolicy",
+            "-n",
+            "routerpolicy-helm",
+            "--create-namespace",
+            "--skip-crds",
+        ]);
+    }
+    cp.kubectl_ok(&["get", "clusterrole", "routerpolicy"]);
+    // No kubelet here: the operator runs as a process, as the Deployment's pod would.
+    let mut operator =
+        Instance::start(&cp.kubeconfig, &format!("uninstall-{how}"), &[&format!("--namespaces={team},{late}")]);
+    for (ns, name) in [(&team, "a"), (&team, "b"), (&late, "c")] {
+        let out = cp.apply(&policy(ns, name, "gw"));
+        assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    eventually(WAIT, "keys written", || async {
+        let (t, l) = (keys_of(&team, "gw"), keys_of(&late, "gw"));
+        (t.contains(&format!("{team}.a.json"))
+            && t.contains(&format!("{team}.b.json"))
+            && l.contains(&format!("{late}.c.json")))
+        .then_some(())
+    })
+    .await;
+
+    // 1. Delete the policies while the operator runs: it prunes their keys.
+    cp.kubectl_ok(&["delete", "ivp", "--all", "-n", &team, "--timeout=20s"]);
+    eventually(WAIT, "the team's keys pruned", || async { (!keys_of(&team, "gw").contains(".json")).then_some(()) })
+        .await;
+    // 2. Remove the operator.
+    operator.terminate();
+    if how == "kustomize" {
+        cp.kubectl_ok(&["delete", "-k", deploy, "--wait=false"]);
+    } else {
+        helm_ok(&["uninstall", "routerpolicy", "-n", "routerpolicy-helm"]);
+    }
+    for (kind, name) in [
+        ("clusterrole", "routerpolicy"),
+        ("clusterrolebinding", "routerpolicy"),
+        ("validatingadmissionpolicy", "routerpolicy-configmap-writes"),
+        ("validatingadmissionpolicybinding", "routerpolicy-targetrefs-unique"),
+    ] {
+        assert!(!cp.kubectl(&["get", kind, name]).status.success(), "{how}: {kind}/{name} left after uninstall");
+    }
+    // A namespace that still holds a policy: its deletion completes with no operator (no
+    // finalizer on policies).
+    delete_namespace_holding_policies(&late).await;
+    assert!(orphan_keys().is_empty(), "{how}: keys without a policy: {:?}", orphan_keys());
+    // 3. What stays, as the README says: the emptied gateway ConfigMaps (the operator never
+    // deletes); the README's last step removes them.
+    assert!(cp.kubectl(&["get", "cm", "gw", "-n", &team]).status.success());
+    cp.kubectl_ok(&["delete", "configmaps", "-A", "-l", "app.kubernetes.io/managed-by=routerpolicy"]);
+    assert!(!cp.kubectl(&["get", "cm", "gw", "-n", &team]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_with_kustomize_then_helm_leaves_nothing_stuck() {
+    // One after the other: both install the same cluster-scoped names.
+    install_use_and_uninstall("kustomize").await;
+    install_use_and_uninstall("helm").await;
+}

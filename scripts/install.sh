@@ -24,5 +24,5 @@ fi
 
 tests/control-plane/build.sh >/dev/null
 tests/control-plane/build-helm.sh >/dev/null
-cargo build --release --locked
+cargo build --release --locked --bin routerpolicy --example fake-orq
 echo "ready: target/release/routerpolicy"

@@ -4,9 +4,12 @@
 # Starts etcd and kube-apiserver (the test control plane, built from the Go module proxy and
 # cached under target/control-plane/), installs the CRD, runs the release operator as its own
 # process with its normal flags, applies examples/ (and shows the invalid one being refused),
-# waits until the policies are Ready, prints their status and one rendered ConfigMap, then a
-# line `export KUBECONFIG=<path>`, and stays up: apply more policies meanwhile. Ctrl-C (SIGINT)
-# or SIGTERM stops every process it started and removes its temporary files.
+# waits until the policies are Ready, prints their status and one rendered ConfigMap, runs the
+# gateway (`routerpolicy gateway`) in front of a fake orq with that ConfigMap mirrored into a
+# directory as kubelet mounts it, shows one proxied request and what orq received, then prints
+# a line `export KUBECONFIG=<path>`, and stays up: apply or edit policies meanwhile (the
+# gateway follows). Ctrl-C (SIGINT) or SIGTERM stops every process it started and removes its
+# temporary files.
 #
 #   scripts/sandbox.sh
 #
@@ -21,9 +24,10 @@ say() { printf '==> %s\n' "$*"; }
 bin=$(tests/control-plane/build.sh | tail -n 1)
 kubectl="$bin/kubectl"
 operator=target/release/routerpolicy
-if [ ! -x "$operator" ]; then
-  say "building the release operator (once)"
-  cargo build --release --locked
+fake=target/release/examples/fake-orq
+if [ ! -x "$operator" ] || [ ! -x "$fake" ]; then
+  say "building the release binary and the fake orq (once)"
+  cargo build --release --locked --bin routerpolicy --example fake-orq
 fi
 
 work=${SANDBOX_DIR:-$(mktemp -d -t routerpolicy-sandbox-XXXXXX)}
@@ -139,11 +143,69 @@ say "the gateway ConfigMap team-a/image-gateway-policies (one file per policy fo
 "$kubectl" get configmap -n team-a image-gateway-policies \
   -o go-template='{{range $key, $doc := .data}}{{$key}}: {{$doc}}{{"\n"}}{{end}}'
 
+# The gateway's mount of team-a/image-gateway-policies, kept as kubelet keeps a ConfigMap
+# volume: the data in a timestamped directory, `..data` swapped atomically, one symlink per key.
+mount="$work/gateway-policies"
+mkdir -p "$mount"
+sync_policies() {
+  local tmp key ts old
+  tmp=$(mktemp -d "$mount/..tmp.XXXXXX")
+  if ! "$kubectl" get configmap -n team-a image-gateway-policies \
+      -o go-template='{{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}' >"$tmp/.keys" 2>/dev/null; then
+    rm -rf "$tmp"; return 0
+  fi
+  while read -r key; do
+    [ -n "$key" ] && "$kubectl" get configmap -n team-a image-gateway-policies \
+      -o go-template="{{index .data \"$key\"}}" >"$tmp/$key"
+  done <"$tmp/.keys"
+  if [ -e "$mount/..data" ] && diff -r "$tmp" "$mount/..data/" >/dev/null 2>&1; then
+    rm -rf "$tmp"; return 0
+  fi
+  old=$(readlink "$mount/..data" 2>/dev/null || true)
+  ts="..$(date +%Y_%m_%d_%H_%M_%S.%N)"
+  mv "$tmp" "$mount/$ts"
+  ln -sfn "$ts" "$mount/..data_tmp" && mv -Tf "$mount/..data_tmp" "$mount/..data"
+  while read -r key; do
+    [ -n "$key" ] && [ ! -L "$mount/$key" ] && ln -s "..data/$key" "$mount/$key"
+  done <"$mount/..data/.keys"
+  for link in "$mount"/*.json; do [ -L "$link" ] && [ ! -e "$link" ] && rm -f "$link"; done
+  [ -n "$old" ] && rm -rf "${mount:?}/$old"
+  return 0
+}
+sync_policies
+(while :; do sleep 1; sync_policies; done) &
+pids+=($!)
+
+fake_port=$(free_port); gateway_port=$(free_port)
+"$fake" serve "127.0.0.1:$fake_port" >"$work/fake-orq.jsonl" 2>"$work/fake-orq.log" &
+pids+=($!)
+printf 'sk-sandbox-not-a-real-key\n' >"$work/orq-api-key"
+say "starting the gateway: routerpolicy gateway --listen=127.0.0.1:$gateway_port --config-dir=$mount --upstream=http://127.0.0.1:$fake_port (a fake orq)"
+"$operator" gateway --listen="127.0.0.1:$gateway_port" --config-dir="$mount" \
+  --upstream="http://127.0.0.1:$fake_port" --api-key-file="$work/orq-api-key" >"$work/gateway.log" 2>&1 &
+pids+=($!)
+ready() { # ready PORT: GET /readyz answers 200
+  local line
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+  read -r line <&3 || true
+  exec 3<&- 3>&-
+  [[ "$line" == *" 200 "* ]]
+}
+for _ in $(seq 1 100); do ready "$gateway_port" && break; sleep 0.1; done
+say "one request through the gateway: policy team-a.avatars, with the caller's own orq field and Authorization"
+"$fake" send "http://127.0.0.1:$gateway_port" team-a.avatars | sed 's/^/    /'
+for _ in $(seq 1 20); do [ -s "$work/fake-orq.jsonl" ] && break; sleep 0.1; done
+say "what orq received (the policy's document as the orq field; the gateway's key, not the caller's):"
+sed 's/^/    /' "$work/fake-orq.jsonl"
+
 echo
 echo "The sandbox is up. In another shell:"
 echo "export KUBECONFIG=$KUBECONFIG"
 echo "    $kubectl get ivp -A"
 echo "    metrics: http://127.0.0.1:$metrics_port/metrics     operator log: $work/operator.log"
+echo "    gateway: http://127.0.0.1:$gateway_port/v2/router/images/variations (X-Routerpolicy-Policy: team-a.<name>)"
+echo "    $fake send http://127.0.0.1:$gateway_port team-a.avatars    # what orq receives: $work/fake-orq.jsonl"
 echo "Ctrl-C stops everything."
 
 # Stay up until a signal, or until a process dies.

@@ -20,7 +20,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
 step "crds/ is generated from the Rust types"
-cargo build --locked --release
+cargo build --locked --release --bin routerpolicy --example fake-orq
 diff -u crds/imagevariationpolicies.routerpolicy.io.yaml <(target/release/routerpolicy crd) \
   || { echo "crds/ drifted: run 'target/release/routerpolicy crd > crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
 diff -u crds/imagevariationpolicies.routerpolicy.io.yaml charts/routerpolicy/crds/imagevariationpolicies.routerpolicy.io.yaml \

@@ -1,6 +1,7 @@
 //! `scripts/sandbox.sh`, the README's command for the main job, run as a newcomer would: it
 //! comes up with every example Ready and prints `export KUBECONFIG=…`; a policy applied
-//! meanwhile becomes Ready; SIGTERM stops every process it started and removes its files.
+//! meanwhile becomes Ready; the gateway it runs proxies a request with the policy's document
+//! and follows a new policy; SIGTERM stops every process it started and removes its files.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -69,6 +70,29 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     {
         assert!(output.contains(expected), "the sandbox did not print {expected:?}:\n{output}");
     }
+    // The gateway step: one proxied request; orq received the policy's document and the
+    // gateway's key.
+    let avatars_hash = output
+        .lines()
+        .find(|l| l.starts_with("team-a      avatars"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("avatars' hash in the status table");
+    for expected in [
+        "HTTP 200 ".to_string(),
+        format!("X-Routerpolicy-Policy-Hash: {avatars_hash}"),
+        r#"{"name":"orq","value":"{\"name\":\"avatar-variations\""#.to_string(),
+        r#""authorization":"Bearer sk-sand"#.to_string(),
+    ] {
+        assert!(output.contains(&expected), "the sandbox did not print {expected:?}:\n{output}");
+    }
+    let (fake, gateway) = printed
+        .iter()
+        .find_map(|l| {
+            let (command, _) = l.trim().split_once(" team-a.avatars")?;
+            let (fake, url) = command.split_once(" send ")?;
+            Some((PathBuf::from(fake), url.to_string()))
+        })
+        .expect("the fake-orq send hint line");
     let kubectl = printed
         .iter()
         .find_map(|l| l.trim().strip_suffix(" get ivp -A"))
@@ -97,6 +121,20 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = kube(&["wait", "-n", "team-a", "--for=condition=Ready", "--timeout=60s", "ivp/mine"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The gateway serves it once the mirrored ConfigMap has it (the sandbox syncs every second).
+    let served = Instant::now();
+    loop {
+        let out = Command::new(&fake).args(["send", &gateway, "team-a.mine"]).output().expect("fake-orq send");
+        if String::from_utf8_lossy(&out.stdout).starts_with("HTTP 200") {
+            break;
+        }
+        assert!(
+            served.elapsed() < Duration::from_secs(30),
+            "the gateway never served team-a.mine: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // SIGTERM: everything it started stops, its files go.
     let _ = Command::new("kill").arg("-TERM").arg(sandbox.0.id().to_string()).status();

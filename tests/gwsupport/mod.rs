@@ -138,8 +138,14 @@ async fn upstream_handler(State(state): State<Arc<UpstreamState>>, request: Requ
 }
 
 impl FakeUpstream {
-    /// Starts one on the current tokio runtime. `record` keeps every request's fields.
+    /// Starts one on a free loopback port of the current tokio runtime. `record` keeps every
+    /// request's fields.
     pub async fn start(record: bool) -> FakeUpstream {
+        FakeUpstream::start_on("127.0.0.1:0", record).await
+    }
+
+    /// Starts one on `addr`.
+    pub async fn start_on(addr: &str, record: bool) -> FakeUpstream {
         let state = Arc::new(UpstreamState {
             record,
             received: Mutex::new(Vec::new()),
@@ -147,7 +153,7 @@ impl FakeUpstream {
             bytes: AtomicU64::new(0),
             mode: Mutex::new(Mode::Ok),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind fake upstream");
         let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new().fallback(upstream_handler).with_state(state.clone());
         tokio::spawn(async move {
@@ -267,7 +273,9 @@ impl GatewayProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = log_dir.join(format!("gateway-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+        // Set for tests and benches; the fake-orq example does not start gateways.
+        let binary = option_env!("CARGO_BIN_EXE_routerpolicy").expect("built by cargo test or cargo bench");
+        let child = Command::new(binary)
             .arg("gateway")
             .arg(format!("--listen={addr}"))
             .args(args)

@@ -363,3 +363,30 @@ async fn uninstall_with_kustomize_then_helm_leaves_nothing_stuck() {
     install_use_and_uninstall("kustomize").await;
     install_use_and_uninstall("helm").await;
 }
+
+/// The Dockerfile's build stage sees only what it COPYs; the manifest must load from that
+/// (cargo refuses a manifest whose declared bench or example files are missing).
+#[test]
+fn the_dockerfile_copies_everything_the_manifest_needs() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
+    let context = tempfile::tempdir().expect("tempdir");
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from=")) {
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let (sources, _destination) = words.split_at(words.len() - 1);
+        for source in sources {
+            let status =
+                Command::new("cp").arg("-r").arg(repo_root().join(source)).arg(context.path()).status().expect("cp");
+            assert!(status.success(), "COPY {source}: missing in the repository");
+        }
+    }
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--offline", "--format-version", "1"])
+        .current_dir(context.path())
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "the image's build context cannot load Cargo.toml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -274,7 +274,9 @@ impl GatewayProcess {
         let log = log_dir.join(format!("gateway-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         // Set for tests and benches; the fake-orq example does not start gateways.
-        let binary = option_env!("CARGO_BIN_EXE_routerpolicy").expect("built by cargo test or cargo bench");
+        let Some(binary) = option_env!("CARGO_BIN_EXE_routerpolicy") else {
+            panic!("GatewayProcess needs the binary cargo builds for tests and benches");
+        };
         let child = Command::new(binary)
             .arg("gateway")
             .arg(format!("--listen={addr}"))
@@ -418,8 +420,11 @@ pub fn send(addr: SocketAddr, head: &[u8], body: &[u8], pause: Option<&dyn Fn()>
     parse_response(&raw)
 }
 
-/// A multipart body: (name, file name, content type, data) parts.
-pub fn multipart(boundary: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Vec<u8> {
+/// One part of a multipart body: name, file name, content type, data.
+pub type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A multipart body of `parts`.
+pub fn multipart(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, file, ct, data) in parts {
         out.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());

@@ -88,11 +88,19 @@ fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
 }
 
 #[test]
-fn prometheus_alerts_only_use_metrics_the_operator_serves() {
+fn prometheus_alerts_only_use_metrics_the_operator_and_gateway_serve() {
     let metrics = routerpolicy::metrics::Metrics::default();
     metrics.reconciled("success", 0.01);
     metrics.set_ready("ns/p", Some("false"));
-    let exposition = metrics.encode();
+    let gateway = routerpolicy::gateway::GatewayMetrics::default();
+    let policy = routerpolicy::gateway::PolicyLabels { policy: "ns.p".into() };
+    gateway.reload_errors.get_or_create(&policy).inc();
+    gateway.upstream_duration.get_or_create(&policy).observe(0.1);
+    gateway
+        .requests
+        .get_or_create(&routerpolicy::gateway::RequestLabels { policy: "ns.p".into(), code: "502".into() })
+        .inc();
+    let exposition = format!("{}{}", metrics.encode(), gateway.encode());
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus-alerts.yaml")).expect("alerts");
     let alerts: Value = serde_norway::from_str(&text).expect("yaml");

@@ -119,11 +119,12 @@ pub struct GatewayOptions {
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: u64,
-    /// Time to open a connection to orq (TCP and TLS) before answering 504.
+    /// Time to open a TCP connection to orq before answering 504 (the TLS handshake counts
+    /// toward --request-timeout).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONNECT_TIMEOUT", default_value = "5s")]
     pub connect_timeout: Timeout,
-    /// Time from sending a request to orq until its response headers arrive before
-    /// answering 504.
+    /// Time from sending a request to orq (connection and TLS included) until its response
+    /// headers arrive before answering 504.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_REQUEST_TIMEOUT", default_value = "120s")]
     pub request_timeout: Timeout,
     /// How often the config directory and the key file are checked for changes.

@@ -592,7 +592,8 @@ enum BodyError {
 /// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
 /// from hyper's read buffer into this one), refusing more than `max` bytes.
 async fn read_body(mut body: Body, max: u64, declared: Option<u64>) -> Result<Bytes, BodyError> {
-    let capacity = declared.unwrap_or(64 * 1024).min(max) as usize;
+    // A caller's Content-Length reserves at most 8 MiB up front; larger bodies grow the buffer.
+    let capacity = declared.unwrap_or(64 * 1024).min(max).min(8 * 1024 * 1024) as usize;
     let mut buffer = bytes::BytesMut::with_capacity(capacity);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Read)?;
@@ -713,9 +714,19 @@ fn reload_once(gw: &Gateway, dir: &Path, last: &mut Option<Fingerprint>) -> bool
     for p in &result.removed {
         info!(policy = %p, "policy file removed; no longer served");
     }
-    gw.metrics.policy_info.clear();
-    for p in result.snapshot.policies.values() {
-        gw.metrics.policy_info.get_or_create(&PolicyInfoLabels { policy: p.name.clone(), hash: p.hash.clone() }).set(1);
+    // Only the series that change: a scrape never sees a served policy without its series.
+    for name in result.changed.iter().chain(&result.removed) {
+        if let Some(before) = previous.policies.get(name) {
+            gw.metrics.policy_info.remove(&PolicyInfoLabels { policy: name.clone(), hash: before.hash.clone() });
+        }
+    }
+    for name in result.added.iter().chain(&result.changed) {
+        if let Some(p) = result.snapshot.policies.get(name) {
+            gw.metrics
+                .policy_info
+                .get_or_create(&PolicyInfoLabels { policy: p.name.clone(), hash: p.hash.clone() })
+                .set(1);
+        }
     }
     gw.metrics.policies.set(result.snapshot.policies.len() as i64);
     gw.metrics.reloads.inc();

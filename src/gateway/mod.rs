@@ -8,8 +8,9 @@
 //!
 //! Crates, and why:
 //! - **axum / hyper 1** serve HTTP: already in the tree for the operator's `/metrics`, the
-//!   de-facto Rust HTTP stack, and `axum::serve(..).with_graceful_shutdown` drains in-flight
-//!   requests on SIGTERM.
+//!   de-facto Rust HTTP stack. Connections are served by hyper's HTTP/1 builder directly (not
+//!   `axum::serve`) for a header read timeout, with hyper-util's `GracefulShutdown`, which
+//!   drains in-flight requests on SIGTERM.
 //! - **hyper-util's client + hyper-rustls** (ring) talk to orq: the same stack kube-rs uses (no
 //!   second TLS library in the binary), connection pooling, a connect timeout on the
 //!   connector; roots from the system store (honouring `SSL_CERT_FILE`) and, where the image
@@ -169,9 +170,6 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
-    /// The server failed.
-    #[error("HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 impl GatewayError {
@@ -865,15 +863,50 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             let _ = stop_tx.send(true);
         }
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(drain).await;
+    serve(listener, app, drain).await;
     let _ = reload_task.await;
-    match served {
-        Ok(()) => {
-            info!("drained; stopped");
-            Ok(())
+    info!("drained; stopped");
+    Ok(())
+}
+
+/// How long a client may take to send a request's head; a connection that sends nothing for
+/// this long is closed (slow-client protection; axum::serve sets no such bound).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` (HTTP/1.1, keep-alive, a header read timeout) until `drain`
+/// resolves; then stops accepting and waits for every open connection's requests to finish.
+async fn serve(listener: tokio::net::TcpListener, app: Router, drain: impl std::future::Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = watched.await {
+                        debug!(error = %e, "connection closed with an error");
+                    }
+                });
+            }
+            _ = &mut drain => break,
         }
-        Err(e) => Err(GatewayError::Serve(e)),
     }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 #[cfg(test)]

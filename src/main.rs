@@ -112,43 +112,36 @@ fn main() -> ExitCode {
         }
         Command::Gateway(options) => {
             routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match runtime.block_on(routerpolicy::gateway::run(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    if let Some(hint) = e.hint() {
-                        eprintln!("hint: {hint}");
-                    }
-                    ExitCode::from(1)
-                }
-            }
+            serve(routerpolicy::gateway::run(options), routerpolicy::gateway::GatewayError::hint)
         }
         Command::Run(options) => {
             routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match runtime.block_on(routerpolicy::runtime::run(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    if let Some(hint) = e.hint() {
-                        eprintln!("hint: {hint}");
-                    }
-                    ExitCode::from(1)
-                }
+            serve(routerpolicy::runtime::run(options), routerpolicy::runtime::RunError::hint)
+        }
+    }
+}
+
+/// Runs a long-lived command (`run`, `gateway`) on a multi-threaded runtime; its error, with a
+/// hint where one helps, is exit code 1.
+fn serve<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<(), E>>,
+    hint: fn(&E) -> Option<&'static str>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = hint(&e) {
+                eprintln!("hint: {hint}");
             }
+            ExitCode::from(1)
         }
     }
 }

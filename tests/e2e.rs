@@ -419,13 +419,24 @@ async fn a_burst_of_policy_changes_to_one_target_costs_few_writes() {
     converged(1).await;
     let after_create = operator.metrics.configmap_writes.get();
 
-    // One burst of N edits, all at once.
+    // One burst of N edits, all at once. A target waits for 8 ms of quiet but at most 200 ms,
+    // so a burst costs a few writes, not one per edit. How long N patches take, and how often
+    // their watch events leave an 8 ms gap, depends on the machine's load: the bound grows with
+    // the burst's duration (one write per 100 ms) and never exceeds N / 4.
+    let started = std::time::Instant::now();
     apply_all(2).await;
+    let spread = started.elapsed();
     converged(2).await;
     let burst_writes = operator.metrics.configmap_writes.get() - after_create;
-    println!("{N} policies created: {after_create} ConfigMap writes; {N} edits in one burst: {burst_writes} writes");
+    println!(
+        "{N} policies created: {after_create} ConfigMap writes; {N} edits in one burst over {spread:?}: {burst_writes} writes"
+    );
     assert!(after_create as usize <= N / 4, "{after_create} writes for {N} new policies: writes are not batched");
-    assert!(burst_writes <= 3, "{burst_writes} writes for a burst of {N} edits to one target: expected O(1)");
+    let allowed = (3 + spread.as_millis() as u64 / 100).min(N as u64 / 4);
+    assert!(
+        burst_writes <= allowed,
+        "{burst_writes} writes for a burst of {N} edits over {spread:?} to one target: expected at most {allowed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,25 +228,7 @@ async fn a_namespace_holding_policies_is_deleted_with_no_operator_installed() {
     converged(&client, &ns, POLICIES, 2, &[], || operator.log()).await;
     operator.terminate();
 
-    // The test control plane runs no kube-controller-manager, so the test does what its
-    // namespace controller does: mark the namespace deleted, delete its contents, finalize.
-    cp.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
-    let out = cp.kubectl(&["delete", "ivp", "--all", "-n", &ns, "--timeout=20s"]);
-    assert!(out.status.success(), "policies must go without an operator: {}", String::from_utf8_lossy(&out.stderr));
-    let left = cp.kubectl_ok(&["get", "ivp", "-n", &ns, "-o", "name"]);
-    assert!(left.trim().is_empty(), "policies left behind: {left}");
-    let finalize =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": []}});
-    let out = cp.kubectl_with(
-        &cp.kubeconfig,
-        &["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", "-"],
-        Some(&finalize.to_string()),
-    );
-    assert!(out.status.success(), "finalize: {}", String::from_utf8_lossy(&out.stderr));
-    eventually(Duration::from_secs(20), "the namespace to be gone", || async {
-        (!cp.kubectl(&["get", "namespace", &ns]).status.success()).then_some(())
-    })
-    .await;
+    cp.delete_namespace_as_its_controller(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

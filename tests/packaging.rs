@@ -258,28 +258,6 @@ fn orphan_keys() -> Vec<String> {
     orphans
 }
 
-/// Deletes a namespace as the namespace controller would (the test control plane runs no
-/// controller-manager): mark it deleted, delete its contents, finalize; returns once gone.
-async fn delete_namespace_holding_policies(ns: &str) {
-    let cp = control_plane();
-    cp.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
-    let out = cp.kubectl(&["delete", "ivp", "--all", "-n", ns, "--timeout=20s"]);
-    assert!(out.status.success(), "policies must go with no operator: {}", String::from_utf8_lossy(&out.stderr));
-    cp.kubectl_ok(&["delete", "configmaps", "--all", "-n", ns, "--timeout=20s"]);
-    let finalize =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": []}});
-    let out = cp.kubectl_with(
-        &cp.kubeconfig,
-        &["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", "-"],
-        Some(&finalize.to_string()),
-    );
-    assert!(out.status.success(), "finalize: {}", String::from_utf8_lossy(&out.stderr));
-    eventually(WAIT, &format!("namespace {ns} gone"), || async {
-        (!cp.kubectl(&["get", "namespace", ns]).status.success()).then_some(())
-    })
-    .await;
-}
-
 fn keys_of(ns: &str, cm: &str) -> String {
     let out = control_plane().kubectl(&["get", "cm", cm, "-n", ns, "-o", "jsonpath={.data}"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -348,7 +326,7 @@ async fn install_use_and_uninstall(how: &str) {
     }
     // A namespace that still holds a policy: its deletion completes with no operator (no
     // finalizer on policies).
-    delete_namespace_holding_policies(&late).await;
+    cp.delete_namespace_as_its_controller(&late).await;
     assert!(orphan_keys().is_empty(), "{how}: keys without a policy: {:?}", orphan_keys());
     // 3. What stays, as the README says: the emptied gateway ConfigMaps (the operator never
     // deletes); the README's last step removes them.

@@ -303,6 +303,34 @@ impl Drop for ControlPlane {
 }
 
 impl ControlPlane {
+    /// Deletes a namespace that holds policies as the namespace controller would (the test
+    /// control plane runs no kube-controller-manager): mark it deleted, delete its policies
+    /// (which must go with no operator: no finalizer) and ConfigMaps, finalize; returns once
+    /// the namespace is gone.
+    pub async fn delete_namespace_as_its_controller(&self, ns: &str) {
+        self.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+        let out = self.kubectl(&["delete", "ivp", "--all", "-n", ns, "--timeout=20s"]);
+        assert!(out.status.success(), "policies must go without an operator: {}", String::from_utf8_lossy(&out.stderr));
+        let left = self.kubectl_ok(&["get", "ivp", "-n", ns, "-o", "name"]);
+        assert!(left.trim().is_empty(), "policies left behind: {left}");
+        self.kubectl_ok(&["delete", "configmaps", "--all", "-n", ns, "--timeout=20s"]);
+        let finalize = format!(
+            r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}},"spec":{{"finalizers":[]}}}}"#
+        );
+        let out = self.kubectl_with(
+            &self.kubeconfig,
+            &["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", "-"],
+            Some(&finalize),
+        );
+        assert!(out.status.success(), "finalize: {}", String::from_utf8_lossy(&out.stderr));
+        eventually(Duration::from_secs(20), &format!("namespace {ns} to be gone"), || async {
+            (!self.kubectl(&["get", "namespace", ns]).status.success()).then_some(())
+        })
+        .await;
+    }
+}
+
+impl ControlPlane {
     /// Stops kube-apiserver (SIGTERM through its watchdog), starts it again with the same
     /// flags and port, and waits until it is ready. Panics for an external cluster.
     pub fn restart_apiserver(&self) {

@@ -426,3 +426,25 @@ async fn sigterm_drains_in_flight_requests() {
     let code = tokio::task::spawn_blocking(move || s.gateway.wait_exit(Duration::from_secs(10))).await.expect("task");
     assert_eq!(code, Some(0), "exits 0 after draining");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    use std::io::{Read, Write};
+    let s = Setup::start(&[]).await;
+    let addr = s.gateway.addr;
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.write_all(b"POST /v2/router/images/variations HTTP/1.1\r\nHost: gw\r\n").expect("partial head");
+        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let _ = stream.read_to_end(&mut buf);
+        (started.elapsed(), String::from_utf8_lossy(&buf).to_string())
+    })
+    .await
+    .expect("task");
+    // hyper's header read timeout (30 s): the connection is closed, not held forever.
+    assert!(closed_after.0 < Duration::from_secs(50), "held for {:?}", closed_after.0);
+    assert!(closed_after.1.is_empty() || closed_after.1.starts_with("HTTP/1.1 408"), "{}", closed_after.1);
+    assert_eq!(s.upstream.count(), 0);
+}

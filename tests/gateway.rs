@@ -398,6 +398,8 @@ async fn readyz_waits_for_the_config_directory() {
         ],
     );
     assert_eq!(get(gateway.addr, "/readyz").map(|r| r.status), Some(503));
+    tokio::time::sleep(Duration::from_millis(500)).await; // several polls of the missing directory
+    assert_eq!(gateway.log().matches("cannot read the config directory").count(), 1, "logged once:\n{}", gateway.log());
     let mut mount = KubeletDir::new(&dir.path().join("staging"));
     mount.set("team.a.json", DOC_A.as_bytes());
     std::fs::rename(&mount.path, &missing).expect("mount appears");

@@ -547,21 +547,15 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         .observe(started.elapsed().as_secs_f64());
     let upstream_response = match sent {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) if is_timeout(&e) => {
-            warn!(policy = %policy.name, error = %error_chain(&e), "upstream timed out");
-            return answer(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("orq did not answer in time: {}", error_chain(&e)),
-            );
-        }
         Ok(Err(e)) => {
-            warn!(policy = %policy.name, error = %error_chain(&e), "upstream unreachable");
-            return answer(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                format!("cannot reach orq: {}", error_chain(&e)),
-            );
+            let cause = error_chain(&e);
+            let (status, code, message) = if is_timeout(&e) {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("orq did not answer in time: {cause}"))
+            } else {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot reach orq: {cause}"))
+            };
+            warn!(policy = %policy.name, error = %cause, code, "upstream request failed");
+            return answer(status, code, message);
         }
         Err(_) => {
             warn!(policy = %policy.name, timeout = ?gw.request_timeout, "upstream request timed out");
@@ -677,19 +671,37 @@ fn read_key(path: &Path) -> Result<HeaderValue, String> {
     Ok(value)
 }
 
+/// What the polling loop remembers between ticks.
+#[derive(Default)]
+struct PollState {
+    /// The directory as last loaded.
+    fingerprint: Option<Fingerprint>,
+    /// The last error reading the directory, and the key file: each is logged once.
+    dir_error: Option<String>,
+    key_error: Option<String>,
+}
+
+/// Records `error` in `slot`; true when it differs from the one recorded before (log it).
+fn first_time(slot: &mut Option<String>, error: String) -> bool {
+    let new = slot.as_deref() != Some(error.as_str());
+    *slot = Some(error);
+    new
+}
+
 /// Applies one reload of the directory; returns whether the directory could be listed.
-fn reload_once(gw: &Gateway, dir: &Path, last: &mut Option<Fingerprint>) -> bool {
+fn reload_once(gw: &Gateway, dir: &Path, state: &mut PollState) -> bool {
     let print = match fingerprint(dir) {
         Ok(p) => p,
         Err(e) => {
-            if last.is_some() || !gw.loaded.load(Ordering::Relaxed) {
+            if first_time(&mut state.dir_error, e.to_string()) {
                 warn!(dir = %dir.display(), error = %e, "cannot read the config directory; serving the policies loaded before");
             }
-            *last = None;
+            state.fingerprint = None;
             return false;
         }
     };
-    if last.as_ref() == Some(&print) {
+    state.dir_error = None;
+    if state.fingerprint.as_ref() == Some(&print) {
         return true;
     }
     let files = read_files(dir, &print);
@@ -731,8 +743,29 @@ fn reload_once(gw: &Gateway, dir: &Path, last: &mut Option<Fingerprint>) -> bool
     if let Ok(mut s) = gw.snapshot.write() {
         *s = Arc::new(result.snapshot);
     }
-    *last = Some(print);
+    state.fingerprint = Some(print);
     true
+}
+
+/// Re-reads the key file; keeps the key loaded before when it cannot be used.
+fn reload_key(gw: &Gateway, path: &Path, state: &mut PollState) {
+    match read_key(path) {
+        Ok(key) => {
+            state.key_error = None;
+            let changed = gw.api_key.read().map(|k| k.as_ref() != Some(&key)).unwrap_or(false);
+            if changed {
+                if let Ok(mut slot) = gw.api_key.write() {
+                    *slot = Some(key);
+                }
+                info!(file = %path.display(), "API key loaded");
+            }
+        }
+        Err(e) => {
+            if first_time(&mut state.key_error, e.clone()) {
+                warn!(file = %path.display(), error = %e, "cannot read the API key; keeping the one loaded before");
+            }
+        }
+    }
 }
 
 async fn reloader(
@@ -742,44 +775,22 @@ async fn reloader(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last: Option<Fingerprint> = None;
-    let mut last_key_error: Option<String> = None;
+    let mut state = PollState::default();
     loop {
         let (g, d, k) = (gw.clone(), dir.clone(), key_file.clone());
-        let mut l = last.take();
-        let mut lke = last_key_error.take();
+        let mut s = std::mem::take(&mut state);
         let joined = tokio::task::spawn_blocking(move || {
-            if reload_once(&g, &d, &mut l) && !g.loaded.swap(true, Ordering::Relaxed) {
+            if reload_once(&g, &d, &mut s) && !g.loaded.swap(true, Ordering::Relaxed) {
                 info!(dir = %d.display(), policies = g.metrics.policies.get(), "config directory read; ready");
             }
             if let Some(path) = k {
-                match read_key(&path) {
-                    Ok(key) => {
-                        let changed = g.api_key.read().map(|k| k.as_ref() != Some(&key)).unwrap_or(false);
-                        if changed {
-                            if let Ok(mut slot) = g.api_key.write() {
-                                *slot = Some(key);
-                            }
-                            info!(file = %path.display(), "API key loaded");
-                        }
-                        lke = None;
-                    }
-                    Err(e) => {
-                        if lke.as_deref() != Some(e.as_str()) {
-                            warn!(file = %path.display(), error = %e, "cannot read the API key; keeping the one loaded before");
-                        }
-                        lke = Some(e);
-                    }
-                }
+                reload_key(&g, &path, &mut s);
             }
-            (l, lke)
+            s
         })
         .await;
         match joined {
-            Ok((l, lke)) => {
-                last = l;
-                last_key_error = lke;
-            }
+            Ok(s) => state = s,
             Err(e) => error!(error = %e, "reload task failed"),
         }
         tokio::select! {

@@ -57,12 +57,37 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
+# Ports below the kernel's ephemeral range, so an outgoing connection cannot take a chosen
+# port before its server binds it.
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 21024 ] 2>/dev/null || ephemeral_low=32768
 free_port() {
   local port
   while :; do
-    port=$(( 20000 + RANDOM % 30000 ))
+    port=$(( 20000 + RANDOM % (ephemeral_low - 20000) ))
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
   done
+}
+ready() { # ready PORT: GET /readyz answers 200
+  local line
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+  read -r line <&3 || true
+  exec 3<&- 3>&-
+  [[ "$line" == *" 200 "* ]]
+}
+wait_ready() { # wait_ready PORT PID NAME LOG: until /readyz answers, or fail fast if PID exits
+  for _ in $(seq 1 300); do
+    ready "$1" && return 0
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "the $3 exited while starting; its log ($4):" >&2
+      tail -n 20 "$4" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "the $3 did not become ready in 30 s; see $4" >&2
+  exit 1
 }
 
 etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
@@ -121,6 +146,7 @@ say "installing the CRD"
 say "starting the operator: routerpolicy run --metrics-addr=127.0.0.1:$metrics_port (log: $work/operator.log)"
 "$operator" run --metrics-addr="127.0.0.1:$metrics_port" >"$work/operator.log" 2>&1 &
 pids+=($!)
+wait_ready "$metrics_port" "$!" operator "$work/operator.log"
 
 say "applying examples/"
 for ns in team-a team-b gateway; do "$kubectl" create namespace "$ns" >/dev/null; done
@@ -136,7 +162,12 @@ sed 's/^/    /' "$work/refused.txt"
 
 say "waiting until every policy is Ready"
 for ns in team-a team-b; do
-  "$kubectl" wait -n "$ns" --for=condition=Ready --timeout=120s ivp --all >/dev/null
+  if ! "$kubectl" wait -n "$ns" --for=condition=Ready --timeout=120s ivp --all >/dev/null; then
+    echo "the policies of $ns did not become Ready; their status and the operator's last log lines:" >&2
+    "$kubectl" get ivp -A -o yaml >&2 || true
+    tail -n 40 "$work/operator.log" >&2 || true
+    exit 1
+  fi
 done
 "$kubectl" get ivp -A
 say "the gateway ConfigMap team-a/image-gateway-policies (one file per policy for a gateway):"
@@ -184,15 +215,7 @@ say "starting the gateway: routerpolicy gateway --listen=127.0.0.1:$gateway_port
 "$operator" gateway --listen="127.0.0.1:$gateway_port" --config-dir="$mount" \
   --upstream="http://127.0.0.1:$fake_port" --api-key-file="$work/orq-api-key" >"$work/gateway.log" 2>&1 &
 pids+=($!)
-ready() { # ready PORT: GET /readyz answers 200
-  local line
-  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
-  printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
-  read -r line <&3 || true
-  exec 3<&- 3>&-
-  [[ "$line" == *" 200 "* ]]
-}
-for _ in $(seq 1 100); do ready "$gateway_port" && break; sleep 0.1; done
+wait_ready "$gateway_port" "${pids[-1]}" gateway "$work/gateway.log"
 say "one request through the gateway: policy team-a.avatars, with the caller's own orq field and Authorization"
 "$fake" send "http://127.0.0.1:$gateway_port" team-a.avatars | sed 's/^/    /'
 for _ in $(seq 1 20); do [ -s "$work/fake-orq.jsonl" ] && break; sleep 0.1; done

@@ -27,11 +27,13 @@ impl Drop for Guard {
 
 #[test]
 fn the_sandbox_runs_the_product_and_stops_cleanly() {
+    let stderr_log = std::env::temp_dir().join(format!("routerpolicy-sandbox-test-{}.stderr", std::process::id()));
+    let stderr = || std::fs::read_to_string(&stderr_log).unwrap_or_default();
     let mut sandbox = Command::new("bash")
         .arg(repo().join("scripts/sandbox.sh"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_log).expect("stderr log"))
         .spawn()
         .expect("start scripts/sandbox.sh");
     let stdout = sandbox.stdout.take().expect("stdout");
@@ -46,9 +48,9 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     let mut printed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     let kubeconfig = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no `export KUBECONFIG=` line; output so far:\n{}", printed.join("\n")));
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
+            panic!("no `export KUBECONFIG=` line; output so far:\n{}\nstderr:\n{}", printed.join("\n"), stderr())
+        });
         printed.push(line.clone());
         if let Some(path) = line.strip_prefix("export KUBECONFIG=") {
             break PathBuf::from(path);
@@ -56,9 +58,9 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     };
     // The hints follow, up to the last line.
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the sandbox's output ends early:\n{}", printed.join("\n")));
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+            panic!("the sandbox's output ends early:\n{}\nstderr:\n{}", printed.join("\n"), stderr())
+        });
         printed.push(line.clone());
         if line.starts_with("Ctrl-C stops everything") {
             break;
@@ -154,4 +156,5 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     assert!(leftovers.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&leftovers.stdout));
     let out = kube(&["get", "--raw", "/readyz", "--request-timeout=2s"], None);
     assert!(!out.status.success(), "the API server still answers");
+    let _ = std::fs::remove_file(&stderr_log);
 }

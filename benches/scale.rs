@@ -33,8 +33,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use routerpolicy::api::{ImageVariationPolicy, ImageVariationPolicySpec};
+use routerpolicy::key::PolicyKey;
+use routerpolicy::operator::decode::WatchedPolicy;
 use routerpolicy::render::render_policy;
-use routerpolicy::watched::WatchedPolicy;
 use serde_json::{Value, json};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -65,8 +66,7 @@ async fn create_policies(api: &Api<ImageVariationPolicy>, count: usize, targets:
 
 fn document(ns: &str, name: &str, spec: &Value) -> (String, String) {
     let s: ImageVariationPolicySpec = serde_json::from_value(spec.clone()).expect("spec");
-    let doc = render_policy(ns, name, &s);
-    (doc.key, doc.json)
+    (PolicyKey::new(ns, name).data_key(), render_policy(&s).json)
 }
 
 /// What the harness's own watches see.
@@ -200,6 +200,15 @@ impl Operator {
         self.status_kib("VmHWM:") / 1024.0
     }
 
+    fn print_usage(&self, moment: &str) {
+        println!(
+            "          ({moment}: operator CPU {:.1} s, RSS {:.1} MiB, peak {:.1} MiB)",
+            self.cpu_seconds(),
+            self.rss_mib(),
+            self.peak_rss_mib()
+        );
+    }
+
     fn stop(&mut self) {
         self.0.terminate();
     }
@@ -235,121 +244,172 @@ fn print_writes(label: &str, writes: &BTreeMap<String, u64>) {
     println!("{label:<64} {}", if parts.is_empty() { "none".to_string() } else { parts.join(", ") });
 }
 
+/// The benchmark's fixed parts: the control plane, the namespace, the expected documents and
+/// what the harness's own watches see.
+struct Bench {
+    cp: &'static support::ControlPlane,
+    client: kube::Client,
+    ns: String,
+    api: Api<ImageVariationPolicy>,
+    seen: Arc<Mutex<Seen>>,
+    expected: BTreeMap<(String, String), String>,
+    policies: usize,
+    targets: usize,
+    edits: usize,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let policies = env_usize("SCALE_POLICIES", 2000);
-    let targets = env_usize("SCALE_TARGETS", 20).max(1);
-    let edits = env_usize("SCALE_EDITS", 100);
-    let cp = support::control_plane();
-    let client = cp.client().await;
-    let version = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
-    println!("routerpolicy scale benchmark: {policies} policies over {targets} targets (kube-apiserver {version})");
-    println!("operator: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
-
-    let ns = cp.namespace(&client, "bench").await;
-    let mut expected: BTreeMap<(String, String), String> = BTreeMap::new();
-    for i in 0..policies {
-        let (key, json) = document(&ns, &format!("p{i}"), &spec(i % targets, i as i64));
-        expected.insert((format!("gw-{}", i % targets), key), json);
-    }
-
-    // The harness's watches run from here on, through the floor and the operator's run alike.
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    watch_cluster(&client, &ns, seen.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    // 1. Floor: create the policies, 16 writers in parallel.
-    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
-    let started = Instant::now();
-    create_policies(&api, policies, targets).await;
-    let floor = started.elapsed().as_secs_f64();
-    println!("floor     create {policies} policies, 16 parallel writers:                {floor:>8.2} s");
-
+    let bench = Bench::setup().await;
+    let floor = bench.create_floor().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut operator, ready_at) = bench.cold_start(floor).await;
+    bench.edit_latency(&operator).await;
+    operator.stop();
+    bench.warm_restart().await;
+    bench.status_floor(ready_at).await;
+}
 
-    // 2. Cold start.
-    let writes_before = apiserver_writes(&client).await;
-    let started = Instant::now();
-    let mut operator = Operator::start(&cp.kubeconfig, &ns, "bench-cold");
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    let (mut documents_at, mut ready_at) = (None, None);
-    while documents_at.is_none() || ready_at.is_none() {
-        {
-            let s = seen.lock().expect("lock");
-            if documents_at.is_none() && expected.iter().all(|(k, v)| s.docs.get(k).is_some_and(|(d, _)| d == v)) {
-                documents_at = Some(started.elapsed().as_secs_f64());
-                println!(
-                    "          (at every document: operator CPU {:.1} s, RSS {:.1} MiB, peak {:.1} MiB)",
-                    operator.cpu_seconds(),
-                    operator.rss_mib(),
-                    operator.peak_rss_mib()
-                );
-            }
-            if ready_at.is_none() && s.ready.len() == policies && s.ready.values().all(|r| *r) {
-                ready_at = Some(started.elapsed().as_secs_f64());
-                println!(
-                    "          (at every Ready: operator CPU {:.1} s, RSS {:.1} MiB, peak {:.1} MiB)",
-                    operator.cpu_seconds(),
-                    operator.rss_mib(),
-                    operator.peak_rss_mib()
-                );
-            }
+impl Bench {
+    async fn setup() -> Bench {
+        let policies = env_usize("SCALE_POLICIES", 2000);
+        let targets = env_usize("SCALE_TARGETS", 20).max(1);
+        let edits = env_usize("SCALE_EDITS", 100);
+        let cp = support::control_plane();
+        let client = cp.client().await;
+        let version = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
+        println!("routerpolicy scale benchmark: {policies} policies over {targets} targets (kube-apiserver {version})");
+        println!("operator: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
+        let ns = cp.namespace(&client, "bench").await;
+        let mut expected: BTreeMap<(String, String), String> = BTreeMap::new();
+        for i in 0..policies {
+            let (key, json) = document(&ns, &format!("p{i}"), &spec(i % targets, i as i64));
+            expected.insert((format!("gw-{}", i % targets), key), json);
         }
-        assert!(Instant::now() < deadline, "no convergence within 30 minutes; see {}", operator.0.log.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The harness's watches run from here on, through the floor and the operator's run alike.
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        watch_cluster(&client, &ns, seen.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
+        Bench { cp, client, ns, api, seen, expected, policies, targets, edits }
     }
-    operator.wait_idle(policies, targets).await;
-    let cold = delta(&apiserver_writes(&client).await, &writes_before);
-    let (documents_at, ready_at) = (documents_at.unwrap_or_default(), ready_at.unwrap_or_default());
-    println!(
-        "operator  cold start to every document in every target:             {documents_at:>8.2} s  ({:.2}x the floor)",
-        documents_at / floor
-    );
-    println!(
-        "operator  cold start to every policy Ready at its generation:       {ready_at:>8.2} s  ({:.2}x the floor)",
-        ready_at / floor
-    );
-    print_writes("operator  writes during the cold start (API server's count):", &cold);
-    let status_writes = cold.get("imagevariationpolicies/status").copied().unwrap_or(0);
-    let policy_writes = cold.get("imagevariationpolicies").copied().unwrap_or(0);
-    let cm_writes = cold.get("configmaps").copied().unwrap_or(0);
-    println!(
-        "operator  per policy: {:.2} status + {:.2} object writes; per target: {:.2} ConfigMap writes",
-        status_writes as f64 / policies as f64,
-        policy_writes as f64 / policies as f64,
-        cm_writes as f64 / targets as f64
-    );
-    println!(
-        "operator  its own count: {} status writes, {} ConfigMap writes, {} policy writes",
-        operator.metric("routerpolicy_status_writes_total"),
-        operator.metric("routerpolicy_configmap_writes_total"),
-        operator.metric("routerpolicy_policy_writes_total"),
-    );
 
-    // 4. Edit latency in steady state (before the restart, so RSS covers it too).
-    let direct_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let mut direct = Vec::new();
-    for i in 0..edits.min(50) {
+    /// 1. Floor: create the policies, 16 writers in parallel.
+    async fn create_floor(&self) -> f64 {
         let started = Instant::now();
-        direct_api
-            .patch("direct-write", &PatchParams::apply("bench"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "direct-write"}, "data": {"probe": i.to_string()}})))
-            .await
-            .expect("direct write");
-        direct.push(started.elapsed());
+        create_policies(&self.api, self.policies, self.targets).await;
+        let floor = started.elapsed().as_secs_f64();
+        println!("floor     create {} policies, 16 parallel writers:                {floor:>8.2} s", self.policies);
+        floor
     }
-    let mut latencies = Vec::new();
-    for round in 0..edits {
-        let i = (round * 7919) % policies;
-        let t = i % targets;
-        let variant = 100_000 + round as i64;
-        let edited = spec(t, variant);
-        let (key, want) = document(&ns, &format!("p{i}"), &edited);
+
+    /// 2. Cold start: until every document is in place and every policy Ready.
+    async fn cold_start(&self, floor: f64) -> (Operator, f64) {
+        let writes_before = apiserver_writes(&self.client).await;
+        let started = Instant::now();
+        let operator = Operator::start(&self.cp.kubeconfig, &self.ns, "bench-cold");
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let (mut documents_at, mut ready_at) = (None, None);
+        while documents_at.is_none() || ready_at.is_none() {
+            {
+                let s = self.seen.lock().expect("lock");
+                if documents_at.is_none()
+                    && self.expected.iter().all(|(k, v)| s.docs.get(k).is_some_and(|(d, _)| d == v))
+                {
+                    documents_at = Some(started.elapsed().as_secs_f64());
+                    operator.print_usage("at every document");
+                }
+                if ready_at.is_none() && s.ready.len() == self.policies && s.ready.values().all(|r| *r) {
+                    ready_at = Some(started.elapsed().as_secs_f64());
+                    operator.print_usage("at every Ready");
+                }
+            }
+            assert!(Instant::now() < deadline, "no convergence within 30 minutes; see {}", operator.0.log.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        operator.wait_idle(self.policies, self.targets).await;
+        let cold = delta(&apiserver_writes(&self.client).await, &writes_before);
+        let (documents_at, ready_at) = (documents_at.unwrap_or_default(), ready_at.unwrap_or_default());
+        println!(
+            "operator  cold start to every document in every target:             {documents_at:>8.2} s  ({:.2}x the floor)",
+            documents_at / floor
+        );
+        println!(
+            "operator  cold start to every policy Ready at its generation:       {ready_at:>8.2} s  ({:.2}x the floor)",
+            ready_at / floor
+        );
+        self.print_cold_writes(&operator, &cold);
+        (operator, ready_at)
+    }
+
+    fn print_cold_writes(&self, operator: &Operator, cold: &BTreeMap<String, u64>) {
+        print_writes("operator  writes during the cold start (API server's count):", cold);
+        let status_writes = cold.get("imagevariationpolicies/status").copied().unwrap_or(0);
+        let policy_writes = cold.get("imagevariationpolicies").copied().unwrap_or(0);
+        let cm_writes = cold.get("configmaps").copied().unwrap_or(0);
+        println!(
+            "operator  per policy: {:.2} status + {:.2} object writes; per target: {:.2} ConfigMap writes",
+            status_writes as f64 / self.policies as f64,
+            policy_writes as f64 / self.policies as f64,
+            cm_writes as f64 / self.targets as f64
+        );
+        println!(
+            "operator  its own count: {} status writes, {} ConfigMap writes, {} policy writes",
+            operator.metric("routerpolicy_status_writes_total"),
+            operator.metric("routerpolicy_configmap_writes_total"),
+            operator.metric("routerpolicy_policy_writes_total"),
+        );
+    }
+
+    /// 4. Edit latency in steady state (before the restart, so RSS covers it too), next to
+    ///    one direct ConfigMap write.
+    async fn edit_latency(&self, operator: &Operator) {
+        let direct_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut direct = Vec::new();
+        for i in 0..self.edits.min(50) {
+            let started = Instant::now();
+            direct_api
+                .patch("direct-write", &PatchParams::apply("bench"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "direct-write"}, "data": {"probe": i.to_string()}})))
+                .await
+                .expect("direct write");
+            direct.push(started.elapsed());
+        }
+        let mut latencies = Vec::new();
+        for round in 0..self.edits {
+            latencies.push(self.one_edit(round).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
+        let (e50, e99) = (percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99));
+        println!(
+            "baseline  one direct ConfigMap server-side apply (round trip):     p50 {d50:>6.1} ms  p99 {d99:>6.1} ms"
+        );
+        println!(
+            "operator  one policy edit until its ConfigMap holds it ({} edits): p50 {e50:>6.1} ms  p99 {e99:>6.1} ms  (p50 = direct + {:.1} ms)",
+            self.edits,
+            e50 - d50
+        );
+        println!(
+            "operator  peak resident memory (VmHWM) after cold start and edits:  {:>8.1} MiB",
+            operator.peak_rss_mib()
+        );
+    }
+
+    /// One edit, until the harness's ConfigMap watch shows the new document.
+    async fn one_edit(&self, round: usize) -> Duration {
+        let i = (round * 7919) % self.policies;
+        let t = i % self.targets;
+        let edited = spec(t, 100_000 + round as i64);
+        let (key, want) = document(&self.ns, &format!("p{i}"), &edited);
         let body = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}")}, "spec": edited});
         let started = Instant::now();
-        api.patch(&format!("p{i}"), &PatchParams::apply("bench").force(), &Patch::Apply(&body)).await.expect("edit");
+        self.api
+            .patch(&format!("p{i}"), &PatchParams::apply("bench").force(), &Patch::Apply(&body))
+            .await
+            .expect("edit");
         let slot = (format!("gw-{t}"), key);
         let seen_at = loop {
-            if let Some((value, at)) = seen.lock().expect("lock").docs.get(&slot)
+            if let Some((value, at)) = self.seen.lock().expect("lock").docs.get(&slot)
                 && *value == want
             {
                 break *at;
@@ -357,60 +417,55 @@ async fn main() {
             assert!(started.elapsed() < Duration::from_secs(60), "edit {round} never arrived");
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        latencies.push(seen_at.saturating_duration_since(started));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen_at.saturating_duration_since(started)
     }
-    let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
-    let (e50, e99) = (percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99));
-    println!("baseline  one direct ConfigMap server-side apply (round trip):     p50 {d50:>6.1} ms  p99 {d99:>6.1} ms");
-    println!(
-        "operator  one policy edit until its ConfigMap holds it ({edits} edits): p50 {e50:>6.1} ms  p99 {e99:>6.1} ms  (p50 = direct + {:.1} ms)",
-        e50 - d50
-    );
-    println!(
-        "operator  peak resident memory (VmHWM) after cold start and edits:  {:>8.1} MiB",
-        operator.peak_rss_mib()
-    );
 
-    // 3. Warm restart: nothing changed, nothing written.
-    operator.stop();
-    let writes_before = apiserver_writes(&client).await;
-    let restarted = Instant::now();
-    let operator = Operator::start(&cp.kubeconfig, &ns, "bench-warm");
-    operator.wait_idle(policies, targets).await;
-    let warm = delta(&apiserver_writes(&client).await, &writes_before);
-    print_writes("operator  writes during a warm restart (API server's count):", &warm);
-    println!(
-        "operator  warm restart idle after {:.2} s (incl. 3 s of observed quiet); peak RSS {:.1} MiB",
-        restarted.elapsed().as_secs_f64(),
-        operator.peak_rss_mib()
-    );
-    drop(operator);
+    /// 3. Warm restart: nothing changed, nothing written.
+    async fn warm_restart(&self) {
+        let writes_before = apiserver_writes(&self.client).await;
+        let restarted = Instant::now();
+        let operator = Operator::start(&self.cp.kubeconfig, &self.ns, "bench-warm");
+        operator.wait_idle(self.policies, self.targets).await;
+        let warm = delta(&apiserver_writes(&self.client).await, &writes_before);
+        print_writes("operator  writes during a warm restart (API server's count):", &warm);
+        println!(
+            "operator  warm restart idle after {:.2} s (incl. 3 s of observed quiet); peak RSS {:.1} MiB",
+            restarted.elapsed().as_secs_f64(),
+            operator.peak_rss_mib()
+        );
+    }
 
-    // 6. A second floor, for the record: the harness itself writes one status per policy
-    //    (server-side apply, 16 writers) on a copy of the same policies, with no operator.
-    let copy = cp.namespace(&client, "bench-status-floor").await;
-    let copies: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &copy);
-    create_policies(&copies, policies, targets).await;
-    let sample = api.get_status("p1").await.expect("a status the operator wrote").status.expect("status");
-    let started = Instant::now();
-    futures::stream::iter(0..policies)
-        .map(|i| {
-            let api = copies.clone();
-            let status =
-                json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "status": sample});
-            async move {
-                api.patch_status(&format!("p{i}"), &PatchParams::apply("bench-status").force(), &Patch::Apply(&status))
+    /// 6. A second floor, for the record: the harness itself writes one status per policy
+    ///    (server-side apply, 16 writers) on a copy of the same policies, with no operator.
+    async fn status_floor(&self, ready_at: f64) {
+        let copy = self.cp.namespace(&self.client, "bench-status-floor").await;
+        let copies: Api<ImageVariationPolicy> = Api::namespaced(self.client.clone(), &copy);
+        create_policies(&copies, self.policies, self.targets).await;
+        let sample = self.api.get_status("p1").await.expect("a status the operator wrote").status.expect("status");
+        let started = Instant::now();
+        futures::stream::iter(0..self.policies)
+            .map(|i| {
+                let api = copies.clone();
+                let status =
+                    json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "status": sample});
+                async move {
+                    api.patch_status(
+                        &format!("p{i}"),
+                        &PatchParams::apply("bench-status").force(),
+                        &Patch::Apply(&status),
+                    )
                     .await
                     .expect("status write");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    let status_floor = started.elapsed().as_secs_f64();
-    println!(
-        "floor 2   the harness writes {policies} statuses (the operator's), 16 writers: {status_floor:>8.2} s  (cold start to Ready = {:.2}x this)",
-        ready_at / status_floor
-    );
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let status_floor = started.elapsed().as_secs_f64();
+        println!(
+            "floor 2   the harness writes {} statuses (the operator's), 16 writers: {status_floor:>8.2} s  (cold start to Ready = {:.2}x this)",
+            self.policies,
+            ready_at / status_floor
+        );
+    }
 }

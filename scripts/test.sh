@@ -16,6 +16,9 @@ export ROUTERPOLICY_HELM="${ROUTERPOLICY_HELM:-$(tests/control-plane/build-helm.
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "no function over 80 lines, no impl block over 250 (scripts/check-sizes.py)"
+python3 scripts/check-sizes.py
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 

@@ -1,28 +1,32 @@
 //! routerpolicy: a Kubernetes operator that validates `ImageVariationPolicy` resources and
-//! syncs them, in orq's router-configuration wire format, into gateway ConfigMaps.
+//! syncs them, in orq's router-configuration wire format, into gateway ConfigMaps — and the
+//! gateway that serves them.
 //!
-//! The pipeline, one module per step: [`api`] (types) → [`validate`] (pure rules) →
-//! [`render`] (pure policy → gateway document) → [`target`] (pure plan of one ConfigMap) →
-//! [`index`] (pure: watch events in, touched targets out) → [`controller`] (watches, applies,
-//! reports). [`schema`] checks raw manifests against the
-//! CRD's schema for `routerpolicy validate`, so offline validation refuses what admission
-//! refuses.
+//! - **The rule book** (pure, shared by the operator and the offline CLI): [`api`] (types) →
+//!   [`limits`] (bounds and patterns) → [`validate`] (rules with field paths) → [`render`]
+//!   (policy → gateway document); [`schema`] and [`yaml11`] check raw manifests as the API
+//!   server would; [`crd`] and [`reference`] generate the CRD and its docs; [`manifests`] is
+//!   `validate` and `render` on files.
+//! - **The operator wing** ([`operator`]): `routerpolicy run`.
+//! - **The gateway wing** ([`gateway`]): `routerpolicy gateway`. It imports nothing of the
+//!   operator.
+//! - **Leaves** both wings use: [`key`] (typed policy and ConfigMap names), [`hash`] (the
+//!   document hashes), [`process`] (logging, signals, admin endpoints).
+//!
+//! docs/architecture.md draws the data flow of an event and of a request.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod controller;
 pub mod crd;
 pub mod gateway;
-pub mod index;
+pub mod hash;
+pub mod key;
 pub mod limits;
 pub mod manifests;
-pub mod metrics;
+pub mod operator;
+pub mod process;
 pub mod reference;
 pub mod render;
-pub mod runtime;
 pub mod schema;
-pub mod status;
-pub mod target;
 pub mod validate;
-pub mod watched;
 pub mod yaml11;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use routerpolicy::manifests::{self, Format};
-use routerpolicy::runtime::RunOptions;
+use routerpolicy::operator::runtime::RunOptions;
 
 /// An example policy rendered by `routerpolicy render` when no file is given.
 const EMBEDDED_EXAMPLE: &str = include_str!("../examples/full.yaml");
@@ -111,12 +111,12 @@ fn main() -> ExitCode {
             if rendered.any_invalid { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Command::Gateway(options) => {
-            routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
+            routerpolicy::process::init_logging(options.log_format, &options.log_level);
             serve(routerpolicy::gateway::run(options), routerpolicy::gateway::GatewayError::hint)
         }
         Command::Run(options) => {
-            routerpolicy::runtime::init_logging(options.log_format, &options.log_level);
-            serve(routerpolicy::runtime::run(options), routerpolicy::runtime::RunError::hint)
+            routerpolicy::process::init_logging(options.log_format, &options.log_level);
+            serve(routerpolicy::operator::runtime::run(options), routerpolicy::operator::runtime::RunError::hint)
         }
     }
 }

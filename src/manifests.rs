@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::ImageVariationPolicy;
+use crate::key::{PolicyKey, TargetKey};
+use crate::operator::configmap::{ExistingTarget, applied_configmap};
+use crate::operator::plan::{Content, Outcome, PolicyAtTarget, plan_target, spec_targets};
 use crate::render::render_policy;
-use crate::target::{
-    Content, ExistingTarget, Outcome, PolicyAtTarget, TargetKey, applied_configmap, plan_target, spec_targets,
-};
 use crate::validate::{Report, Violation, validate_object_name};
 
 /// Where a document came from.
@@ -206,22 +206,7 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
             .push(Violation::new("apiVersion", format!("{api_version:?} is not served; use routerpolicy.io/v1alpha1")));
     }
     report.errors.extend(crate::schema::check(schema, value));
-    for word in &doc.boolean_words {
-        if value.pointer(&word.pointer).and_then(Value::as_str) == Some(word.word.as_str()) {
-            let finding = Violation::new(
-                word.path.clone(),
-                format!(
-                    "unquoted {w} is the boolean {b} to `kubectl apply -f` (YAML 1.1), not the string {w:?}; quote it: {w:?}",
-                    w = word.word,
-                    b = matches!(word.word.as_str(), "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON"),
-                ),
-            );
-            match words {
-                BooleanWords::Error => report.errors.push(finding),
-                BooleanWords::Warning => report.warnings.push(finding),
-            }
-        }
-    }
+    report_boolean_words(doc, value, words, &mut report);
     if name.is_empty() {
         report.errors.push(Violation::new("metadata.name", "is required"));
     } else {
@@ -243,6 +228,27 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
         }
     };
     Checked { origin: doc.origin.clone(), kind, object, skipped: false, report, policy }
+}
+
+/// Unquoted YAML 1.1 boolean words that stayed strings in `value` (so `kubectl apply -f`
+/// would read them as booleans): an error, or a warning with `--unquoted-booleans warning`.
+fn report_boolean_words(doc: &Document, value: &Value, words: BooleanWords, report: &mut Report) {
+    for word in &doc.boolean_words {
+        if value.pointer(&word.pointer).and_then(Value::as_str) == Some(word.word.as_str()) {
+            let finding = Violation::new(
+                word.path.clone(),
+                format!(
+                    "unquoted {w} is the boolean {b} to `kubectl apply -f` (YAML 1.1), not the string {w:?}; quote it: {w:?}",
+                    w = word.word,
+                    b = matches!(word.word.as_str(), "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON"),
+                ),
+            );
+            match words {
+                BooleanWords::Error => report.errors.push(finding),
+                BooleanWords::Warning => report.warnings.push(finding),
+            }
+        }
+    }
 }
 
 /// Output format of `validate`.
@@ -371,7 +377,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         {
             let namespace = cm.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());
             cm.metadata.namespace = Some(namespace.clone());
-            let key = TargetKey { namespace, name: cm.metadata.name.clone().unwrap_or_default() };
+            let key = TargetKey::new(namespace, cm.metadata.name.clone().unwrap_or_default());
             existing.insert(key, ExistingTarget::from_manifest(&cm));
             continue;
         }
@@ -395,14 +401,10 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());
         policy.metadata.namespace = Some(namespace.clone());
         let name = policy.metadata.name.clone().unwrap_or_default();
-        let document = render_policy(&namespace, &name, &policy.spec);
+        let document = render_policy(&policy.spec);
         for target in spec_targets(&namespace, &policy.spec) {
-            by_target.entry(target).or_default().push(PolicyAtTarget {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                key: document.key.clone(),
-                content: Content::Document(document.json.clone()),
-            });
+            let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), Content::Document(document.json.clone()));
+            by_target.entry(target).or_default().push(at);
         }
     }
 
@@ -410,10 +412,12 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
     for (target, policies) in &by_target {
         let current = existing.get(target);
         let plan = plan_target(target, current, policies);
-        for ((ns, name), outcome) in &plan.outcomes {
+        for (policy, outcome) in &plan.outcomes {
             if !matches!(outcome, Outcome::Synced) {
                 rendered.notes.push(format!(
-                    "ImageVariationPolicy {ns}/{name} → {target}: {}: {}",
+                    "ImageVariationPolicy {}/{} → {target}: {}: {}",
+                    policy.namespace,
+                    policy.name,
                     outcome.reason(),
                     outcome.message()
                 ));

@@ -3,14 +3,14 @@
 //! The document is the JSON text that orq's SDK sends as the `orq` form field of an
 //! image-variation request (`CreateImageVariationOrq`): snake_case field names, unset fields
 //! omitted so orq applies its own defaults, and a fixed key order, so one policy always renders
-//! to the same bytes. This module knows nothing of ConfigMaps beyond the data-key format.
+//! to the same bytes. This module knows nothing of ConfigMaps.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::api::{CacheType, Identity, ImageVariationPolicySpec, LoadBalancerType, PromptVersion};
+use crate::hash::short_hash;
 
 /// The orq router configuration object. Field order is the wire order.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -155,49 +155,19 @@ impl From<&ImageVariationPolicySpec> for OrqConfig {
 /// One policy's rendered document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayDocument {
-    /// The ConfigMap data key, `<namespace>.<name>.json`.
-    pub key: String,
     /// The JSON text.
     pub json: String,
-    /// Short hash of `json` (first 16 hex digits of SHA-256).
+    /// Short hash of `json` (first 16 hex digits of SHA-256): `status.configHash`.
     pub hash: String,
-}
-
-/// The data key of a policy: `<namespace>.<name>.json` (namespaces contain no dots).
-pub fn data_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}.{name}.json")
 }
 
 /// Renders a policy spec to its gateway document. Validation is the caller's job: render
 /// never refuses, so it can be tested on any input.
-pub fn render_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpec) -> GatewayDocument {
+pub fn render_policy(spec: &ImageVariationPolicySpec) -> GatewayDocument {
     let config = OrqConfig::from(spec);
     // Serializing plain structs of strings, integers and finite floats cannot fail; a
     // non-finite weight (refused by validation) would serialize as `null`.
     let json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
     let hash = short_hash(json.as_bytes());
-    GatewayDocument { key: data_key(namespace, name), json, hash }
-}
-
-/// First 16 hex digits of the SHA-256 of `bytes`.
-pub fn short_hash(bytes: &[u8]) -> String {
-    short_hex(&Sha256::digest(bytes))
-}
-
-/// The first 16 hex digits of a digest.
-fn short_hex(digest: &[u8]) -> String {
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Hash of a set of data entries (key and value, in key order): the ConfigMap annotation
-/// `routerpolicy.io/config-hash`.
-pub fn entries_hash<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
-    let mut hasher = Sha256::new();
-    for (key, value) in entries {
-        hasher.update(key.as_bytes());
-        hasher.update([0]);
-        hasher.update(value.as_bytes());
-        hasher.update([0]);
-    }
-    short_hex(&hasher.finalize())
+    GatewayDocument { json, hash }
 }

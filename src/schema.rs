@@ -93,107 +93,115 @@ fn display_number(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
 }
 
+/// `<root>` for the empty path.
+fn at(path: &str) -> String {
+    if path.is_empty() { "<root>".to_string() } else { path.to_string() }
+}
+
 fn check_node(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
     let Some(schema) = schema.as_object() else {
         return;
     };
-    let at = |p: &str| {
-        if p.is_empty() { "<root>".to_string() } else { p.to_string() }
-    };
-
     if let Some(expected) = schema.get("type").and_then(Value::as_str)
         && !type_matches(expected, value)
     {
         out.push(Violation::new(at(path), format!("must be of type {expected}, got {}", type_name(value))));
         return;
     }
-
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
         let list = allowed.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
         out.push(Violation::new(at(path), format!("must be one of {list}, got {value}")));
     }
-
     match value {
-        Value::Object(map) => {
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-                && (map.len() as u64) > max
-            {
-                out.push(Violation::new(at(path), msg::max_properties(max)));
-            }
-            let properties = schema.get("properties").and_then(Value::as_object);
-            if let Some(required) = schema.get("required").and_then(Value::as_array) {
-                for field in required.iter().filter_map(Value::as_str) {
-                    if !map.contains_key(field) {
-                        out.push(Violation::new(join(path, field), msg::REQUIRED));
-                    }
-                }
-            }
-            for (field, child) in map {
-                let child_path = join(path, field);
-                if let Some(prop) = properties.and_then(|p| p.get(field)) {
-                    check_node(prop, child, &child_path, out);
-                } else if let Some(additional) = schema.get("additionalProperties") {
-                    if additional.is_object() {
-                        check_node(additional, child, &child_path, out);
-                    }
-                } else if path.is_empty() && IMPLICIT_ROOT_FIELDS.contains(&field.as_str()) {
-                    // apiVersion, kind and metadata are implicit in every CRD schema; the
-                    // object name is checked by the Rust rules.
-                } else if properties.is_some() {
-                    out.push(Violation::new(child_path, "unknown field (not declared in the schema)"));
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && (items.len() as u64) < min
-            {
-                out.push(Violation::new(at(path), msg::min_items(min)));
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && (items.len() as u64) > max
-            {
-                out.push(Violation::new(at(path), msg::max_items(max)));
-            }
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check_node(item_schema, item, &format!("{path}[{i}]"), out);
-                }
-            }
-            check_list_type(schema, items, path, out);
-        }
-        Value::String(s) => {
-            let len = s.chars().count() as u64;
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-                && len < min
-            {
-                out.push(Violation::new(at(path), msg::min_length(min)));
-            } else if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-                && len > max
-            {
-                out.push(Violation::new(at(path), msg::max_length(max)));
-            } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
-                && !matches_pattern(pattern, s)
-            {
-                out.push(Violation::new(at(path), msg::pattern(describe_pattern(pattern), pattern)));
-            }
-        }
-        Value::Number(n) => {
-            let v = n.as_f64().unwrap_or(f64::NAN);
-            if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-                && v < min
-            {
-                out.push(Violation::new(at(path), msg::minimum(display_number(min))));
-            }
-            if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-                && v > max
-            {
-                out.push(Violation::new(at(path), msg::maximum(display_number(max))));
-            }
-        }
+        Value::Object(map) => check_object(schema, map, path, out),
+        Value::Array(items) => check_array(schema, items, path, out),
+        Value::String(s) => check_string(schema, s, path, out),
+        Value::Number(n) => check_number(schema, n.as_f64().unwrap_or(f64::NAN), path, out),
         _ => {}
+    }
+}
+
+type Schema = serde_json::Map<String, Value>;
+
+fn check_object(schema: &Schema, map: &serde_json::Map<String, Value>, path: &str, out: &mut Vec<Violation>) {
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+        && (map.len() as u64) > max
+    {
+        out.push(Violation::new(at(path), msg::max_properties(max)));
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    if let Some(required) = schema.get("required").and_then(Value::as_array) {
+        for field in required.iter().filter_map(Value::as_str) {
+            if !map.contains_key(field) {
+                out.push(Violation::new(join(path, field), msg::REQUIRED));
+            }
+        }
+    }
+    for (field, child) in map {
+        let child_path = join(path, field);
+        if let Some(prop) = properties.and_then(|p| p.get(field)) {
+            check_node(prop, child, &child_path, out);
+        } else if let Some(additional) = schema.get("additionalProperties") {
+            if additional.is_object() {
+                check_node(additional, child, &child_path, out);
+            }
+        } else if path.is_empty() && IMPLICIT_ROOT_FIELDS.contains(&field.as_str()) {
+            // apiVersion, kind and metadata are implicit in every CRD schema; the
+            // object name is checked by the Rust rules.
+        } else if properties.is_some() {
+            out.push(Violation::new(child_path, "unknown field (not declared in the schema)"));
+        }
+    }
+}
+
+fn check_array(schema: &Schema, items: &[Value], path: &str, out: &mut Vec<Violation>) {
+    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+        && (items.len() as u64) < min
+    {
+        out.push(Violation::new(at(path), msg::min_items(min)));
+    }
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+        && (items.len() as u64) > max
+    {
+        out.push(Violation::new(at(path), msg::max_items(max)));
+    }
+    if let Some(item_schema) = schema.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            check_node(item_schema, item, &format!("{path}[{i}]"), out);
+        }
+    }
+    check_list_type(schema, items, path, out);
+}
+
+fn check_string(schema: &Schema, s: &str, path: &str, out: &mut Vec<Violation>) {
+    let len = s.chars().count() as u64;
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+        && len < min
+    {
+        out.push(Violation::new(at(path), msg::min_length(min)));
+    } else if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && len > max
+    {
+        out.push(Violation::new(at(path), msg::max_length(max)));
+    } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+        && !matches_pattern(pattern, s)
+    {
+        out.push(Violation::new(at(path), msg::pattern(describe_pattern(pattern), pattern)));
+    }
+}
+
+fn check_number(schema: &Schema, v: f64, path: &str, out: &mut Vec<Violation>) {
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        && v < min
+    {
+        out.push(Violation::new(at(path), msg::minimum(display_number(min))));
+    }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && v > max
+    {
+        out.push(Violation::new(at(path), msg::maximum(display_number(max))));
     }
 }
 

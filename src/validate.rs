@@ -11,8 +11,18 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::api::{Identity, ImageVariationPolicySpec, TargetRef};
+use crate::api::{Fallback, Identity, ImageVariationPolicySpec, Retry, TargetRef, Timeout};
 use crate::limits::*;
+
+/// What kind of finding a [`Violation`] is, where code must tell findings apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ViolationKind {
+    /// A rule (an error) or advice (a warning).
+    #[default]
+    Rule,
+    /// A deprecated field is used (a warning that also becomes a `DeprecatedField` event).
+    Deprecated,
+}
 
 /// One broken rule (an error) or one piece of advice (a warning).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,12 +31,19 @@ pub struct Violation {
     pub path: String,
     /// The rule, e.g. `must be less than or equal to 5`.
     pub message: String,
+    /// What kind of finding it is.
+    pub kind: ViolationKind,
 }
 
 impl Violation {
     /// A violation at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self { path: path.into(), message: message.into(), kind: ViolationKind::Rule }
+    }
+
+    /// The use of a deprecated field at `path`.
+    pub fn deprecated(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { kind: ViolationKind::Deprecated, ..Self::new(path, message) }
     }
 }
 
@@ -57,6 +74,11 @@ impl Report {
 
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Violation::new(path, message));
+    }
+
+    /// The first warning about a deprecated field, if any.
+    pub fn deprecation(&self) -> Option<&Violation> {
+        self.warnings.iter().find(|w| w.kind == ViolationKind::Deprecated)
     }
 
     /// Adds the violations of `other` that this report does not have yet.
@@ -212,98 +234,108 @@ impl Report {
 pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report {
     let mut report = Report::default();
     check_targets(&mut report, &spec.target_refs, namespace);
-
     if let Some(name) = &spec.name {
         report.check_string("spec.name", name, 1, TRACE_NAME_MAX, Some(NO_CONTROL_CHARS_PATTERN));
     }
-
     if let Some(retry) = &spec.retry {
-        if let Some(count) = retry.count {
-            report.check_range("spec.retry.count", count, RETRY_COUNT_MIN, RETRY_COUNT_MAX);
-        }
-        if let Some(codes) = &retry.on_codes {
-            report.check_items("spec.retry.onCodes", codes.len(), 1, RETRY_CODES_MAX);
-            let mut seen = HashSet::new();
-            for (i, code) in codes.iter().enumerate() {
-                let path = format!("spec.retry.onCodes[{i}]");
-                report.check_range(&path, *code, RETRY_CODE_MIN, RETRY_CODE_MAX);
-                if !seen.insert(*code) {
-                    report.error(path, msg::duplicate(code));
-                }
-            }
-            if !codes.is_empty() && !codes.iter().any(|c| *c == 429 || (500..=599).contains(c)) {
-                report.warn(
-                    "spec.retry.onCodes",
-                    "retries on no 429 or 5xx code: rate limits and server errors, the failures a retry can fix, are not retried",
-                );
-            }
-        }
+        check_retry(&mut report, retry);
     }
-
     if let Some(fallbacks) = &spec.fallbacks {
-        report.check_items("spec.fallbacks", fallbacks.len(), 0, FALLBACKS_MAX);
-        let mut seen = HashSet::new();
-        for (i, fallback) in fallbacks.iter().enumerate() {
-            let path = format!("spec.fallbacks[{i}].model");
-            report.check_string(&path, &fallback.model, 1, MODEL_MAX, Some(MODEL_PATTERN));
-            if !seen.insert(fallback.model.as_str()) {
-                report.error(format!("spec.fallbacks[{i}]"), msg::duplicate(&fallback.model));
-            }
-        }
-        if fallbacks.len() > FALLBACKS_ADVISED_MAX && fallbacks.len() <= FALLBACKS_MAX as usize {
-            report.warn(
-                "spec.fallbacks",
-                format!(
-                    "{} fallbacks: orq advises at most {FALLBACKS_ADVISED_MAX}, each one adds a full attempt's latency to a failing request",
-                    fallbacks.len()
-                ),
-            );
-        }
+        check_fallbacks(&mut report, fallbacks);
     }
-
     if let Some(prompt) = &spec.prompt {
         report.check_string("spec.prompt.id", &prompt.id, 1, PROMPT_ID_MAX, Some(PROMPT_ID_PATTERN));
     }
-
     if let Some(identity) = &spec.identity {
         check_identity(&mut report, "spec.identity", identity);
     }
     if let Some(contact) = &spec.contact {
-        check_identity(&mut report, "spec.contact", contact);
-        if spec.identity.is_some() {
-            report.error(
-                "spec.contact",
-                "must not be set together with spec.identity (contact is the deprecated name of identity)",
-            );
-        } else {
-            report.warn("spec.contact", "is deprecated: rename it to spec.identity (same fields)");
-        }
+        check_contact(&mut report, contact, spec.identity.is_some());
     }
-
     if let Some(cache) = &spec.cache
         && let Some(ttl) = cache.ttl
     {
         report.check_range("spec.cache.ttl", ttl, CACHE_TTL_MIN, CACHE_TTL_MAX);
     }
-
     if let Some(lb) = &spec.load_balancer {
         check_load_balancer(&mut report, spec, lb);
     }
-
     if let Some(timeout) = &spec.timeout {
-        report.check_range("spec.timeout.callTimeout", timeout.call_timeout, CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
-        if (CALL_TIMEOUT_MIN..CALL_TIMEOUT_ADVISED_MIN).contains(&timeout.call_timeout) {
-            report.warn(
-                "spec.timeout.callTimeout",
-                format!(
-                    "{} ms is shorter than {CALL_TIMEOUT_ADVISED_MIN} ms: most image-variation calls will time out (it applies to each attempt)",
-                    timeout.call_timeout
-                ),
-            );
+        check_timeout(&mut report, timeout);
+    }
+    report
+}
+
+fn check_retry(report: &mut Report, retry: &Retry) {
+    if let Some(count) = retry.count {
+        report.check_range("spec.retry.count", count, RETRY_COUNT_MIN, RETRY_COUNT_MAX);
+    }
+    let Some(codes) = &retry.on_codes else { return };
+    report.check_items("spec.retry.onCodes", codes.len(), 1, RETRY_CODES_MAX);
+    let mut seen = HashSet::new();
+    for (i, code) in codes.iter().enumerate() {
+        let path = format!("spec.retry.onCodes[{i}]");
+        report.check_range(&path, *code, RETRY_CODE_MIN, RETRY_CODE_MAX);
+        if !seen.insert(*code) {
+            report.error(path, msg::duplicate(code));
         }
     }
+    if !codes.is_empty() && !codes.iter().any(|c| *c == 429 || (500..=599).contains(c)) {
+        report.warn(
+            "spec.retry.onCodes",
+            "retries on no 429 or 5xx code: rate limits and server errors, the failures a retry can fix, are not retried",
+        );
+    }
+}
 
-    report
+fn check_fallbacks(report: &mut Report, fallbacks: &[Fallback]) {
+    report.check_items("spec.fallbacks", fallbacks.len(), 0, FALLBACKS_MAX);
+    let mut seen = HashSet::new();
+    for (i, fallback) in fallbacks.iter().enumerate() {
+        let path = format!("spec.fallbacks[{i}].model");
+        report.check_string(&path, &fallback.model, 1, MODEL_MAX, Some(MODEL_PATTERN));
+        if !seen.insert(fallback.model.as_str()) {
+            report.error(format!("spec.fallbacks[{i}]"), msg::duplicate(&fallback.model));
+        }
+    }
+    if fallbacks.len() > FALLBACKS_ADVISED_MAX && fallbacks.len() <= FALLBACKS_MAX as usize {
+        report.warn(
+            "spec.fallbacks",
+            format!(
+                "{} fallbacks: orq advises at most {FALLBACKS_ADVISED_MAX}, each one adds a full attempt's latency to a failing request",
+                fallbacks.len()
+            ),
+        );
+    }
+}
+
+/// `contact`, the deprecated name of `identity`: checked the same, refused next to
+/// `identity`, and otherwise a deprecation warning.
+fn check_contact(report: &mut Report, contact: &Identity, has_identity: bool) {
+    check_identity(report, "spec.contact", contact);
+    if has_identity {
+        report.error(
+            "spec.contact",
+            "must not be set together with spec.identity (contact is the deprecated name of identity)",
+        );
+    } else {
+        report
+            .warnings
+            .push(Violation::deprecated("spec.contact", "is deprecated: rename it to spec.identity (same fields)"));
+    }
+}
+
+fn check_timeout(report: &mut Report, timeout: &Timeout) {
+    report.check_range("spec.timeout.callTimeout", timeout.call_timeout, CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
+    if (CALL_TIMEOUT_MIN..CALL_TIMEOUT_ADVISED_MIN).contains(&timeout.call_timeout) {
+        report.warn(
+            "spec.timeout.callTimeout",
+            format!(
+                "{} ms is shorter than {CALL_TIMEOUT_ADVISED_MIN} ms: most image-variation calls will time out (it applies to each attempt)",
+                timeout.call_timeout
+            ),
+        );
+    }
 }
 
 fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
@@ -468,7 +500,7 @@ pub fn validate_object_name(name: &str, namespace: &str) -> Vec<Violation> {
     let mut report = Report::default();
     report.check_string("metadata.name", name, 1, DNS1123_SUBDOMAIN_MAX, Some(DNS1123_SUBDOMAIN_PATTERN));
     if report.errors.is_empty() {
-        let key = crate::render::data_key(namespace, name);
+        let key = crate::key::PolicyKey::new(namespace, name).data_key();
         if key.len() > DNS1123_SUBDOMAIN_MAX as usize {
             report.error(
                 "metadata.name",

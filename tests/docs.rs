@@ -5,7 +5,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlua::{Lua, LuaSerdeExt};
 use routerpolicy::api::{TargetReason, TargetStatus};
-use routerpolicy::status::{Observation, compute_status};
+use routerpolicy::key::PolicyKey;
+use routerpolicy::operator::status::{StatusInput, compute_status};
 use routerpolicy::validate::{Report, Violation};
 use serde_json::{Value, json};
 
@@ -17,9 +18,9 @@ fn health(obj: &Value) -> (String, String) {
     (hs.get("status").expect("status"), hs.get("message").expect("message"))
 }
 
-fn policy_with(observation: Observation, generation: i64) -> Value {
+fn policy_with(input: StatusInput, generation: i64) -> Value {
     let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time"));
-    let status = compute_status(&observation, None, &now);
+    let status = compute_status(&input, None, &now);
     json!({"metadata": {"name": "p", "generation": generation}, "status": status})
 }
 
@@ -37,7 +38,7 @@ fn target(synced: bool, reason: TargetReason, message: &str) -> TargetStatus {
 
 #[test]
 fn argocd_health_is_healthy_when_ready() {
-    let obs = Observation {
+    let obs = StatusInput {
         generation: Some(1),
         report: Report::default(),
         config_hash: Some("h".into()),
@@ -54,7 +55,7 @@ fn argocd_health_is_degraded_with_the_field_path_when_invalid() {
         errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
         warnings: vec![],
     };
-    let obs = Observation { generation: Some(3), report, config_hash: None, targets: vec![] };
+    let obs = StatusInput { generation: Some(3), report, config_hash: None, targets: vec![] };
     let (status, message) = health(&policy_with(obs, 3));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("ValidationFailed: spec.retry.count: must be less than or equal to 5"), "{message}");
@@ -62,7 +63,7 @@ fn argocd_health_is_degraded_with_the_field_path_when_invalid() {
 
 #[test]
 fn argocd_health_is_degraded_when_a_target_refuses() {
-    let obs = Observation {
+    let obs = StatusInput {
         generation: Some(1),
         report: Report::default(),
         config_hash: Some("h".into()),
@@ -75,30 +76,30 @@ fn argocd_health_is_degraded_when_a_target_refuses() {
 
 #[test]
 fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
-    let obs = Observation {
+    let obs = StatusInput {
         generation: Some(1),
         report: Report::default(),
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::ApplyFailed, "timeout")],
     };
     assert_eq!(health(&policy_with(obs.clone(), 1)).0, "Progressing");
-    let ready = Observation { targets: vec![target(true, TargetReason::Synced, "")], ..obs };
+    let ready = StatusInput { targets: vec![target(true, TargetReason::Synced, "")], ..obs };
     assert_eq!(health(&policy_with(ready, 2)).0, "Progressing", "an old observedGeneration is not healthy yet");
     assert_eq!(health(&json!({"metadata": {"generation": 1}})).0, "Progressing");
 }
 
 #[test]
 fn prometheus_alerts_only_use_metrics_the_operator_and_gateway_serve() {
-    let metrics = routerpolicy::metrics::Metrics::default();
-    metrics.reconciled("success", 0.01);
-    metrics.set_ready("ns/p", Some("false"));
+    let metrics = routerpolicy::operator::metrics::Metrics::default();
+    metrics.reconciled(routerpolicy::operator::metrics::ReconcileOutcome::Success, 0.01);
+    metrics.set_ready(&PolicyKey::new("ns", "p"), Some(routerpolicy::operator::metrics::Readiness::NotReady));
     let gateway = routerpolicy::gateway::GatewayMetrics::default();
-    let policy = routerpolicy::gateway::PolicyLabels { policy: "ns.p".into() };
+    let policy = routerpolicy::gateway::PolicyLabels { policy: PolicyKey::new("ns", "p") };
     gateway.reload_errors.get_or_create(&policy).inc();
     gateway.upstream_duration.get_or_create(&policy).observe(0.1);
     gateway
         .requests
-        .get_or_create(&routerpolicy::gateway::RequestLabels { policy: "ns.p".into(), code: "502".into() })
+        .get_or_create(&routerpolicy::gateway::RequestLabels { policy: Some(PolicyKey::new("ns", "p")), code: 502 })
         .inc();
     let exposition = format!("{}{}", metrics.encode(), gateway.encode());
     let text =
@@ -116,6 +117,44 @@ fn prometheus_alerts_only_use_metrics_the_operator_and_gateway_serve() {
                 rule["alert"],
                 m.as_str()
             );
+        }
+    }
+}
+
+/// Every path that docs/architecture.md names (`src/…`, `deploy/…`, `scripts/…`, …) exists.
+#[test]
+fn the_architecture_page_names_only_files_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/docs/architecture.md")).expect("docs/architecture.md");
+    let path = regex::Regex::new(r"`((?:src|tests|deploy|scripts|docs|examples|crds|charts)/[A-Za-z0-9_./-]+)`")
+        .expect("regex");
+    let named: Vec<&str> = path.captures_iter(&text).filter_map(|c| c.get(1)).map(|m| m.as_str()).collect();
+    assert!(named.len() > 30, "the page names the files of both wings ({} found)", named.len());
+    for file in named {
+        assert!(
+            std::path::Path::new(root).join(file).exists(),
+            "docs/architecture.md names {file}, which does not exist"
+        );
+    }
+    for wing in ["src/operator", "src/gateway"] {
+        for entry in std::fs::read_dir(format!("{root}/{wing}")).expect("wing") {
+            let name = entry.expect("entry").file_name().to_string_lossy().to_string();
+            if name != "mod.rs" {
+                assert!(text.contains(&format!("{wing}/{name}")), "docs/architecture.md does not place {wing}/{name}");
+            }
+        }
+    }
+}
+
+/// The gateway wing uses the leaves and its own files, never the operator's.
+#[test]
+fn the_gateway_imports_nothing_of_the_operator() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/gateway");
+    for entry in std::fs::read_dir(dir).expect("src/gateway") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("source");
+        for forbidden in ["crate::operator", "routerpolicy::operator", "super::super::operator"] {
+            assert!(!text.contains(forbidden), "{} uses {forbidden}", path.display());
         }
     }
 }

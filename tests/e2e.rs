@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use routerpolicy::api::ImageVariationPolicy;
-use routerpolicy::controller::{self, Settings};
-use routerpolicy::metrics::Metrics;
+use routerpolicy::operator::controller::{self, Settings};
+use routerpolicy::operator::metrics::Metrics;
 use routerpolicy::render::render_policy;
 use serde_json::json;
 use support::{control_plane, eventually};
@@ -103,9 +103,10 @@ fn patch_configmap(namespace: &str, name: &str, patch_type: &str, patch: &str) {
     control_plane().kubectl_ok(&["patch", "-n", namespace, "configmap", name, &patch_type, "-p", patch]);
 }
 
-fn rendered(namespace: &str, name: &str, spec: serde_json::Value) -> String {
+/// The document a spec renders to (the same for every policy name).
+fn rendered(spec: serde_json::Value) -> String {
     let spec = serde_json::from_value(spec).expect("spec");
-    render_policy(namespace, name, &spec).json
+    render_policy(&spec).json
 }
 
 fn retry_spec(target: &str, count: i64) -> serde_json::Value {
@@ -141,7 +142,7 @@ async fn valid_policy_reaches_its_configmap_with_the_rendered_bytes_and_becomes_
     policy["metadata"]["namespace"] = json!(ns);
     apply_ok(&policy.to_string());
 
-    let expected = rendered(&ns, "avatars", policy["spec"].clone());
+    let expected = rendered(policy["spec"].clone());
     let key = format!("{ns}.avatars.json");
     wait_for_key(&client, &ns, "image-gateway-policies", &key, &expected).await;
 
@@ -152,7 +153,7 @@ async fn valid_policy_reaches_its_configmap_with_the_rendered_bytes_and_becomes_
     let status = p.status.expect("status");
     assert_eq!(status.observed_generation, p.metadata.generation);
     assert_eq!(status.synced_targets.as_deref(), Some("1/1"));
-    assert_eq!(status.config_hash, Some(routerpolicy::render::short_hash(expected.as_bytes())));
+    assert_eq!(status.config_hash, Some(routerpolicy::hash::short_hash(expected.as_bytes())));
     assert_eq!(status.targets.len(), 1);
     assert!(status.targets[0].synced);
     assert_eq!(status.targets[0].key, key);
@@ -207,7 +208,7 @@ async fn invalid_policy_keeps_last_good_config_and_reports_stalled() {
     let key = format!("{ns}.p.json");
 
     apply_ok(&policy_yaml(&ns, "p", retry_spec("gw", 2)));
-    let good = rendered(&ns, "p", retry_spec("gw", 2));
+    let good = rendered(retry_spec("gw", 2));
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
     // Duplicate targets once the default namespace is resolved: the CRD's CEL rule cannot see
@@ -229,7 +230,7 @@ async fn invalid_policy_keeps_last_good_config_and_reports_stalled() {
 
     // Valid again: the new document is written.
     apply_ok(&policy_yaml(&ns, "p", retry_spec("gw", 5)));
-    wait_for_key(&client, &ns, "gw", &key, &rendered(&ns, "p", retry_spec("gw", 5))).await;
+    wait_for_key(&client, &ns, "gw", &key, &rendered(retry_spec("gw", 5))).await;
     wait_for_condition(&client, &ns, "p", "Ready", "True", None).await;
 }
 
@@ -242,8 +243,8 @@ async fn deleting_a_policy_removes_only_its_key() {
 
     apply_ok(&policy_yaml(&ns, "one", retry_spec("gw", 1)));
     apply_ok(&policy_yaml(&ns, "two", retry_spec("gw", 2)));
-    wait_for_key(&client, &ns, "gw", &format!("{ns}.one.json"), &rendered(&ns, "one", retry_spec("gw", 1))).await;
-    wait_for_key(&client, &ns, "gw", &format!("{ns}.two.json"), &rendered(&ns, "two", retry_spec("gw", 2))).await;
+    wait_for_key(&client, &ns, "gw", &format!("{ns}.one.json"), &rendered(retry_spec("gw", 1))).await;
+    wait_for_key(&client, &ns, "gw", &format!("{ns}.two.json"), &rendered(retry_spec("gw", 2))).await;
 
     // Another writer's key in the same ConfigMap.
     patch_configmap(&ns, "gw", "merge", r#"{"data":{"hand-written.txt":"keep me"}}"#);
@@ -252,7 +253,7 @@ async fn deleting_a_policy_removes_only_its_key() {
     wait_for_no_key(&client, &ns, "gw", &format!("{ns}.one.json")).await;
     let data = configmap_data(&client, &ns, "gw").await.expect("the ConfigMap is never deleted");
     assert_eq!(data.get("hand-written.txt").map(String::as_str), Some("keep me"));
-    assert_eq!(data.get(&format!("{ns}.two.json")), Some(&rendered(&ns, "two", retry_spec("gw", 2))));
+    assert_eq!(data.get(&format!("{ns}.two.json")), Some(&rendered(retry_spec("gw", 2))));
     let gone = Api::<ImageVariationPolicy>::namespaced(client.clone(), &ns).get_opt("one").await.expect("get");
     assert!(gone.is_none(), "deletion must not wait for anything");
 }
@@ -308,7 +309,7 @@ async fn cross_namespace_target_needs_consent_and_withdrawn_consent_removes_the_
     .await
     .expect("consent");
     let key = format!("{team}.p.json");
-    wait_for_key(&client, &gateway, "shared", &key, &rendered(&team, "p", spec.clone())).await;
+    wait_for_key(&client, &gateway, "shared", &key, &rendered(spec.clone())).await;
     wait_for_condition(&client, &team, "p", "Ready", "True", None).await;
 
     // Withdrawn: the key goes, other keys stay.
@@ -358,7 +359,7 @@ async fn hand_edits_deleted_keys_and_a_deleted_configmap_are_repaired() {
     let ns = cp.namespace(&client, "drift").await;
     let _operator = start_operator(&client, &[&ns]);
     let key = format!("{ns}.p.json");
-    let good = rendered(&ns, "p", retry_spec("gw", 3));
+    let good = rendered(retry_spec("gw", 3));
     apply_ok(&policy_yaml(&ns, "p", retry_spec("gw", 3)));
     wait_for_key(&client, &ns, "gw", &key, &good).await;
 
@@ -405,10 +406,7 @@ async fn a_burst_of_policy_changes_to_one_target_costs_few_writes() {
             eventually(Duration::from_secs(60), "every policy's document in the ConfigMap", || async {
                 let data = configmap_data(&client, &ns, "gw").await?;
                 (0..N)
-                    .all(|i| {
-                        data.get(&format!("{ns}.p{i}.json"))
-                            == Some(&rendered(&ns, &format!("p{i}"), retry_spec("gw", count)))
-                    })
+                    .all(|i| data.get(&format!("{ns}.p{i}.json")) == Some(&rendered(retry_spec("gw", count))))
                     .then_some(())
             })
             .await
@@ -559,7 +557,7 @@ async fn a_full_target_keeps_what_it_serves_and_refuses_newcomers() {
     for name in ["a", "b"] {
         let (body, spec) = big(name);
         api.patch(name, &PatchParams::apply("test"), &Patch::Apply(&body)).await.expect("apply");
-        wait_for_key(&client, &ns, "gw", &format!("{ns}.{name}.json"), &rendered(&ns, name, spec)).await;
+        wait_for_key(&client, &ns, "gw", &format!("{ns}.{name}.json"), &rendered(spec)).await;
     }
     let (body, _) = big("c");
     api.patch("c", &PatchParams::apply("test"), &Patch::Apply(&body)).await.expect("apply");
@@ -590,7 +588,7 @@ async fn gateway_puts_the_operators_document_on_real_requests_and_follows_an_edi
     let key = format!("{ns}.avatars.json");
 
     apply_ok(&policy_yaml(&ns, "avatars", retry_spec(cm, 2)));
-    let first = rendered(&ns, "avatars", retry_spec(cm, 2));
+    let first = rendered(retry_spec(cm, 2));
     wait_for_key(&client, &ns, cm, &key, &first).await;
     let ready = wait_for_condition(&client, &ns, "avatars", "Ready", "True", None).await;
     let config_hash = ready.status.and_then(|s| s.config_hash).expect("configHash");
@@ -635,7 +633,7 @@ async fn gateway_puts_the_operators_document_on_real_requests_and_follows_an_edi
     assert_eq!(upstream.last().orq(), first, "upstream's orq field is the rendered document");
 
     apply_ok(&policy_yaml(&ns, "avatars", retry_spec(cm, 4)));
-    let second = rendered(&ns, "avatars", retry_spec(cm, 4));
+    let second = rendered(retry_spec(cm, 4));
     wait_for_key(&client, &ns, cm, &key, &second).await;
     mount.publish(publish(configmap_data(&client, &ns, cm).await.expect("configmap")));
     eventually(WAIT, "the next request carries the edited document", || async {

@@ -47,8 +47,8 @@ async fn burst(client: &Client, ns: &str, count: usize, round: i64) {
     futures::future::join_all(writes).await;
 }
 
-fn rendered(ns: &str, i: usize, round: i64) -> String {
-    render_policy(ns, &name(i), &serde_json::from_value(spec(round)).expect("spec")).json
+fn rendered(round: i64) -> String {
+    render_policy(&serde_json::from_value(spec(round)).expect("spec")).json
 }
 
 async fn data(client: &Client, ns: &str, cm: &str) -> Option<BTreeMap<String, String>> {
@@ -66,7 +66,7 @@ async fn converged(client: &Client, ns: &str, count: usize, round: i64, gone: &[
             let ok = async {
                 let data = data(client, ns, "gw").await?;
                 let documents =
-                    (0..count).all(|i| data.get(&format!("{ns}.{}.json", name(i))) == Some(&rendered(ns, i, round)));
+                    (0..count).all(|i| data.get(&format!("{ns}.{}.json", name(i))) == Some(&rendered(round)));
                 let pruned = gone.iter().all(|i| !data.contains_key(&format!("{ns}.{}.json", name(*i))));
                 let list = api.list(&Default::default()).await.ok()?;
                 let ready = list.items.len() >= count

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use gwsupport::{FakeUpstream, GatewayProcess, HttpResponse, KubeletDir, Mode, get, image, multipart, post_head, send};
-use routerpolicy::render::short_hash;
+use routerpolicy::hash::short_hash;
 use support::eventually;
 
 const PATH: &str = "/v2/router/images/variations";

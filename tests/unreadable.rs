@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::DynamicObject;
 use routerpolicy::api::ImageVariationPolicy;
-use routerpolicy::controller::{self, Settings};
-use routerpolicy::metrics::Metrics;
+use routerpolicy::operator::controller::{self, Settings};
+use routerpolicy::operator::metrics::Metrics;
 use serde_json::{Value, json};
 use support::{control_plane, eventually};
 

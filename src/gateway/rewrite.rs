@@ -8,13 +8,10 @@
 //! - Every other part — its headers and its bytes, the image included — passes unchanged.
 //!
 //! Framing: the body is buffered (bounded by `--max-body-bytes`) and split in place —
-//! `memchr::memmem` finds the delimiters (SIMD substring search), `httparse` (hyper's header
-//! parser) parses each part's header block. Every kept part's data is a `Bytes` slice of the
-//! request body, so the image is never copied; the output is a list of chunks written to orq
-//! with vectored writes. `multer` (axum's multipart parser) was measured first: 3.1 ms per
-//! 4 MiB body, because it copies each part through its own buffer; the in-place split takes
-//! ~0.1 ms (see docs/benchmarks.md). The tests parse every rewritten body back with multer,
-//! so an independent parser checks this one's output.
+//! `memchr::memmem` finds the delimiters, `httparse` parses each part's header block. Every
+//! kept part's data is a `Bytes` slice of the request body, so the image is never copied; the
+//! output is a list of chunks. The tests parse every rewritten body back with multer, an
+//! independent parser (docs/architecture.md, "Design notes", says why not multer here).
 //!
 //! The field *name* that decides removal is parsed strictly by [`disposition_name`]
 //! (RFC 7578 / RFC 6266), and a part whose disposition is missing, repeated, ambiguous

@@ -4,8 +4,8 @@
 //! A [`Snapshot`] is immutable; a reload builds the next one from the previous one and the
 //! files just read, so a request that took an `Arc<Policy>` keeps its document whatever
 //! happens after. Rules (PRODUCT §10):
-//! - one file `<namespace>.<name>.json` per policy; other names (kubelet's `..data`, dot
-//!   files, anything not shaped like a policy key) are not policies;
+//! - one file `<namespace>.<name>.json` per policy ([`PolicyKey::from_data_key`]); other names
+//!   (kubelet's `..data`, dot files, anything not shaped like a policy key) are not policies;
 //! - a file that is valid JSON (an object, as the operator renders) is served as its exact
 //!   bytes, hashed as the operator hashes `status.configHash`;
 //! - a file that cannot be read or is not a JSON object keeps that policy's last good
@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::render::short_hash;
+use crate::hash::short_hash;
+use crate::key::PolicyKey;
 
 /// One served policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    /// `<namespace>.<name>`.
-    pub name: String,
+pub struct ServedPolicy {
+    /// The policy.
+    pub key: PolicyKey,
     /// The document, exactly as the file holds it.
     pub document: Bytes,
     /// First 16 hex digits of its SHA-256, the same as the policy's `status.configHash`.
@@ -35,8 +36,8 @@ pub struct Policy {
 /// The policies served at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// By `<namespace>.<name>`.
-    pub policies: BTreeMap<String, Arc<Policy>>,
+    /// By policy.
+    pub policies: BTreeMap<PolicyKey, Arc<ServedPolicy>>,
 }
 
 /// A file of the config directory as read: its bytes, or why it could not be read.
@@ -45,8 +46,8 @@ pub type FileRead = Result<Vec<u8>, String>;
 /// What a reload found wrong with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadError {
-    /// `<namespace>.<name>`.
-    pub policy: String,
+    /// The policy.
+    pub policy: PolicyKey,
     /// What is wrong.
     pub message: String,
     /// Whether a last good document is still served.
@@ -59,64 +60,36 @@ pub struct Reload {
     /// The policies to serve from now on.
     pub snapshot: Snapshot,
     /// Policies served for the first time.
-    pub added: Vec<String>,
+    pub added: Vec<PolicyKey>,
     /// Policies whose document changed.
-    pub changed: Vec<String>,
+    pub changed: Vec<PolicyKey>,
     /// Policies no longer served.
-    pub removed: Vec<String>,
+    pub removed: Vec<PolicyKey>,
     /// Files that could not be used.
     pub errors: Vec<ReloadError>,
 }
 
-/// Whether `s` is a DNS-1123 label (a namespace).
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// Checks a policy name `<namespace>.<name>` as the header `X-Routerpolicy-Policy` carries
-/// it: a DNS-1123 label, a dot, a DNS-1123 subdomain. Nothing else (no `/`, no `..`, no
-/// spaces) can name a policy, so a name never reaches the filesystem unchecked — and the
-/// gateway never opens a file by a caller's name anyway: it looks names up in memory.
-pub fn check_policy_name(name: &str) -> Result<(), String> {
-    let Some((namespace, policy)) = name.split_once('.') else {
-        return Err("must be <namespace>.<name>".into());
-    };
-    if !is_label(namespace) {
-        return Err(format!("namespace {namespace:?} is not a DNS-1123 label"));
+/// Why a file's bytes cannot be served, if they cannot: a document is a JSON object.
+fn problem(read: &FileRead) -> Option<String> {
+    match read {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(serde_json::Value::Object(_)) => None,
+            Ok(_) => Some("not a JSON object".to_string()),
+            Err(e) => Some(format!("not valid JSON: {e}")),
+        },
+        Err(e) => Some(format!("cannot read: {e}")),
     }
-    if policy.is_empty() || policy.len() > 253 || !policy.split('.').all(is_label) {
-        return Err(format!("name {policy:?} is not a DNS-1123 subdomain"));
-    }
-    Ok(())
 }
 
-/// The policy a config file serves, if its name is a policy key `<namespace>.<name>.json`.
-pub fn policy_of_file(file_name: &str) -> Option<&str> {
-    let policy = file_name.strip_suffix(".json")?;
-    check_policy_name(policy).ok().map(|()| policy)
-}
-
-/// Builds the next snapshot from the previous one and the files of the directory.
+/// Builds the next snapshot from the previous one and the files of the directory (by file
+/// name; names that are not `<namespace>.<name>.json` are not policies).
 pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>) -> Reload {
     let mut next = BTreeMap::new();
     let mut out = Reload::default();
     for (file, read) in files {
-        let Some(policy) = policy_of_file(&file) else { continue };
-        let policy = policy.to_string();
+        let Some(policy) = PolicyKey::from_data_key(&file) else { continue };
         let before = previous.policies.get(&policy);
-        let problem = match &read {
-            Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
-                Ok(serde_json::Value::Object(_)) => None,
-                Ok(_) => Some("not a JSON object".to_string()),
-                Err(e) => Some(format!("not valid JSON: {e}")),
-            },
-            Err(e) => Some(format!("cannot read: {e}")),
-        };
-        match (problem, read) {
+        match (problem(&read), read) {
             (None, Ok(bytes)) => {
                 let document = Bytes::from(bytes);
                 match before {
@@ -130,7 +103,8 @@ pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>) -> Reload 
                             out.added.push(policy.clone());
                         }
                         let hash = short_hash(&document);
-                        next.insert(policy.clone(), Arc::new(Policy { name: policy, document, hash, stale: false }));
+                        let served = ServedPolicy { key: policy.clone(), document, hash, stale: false };
+                        next.insert(policy, Arc::new(served));
                     }
                 }
             }
@@ -138,7 +112,8 @@ pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>) -> Reload 
                 let message = problem.unwrap_or_default();
                 out.errors.push(ReloadError { policy: policy.clone(), message, kept_last_good: before.is_some() });
                 if let Some(b) = before {
-                    let kept = if b.stale { b.clone() } else { Arc::new(Policy { stale: true, ..(**b).clone() }) };
+                    let kept =
+                        if b.stale { b.clone() } else { Arc::new(ServedPolicy { stale: true, ..(**b).clone() }) };
                     next.insert(policy, kept);
                 }
             }
@@ -153,6 +128,10 @@ pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>) -> Reload 
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> PolicyKey {
+        PolicyKey::parse(name).expect("policy name")
+    }
+
     fn files(entries: &[(&str, &str)]) -> BTreeMap<String, FileRead> {
         entries.iter().map(|(k, v)| (k.to_string(), Ok(v.as_bytes().to_vec()))).collect()
     }
@@ -160,8 +139,8 @@ mod tests {
     #[test]
     fn policy_files_are_loaded_with_the_operators_hash() {
         let r = reload(&Snapshot::default(), files(&[("team.a.json", r#"{"retry":{"count":2}}"#), ("..data", "x")]));
-        assert_eq!(r.added, ["team.a"]);
-        let p = &r.snapshot.policies["team.a"];
+        assert_eq!(r.added, [key("team.a")]);
+        let p = &r.snapshot.policies[&key("team.a")];
         assert_eq!(p.hash, short_hash(br#"{"retry":{"count":2}}"#));
         assert_eq!(&p.document[..], br#"{"retry":{"count":2}}"#);
     }
@@ -172,11 +151,11 @@ mod tests {
         let second = reload(&first.snapshot, files(&[("team.a.json", "{not json")]));
         assert_eq!(second.errors.len(), 1);
         assert!(second.errors[0].kept_last_good);
-        assert_eq!(&second.snapshot.policies["team.a"].document[..], br#"{"a":1}"#);
-        assert!(second.snapshot.policies["team.a"].stale);
+        assert_eq!(&second.snapshot.policies[&key("team.a")].document[..], br#"{"a":1}"#);
+        assert!(second.snapshot.policies[&key("team.a")].stale);
         let third = reload(&second.snapshot, files(&[("team.a.json", r#"{"a":2}"#)]));
-        assert_eq!(third.changed, ["team.a"]);
-        assert!(!third.snapshot.policies["team.a"].stale);
+        assert_eq!(third.changed, [key("team.a")]);
+        assert!(!third.snapshot.policies[&key("team.a")].stale);
     }
 
     #[test]
@@ -193,22 +172,22 @@ mod tests {
     fn removed_file_stops_serving_its_policy() {
         let first = reload(&Snapshot::default(), files(&[("team.a.json", "{}"), ("team.b.json", "{}")]));
         let second = reload(&first.snapshot, files(&[("team.b.json", "{}")]));
-        assert_eq!(second.removed, ["team.a"]);
-        assert!(Arc::ptr_eq(&first.snapshot.policies["team.b"], &second.snapshot.policies["team.b"]));
+        assert_eq!(second.removed, [key("team.a")]);
+        assert!(Arc::ptr_eq(&first.snapshot.policies[&key("team.b")], &second.snapshot.policies[&key("team.b")]));
     }
 
     #[test]
     fn policy_names_are_checked_strictly() {
         for ok in ["team.a", "team-1.my.policy", "a.b"] {
-            assert_eq!(check_policy_name(ok), Ok(()), "{ok}");
+            assert!(PolicyKey::parse(ok).is_ok(), "{ok}");
         }
         for bad in
             ["", "team", ".a", "team.", "../etc.passwd", "team./x", "Team.a", "team..a", "te am.a", "team.a/b", "-t.a"]
         {
-            assert!(check_policy_name(bad).is_err(), "{bad}");
+            assert!(PolicyKey::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(policy_of_file("team.a.json"), Some("team.a"));
-        assert_eq!(policy_of_file("..2026_11_25.json"), None);
-        assert_eq!(policy_of_file("team.a.yaml"), None);
+        assert_eq!(PolicyKey::from_data_key("team.a.json"), Some(key("team.a")));
+        assert_eq!(PolicyKey::from_data_key("..2026_11_25.json"), None);
+        assert_eq!(PolicyKey::from_data_key("team.a.yaml"), None);
     }
 }

@@ -1,90 +1,38 @@
-//! The controller's in-memory index. Pure: no client, no clock, no I/O.
+//! Index: the operator's in-memory state. Pure: no client, no clock, no I/O.
 //!
 //! Watch events go in ([`Index::apply_policy`], [`Index::delete_policy`],
 //! [`Index::apply_target`], [`Index::delete_target`]); what each event touches comes out (the
 //! targets to re-plan). The index holds:
-//! - each policy's validated form, computed once per change: the rendered document and its
-//!   hash when valid, the rule book's report either way, the targets its spec names, the
-//!   outcome each target's last plan gave it, and its last known status;
+//! - each policy's compiled form ([`crate::operator::compile`], once per spec change), the
+//!   targets its spec names, the outcome each target's last plan gave it, and what is kept of
+//!   its last known status;
 //! - for each target ConfigMap: which policies name it, and what the ConfigMap holds (the
-//!   stripped [`ExistingTarget`] view fed by the ConfigMap watches: owned keys and their
-//!   values, labels and annotations that decide consent, the size of everything else);
+//!   stripped [`ExistingTarget`] view fed by the ConfigMap watches);
 //! - which targets hold each policy's key, so a deleted or retargeted policy finds them.
 //!
 //! Planning one target ([`Index::plan_input`]) costs O(policies at that target), never
-//! O(all policies). The namespace boundary of `--namespaces` is enforced here: a policy of
-//! another namespace never enters, and an owned key of another namespace is left as it is.
+//! O(all policies). The namespace [`Boundary`] is enforced here: a policy of another
+//! namespace never enters, and an owned key of another namespace is left as it is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Display;
 
-use serde_json::value::RawValue;
-
-use crate::api::{ImageVariationPolicySpec, ImageVariationPolicyStatus};
-use crate::render::{GatewayDocument, data_key, render_policy};
-use crate::status::{Observation, StatusMemo};
-use crate::target::{Content, ExistingTarget, Outcome, PolicyAtTarget, TargetKey, TargetPlan, spec_targets};
-use crate::validate::{Report, Violation, validate_policy};
-
-/// The namespaces an operator instance acts in.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Boundary(Option<BTreeSet<String>>);
-
-impl Boundary {
-    /// Every namespace (`namespaces` empty), or exactly the given ones.
-    pub fn new(namespaces: &[String]) -> Self {
-        let set: BTreeSet<String> = namespaces.iter().filter(|n| !n.is_empty()).cloned().collect();
-        Boundary((!set.is_empty()).then_some(set))
-    }
-
-    /// Whether the instance acts in `namespace`.
-    pub fn contains(&self, namespace: &str) -> bool {
-        self.0.as_ref().is_none_or(|set| set.contains(namespace))
-    }
-
-    /// The watched namespaces, or `None` for all.
-    pub fn namespaces(&self) -> Option<&BTreeSet<String>> {
-        self.0.as_ref()
-    }
-}
-
-/// The namespace part of a data key `<namespace>.<name>.json` (namespaces contain no dots).
-pub fn key_namespace(key: &str) -> &str {
-    key.split_once('.').map(|(ns, _)| ns).unwrap_or(key)
-}
-
-/// A policy as a watch event shows it, reduced to what the index needs.
-#[derive(Clone, Debug)]
-pub struct ObservedPolicy {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// `metadata.uid`.
-    pub uid: Option<String>,
-    /// `metadata.generation`.
-    pub generation: Option<i64>,
-    /// `metadata.resourceVersion`.
-    pub resource_version: Option<String>,
-    /// The spec as raw JSON, parsed only when the generation is new to the index.
-    pub spec: Option<Box<RawValue>>,
-    /// The stored status as raw JSON, parsed only for a policy new to the index (later
-    /// events carry the status the operator wrote itself).
-    pub status: Option<Box<RawValue>>,
-    /// Whether `metadata.deletionTimestamp` is set.
-    pub deleting: bool,
-    /// Whether it still carries the legacy `routerpolicy.io/cleanup` finalizer.
-    pub legacy_finalizer: bool,
-}
+use crate::api::ImageVariationPolicyStatus;
+use crate::key::{PolicyKey, TargetKey};
+use crate::operator::boundary::Boundary;
+use crate::operator::compile::compile;
+use crate::operator::configmap::{ConfigMapWatch, ExistingTarget};
+use crate::operator::decode::DecodedPolicy;
+use crate::operator::plan::{Content, Outcome, PolicyAtTarget, TargetPlan};
+use crate::operator::status::{StatusInput, StatusMemo};
+use crate::render::GatewayDocument;
+use crate::validate::Report;
 
 /// One policy in the index.
 #[derive(Clone, Debug)]
 pub struct PolicyEntry {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Data key `<namespace>.<name>.json`.
-    pub key: String,
+    /// The policy.
+    pub key: PolicyKey,
     /// `metadata.uid`.
     pub uid: Option<String>,
     /// `metadata.generation`.
@@ -121,6 +69,35 @@ impl PolicyEntry {
     }
 }
 
+/// Which ConfigMap watches currently show a target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenBy {
+    managed: bool,
+    opted_in: bool,
+}
+
+impl SeenBy {
+    fn slot(&mut self, watch: ConfigMapWatch) -> &mut bool {
+        match watch {
+            ConfigMapWatch::Managed => &mut self.managed,
+            ConfigMapWatch::OptedIn => &mut self.opted_in,
+        }
+    }
+
+    /// Whether `watch` shows the target.
+    pub fn by(&self, watch: ConfigMapWatch) -> bool {
+        match watch {
+            ConfigMapWatch::Managed => self.managed,
+            ConfigMapWatch::OptedIn => self.opted_in,
+        }
+    }
+
+    /// Whether any watch shows the target.
+    pub fn any(&self) -> bool {
+        self.managed || self.opted_in
+    }
+}
+
 /// One target ConfigMap in the index.
 #[derive(Clone, Debug, Default)]
 pub struct TargetEntry {
@@ -129,10 +106,10 @@ pub struct TargetEntry {
     pub live: Option<ExistingTarget>,
     /// `metadata.resourceVersion` of `live`.
     pub resource_version: Option<String>,
-    /// Which ConfigMap watches (bit per watch) currently show it.
-    pub seen_by: u8,
-    /// Keys of the policies whose spec names this target.
-    pub wanted_by: BTreeSet<String>,
+    /// Which ConfigMap watches currently show it.
+    pub seen_by: SeenBy,
+    /// The policies whose spec names this target.
+    pub wanted_by: BTreeSet<PolicyKey>,
 }
 
 /// What one event touched.
@@ -153,18 +130,18 @@ pub struct PlanInput {
     pub live: Option<ExistingTarget>,
     /// Every policy that wants something there.
     pub policies: Vec<PolicyAtTarget>,
-    /// Policy key → revision the plan used.
-    pub revisions: BTreeMap<String, u64>,
+    /// The revision of each policy the plan used.
+    pub revisions: BTreeMap<PolicyKey, u64>,
 }
 
 /// The index.
 #[derive(Debug, Default)]
 pub struct Index {
     boundary: Boundary,
-    policies: HashMap<String, PolicyEntry>,
+    policies: HashMap<PolicyKey, PolicyEntry>,
     targets: HashMap<TargetKey, TargetEntry>,
-    /// Data key → the targets holding it (almost always one: a list).
-    holders: HashMap<String, Vec<TargetKey>>,
+    /// Policy → the targets holding its data key (almost always one: a list).
+    holders: HashMap<PolicyKey, Vec<TargetKey>>,
 }
 
 /// Whether resource version `new` is not older than `old` (both etcd revisions; anything that
@@ -175,6 +152,8 @@ fn not_older(old: Option<&str>, new: Option<&str>) -> bool {
         _ => true,
     }
 }
+
+// ---- reading the index ----------------------------------------------------------------------
 
 impl Index {
     /// An empty index for the namespaces of `boundary`.
@@ -193,7 +172,7 @@ impl Index {
     }
 
     /// A policy by key.
-    pub fn policy(&self, key: &str) -> Option<&PolicyEntry> {
+    pub fn policy(&self, key: &PolicyKey) -> Option<&PolicyEntry> {
         self.policies.get(key)
     }
 
@@ -202,8 +181,8 @@ impl Index {
         self.targets.get(target)
     }
 
-    /// The targets whose ConfigMap holds `key` as an operator-owned key.
-    pub fn holders(&self, key: &str) -> Option<&Vec<TargetKey>> {
+    /// The targets whose ConfigMap holds the policy's key as an operator-owned key.
+    pub fn holders(&self, key: &PolicyKey) -> Option<&Vec<TargetKey>> {
         self.holders.get(key)
     }
 
@@ -212,14 +191,14 @@ impl Index {
         self.targets.keys().cloned().collect()
     }
 
-    /// The keys of the policies in `namespace` (all policies for `None`).
-    pub fn policy_keys(&self, namespace: Option<&str>) -> Vec<String> {
-        self.policies.values().filter(|p| namespace.is_none_or(|n| p.namespace == n)).map(|p| p.key.clone()).collect()
+    /// The policies in `namespace` (all policies for `None`).
+    pub fn policy_keys(&self, namespace: Option<&str>) -> Vec<PolicyKey> {
+        self.policies.keys().filter(|k| namespace.is_none_or(|n| k.namespace == n)).cloned().collect()
     }
 
-    /// The targets that the ConfigMap watch with bit `watch` shows.
-    pub fn targets_seen_by(&self, watch: u8) -> Vec<TargetKey> {
-        self.targets.iter().filter(|(_, t)| t.seen_by & watch != 0).map(|(k, _)| k.clone()).collect()
+    /// The targets that ConfigMap watch `watch` shows.
+    pub fn targets_seen_by(&self, watch: ConfigMapWatch) -> Vec<TargetKey> {
+        self.targets.iter().filter(|(_, t)| t.seen_by.by(watch)).map(|(k, _)| k.clone()).collect()
     }
 
     /// Whether planning `target` can matter to this instance: a watched policy names it, it
@@ -228,85 +207,64 @@ impl Index {
     pub fn concerns(&self, target: &TargetKey) -> bool {
         self.targets.get(target).is_none_or(|entry| {
             !entry.wanted_by.is_empty()
-                || entry
-                    .live
-                    .as_ref()
-                    .is_some_and(|live| live.owned.keys().any(|key| self.boundary.contains(key_namespace(key))))
+                || entry.live.as_ref().is_some_and(|live| live.owned.keys().any(|k| self.boundary.contains_data_key(k)))
         })
     }
+}
 
-    /// A policy was added or changed. Validation and rendering run here, once per change.
-    pub fn apply_policy(&mut self, observed: ObservedPolicy) -> Touched {
-        if !self.boundary.contains(&observed.namespace) {
+// ---- watch events in ------------------------------------------------------------------------
+
+impl Index {
+    /// A policy was added or changed. Its spec is compiled here, once per change.
+    pub fn apply_policy(&mut self, decoded: DecodedPolicy) -> Touched {
+        if !self.boundary.contains(&decoded.key.namespace) {
             return Touched::default();
         }
-        let key = data_key(&observed.namespace, &observed.name);
-        if observed.deleting {
-            let mut touched = self.delete_policy(&key);
-            touched.legacy_finalizer = observed.legacy_finalizer;
-            return touched;
+        let legacy_finalizer = decoded.has_legacy_finalizer();
+        if decoded.deleting {
+            return Touched { legacy_finalizer, ..self.delete_policy(&decoded.key) };
         }
-        let legacy_finalizer = observed.legacy_finalizer;
-        if let Some(entry) = self.policies.get_mut(&key)
-            && entry.uid == observed.uid
+        if let Some(entry) = self.policies.get_mut(&decoded.key)
+            && entry.uid == decoded.uid
             && entry.generation.is_some()
-            && entry.generation == observed.generation
+            && entry.generation == decoded.generation
         {
             // Same spec (status, labels or finalizers changed; most often the echo of the
             // operator's own status write): nothing to plan, nothing to parse.
-            if not_older(entry.resource_version.as_deref(), observed.resource_version.as_deref()) {
-                entry.resource_version = observed.resource_version;
+            if not_older(entry.resource_version.as_deref(), decoded.resource_version.as_deref()) {
+                entry.resource_version = decoded.resource_version;
             }
             return Touched { legacy_finalizer, ..Default::default() };
         }
-
-        let spec = match &observed.spec {
-            Some(raw) => serde_json::from_str::<ImageVariationPolicySpec>(raw.get()).map_err(|e| e.to_string()),
-            None => Err("spec is missing".to_string()),
-        };
-        let (readable, report, document, targets) = match &spec {
-            Ok(spec) => {
-                let report = validate_policy(&observed.namespace, &observed.name, spec);
-                let document = report.is_valid().then(|| render_policy(&observed.namespace, &observed.name, spec));
-                (true, report, document, spec_targets(&observed.namespace, spec))
-            }
-            Err(error) => (
-                false,
-                Report { errors: vec![Violation::new("spec", format!("cannot be read: {error}"))], warnings: vec![] },
-                None,
-                Vec::new(),
-            ),
-        };
+        let compiled = compile(&decoded.key, decoded.spec.as_deref());
+        let key = decoded.key.clone();
         let previous = self.policies.remove(&key);
         let mut touched = Touched { legacy_finalizer, ..Default::default() };
-        if let Some(old) = &previous {
-            for t in &old.targets {
-                self.unwant(t, &key);
-                touched.targets.insert(t.clone());
-            }
+        for t in previous.iter().flat_map(|old| &old.targets) {
+            self.unwant(t, &key);
+            touched.targets.insert(t.clone());
         }
-        for t in &targets {
+        for t in &compiled.targets {
             self.targets.entry(t.clone()).or_default().wanted_by.insert(key.clone());
             touched.targets.insert(t.clone());
         }
         touched.targets.extend(self.holders.get(&key).into_iter().flatten().cloned());
         let status = previous.as_ref().and_then(|p| p.status.clone()).or_else(|| {
-            let raw = observed.status.as_ref()?;
-            serde_json::from_str::<ImageVariationPolicyStatus>(raw.get()).ok().map(|s| StatusMemo::of(&s))
+            let raw = decoded.status.as_ref()?;
+            let stored = serde_json::from_str::<ImageVariationPolicyStatus>(raw.get()).ok()?;
+            Some(StatusMemo::of(&stored, StatusMemo::shows_deprecation(&stored, decoded.generation, &compiled.report)))
         });
         self.policies.insert(
             key.clone(),
             PolicyEntry {
-                namespace: observed.namespace,
-                name: observed.name,
                 key,
-                uid: observed.uid,
-                generation: observed.generation,
-                resource_version: observed.resource_version,
-                readable,
-                report,
-                document,
-                targets,
+                uid: decoded.uid,
+                generation: decoded.generation,
+                resource_version: decoded.resource_version,
+                readable: compiled.readable,
+                report: compiled.report,
+                document: compiled.document,
+                targets: compiled.targets,
                 revision: previous.map(|p| p.revision + 1).unwrap_or(0),
                 outcomes: Vec::new(),
                 status,
@@ -317,7 +275,7 @@ impl Index {
 
     /// A policy is gone (or being deleted): the targets that named it or hold its key are
     /// re-planned, and its key goes from them.
-    pub fn delete_policy(&mut self, key: &str) -> Touched {
+    pub fn delete_policy(&mut self, key: &PolicyKey) -> Touched {
         let mut touched = Touched { removed: true, ..Default::default() };
         if let Some(old) = self.policies.remove(key) {
             for t in &old.targets {
@@ -329,7 +287,7 @@ impl Index {
         touched
     }
 
-    fn unwant(&mut self, target: &TargetKey, key: &str) {
+    fn unwant(&mut self, target: &TargetKey, key: &PolicyKey) {
         if let Some(entry) = self.targets.get_mut(target) {
             entry.wanted_by.remove(key);
             if entry.wanted_by.is_empty() && entry.live.is_none() {
@@ -340,9 +298,12 @@ impl Index {
 
     fn set_live(&mut self, target: &TargetKey, live: Option<ExistingTarget>) {
         let entry = self.targets.entry(target.clone()).or_default();
-        let old_keys: Vec<String> = entry.live.iter().flat_map(|l| l.owned.keys().cloned()).collect();
+        let held = |live: &Option<ExistingTarget>| -> Vec<PolicyKey> {
+            live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::from_data_key(k)).collect()
+        };
+        let old_keys = held(&entry.live);
         entry.live = live;
-        let new_keys: Vec<String> = entry.live.iter().flat_map(|l| l.owned.keys().cloned()).collect();
+        let new_keys = held(&entry.live);
         for key in old_keys {
             if let Some(set) = self.holders.get_mut(&key) {
                 set.retain(|t| t != target);
@@ -359,17 +320,17 @@ impl Index {
         }
     }
 
-    /// A ConfigMap watch (bit `watch`) shows `live` at `resource_version`. Returns whether
-    /// the target must be re-planned (its view changed).
+    /// ConfigMap watch `watch` shows `live` at `resource_version`. Returns whether the target
+    /// must be re-planned (its view changed).
     pub fn apply_target(
         &mut self,
-        watch: u8,
+        watch: ConfigMapWatch,
         target: &TargetKey,
         live: ExistingTarget,
         resource_version: Option<String>,
     ) -> bool {
         let entry = self.targets.entry(target.clone()).or_default();
-        entry.seen_by |= watch;
+        *entry.seen_by.slot(watch) = true;
         if !not_older(entry.resource_version.as_deref(), resource_version.as_deref()) {
             return false;
         }
@@ -392,14 +353,14 @@ impl Index {
         self.set_live(target, Some(live));
     }
 
-    /// A ConfigMap watch (bit `watch`) no longer shows the target (deleted, or labels gone).
-    /// Returns whether the target must be re-planned.
-    pub fn delete_target(&mut self, watch: u8, target: &TargetKey) -> bool {
+    /// ConfigMap watch `watch` no longer shows the target (deleted, or labels gone). Returns
+    /// whether the target must be re-planned.
+    pub fn delete_target(&mut self, watch: ConfigMapWatch, target: &TargetKey) -> bool {
         let Some(entry) = self.targets.get_mut(target) else {
             return false;
         };
-        entry.seen_by &= !watch;
-        if entry.seen_by != 0 {
+        *entry.seen_by.slot(watch) = false;
+        if entry.seen_by.any() {
             return false;
         }
         entry.resource_version = None;
@@ -411,29 +372,30 @@ impl Index {
         }
         true
     }
+}
 
+// ---- plans and statuses out -----------------------------------------------------------------
+
+impl Index {
     /// What the planner needs for `target`: every policy that names it (its document, or keep
     /// the last good one if invalid), every policy whose key it holds (keep or prune), and
     /// the keys of unwatched namespaces (kept as they are). O(policies at the target).
     pub fn plan_input(&self, target: &TargetKey) -> PlanInput {
         let entry = self.targets.get(target);
         let live = entry.and_then(|e| e.live.clone());
-        let mut keys: BTreeSet<&String> = entry.map(|e| e.wanted_by.iter().collect()).unwrap_or_default();
-        keys.extend(live.iter().flat_map(|l| l.owned.keys()));
+        let mut keys: BTreeSet<PolicyKey> = entry.map(|e| e.wanted_by.iter().cloned().collect()).unwrap_or_default();
+        keys.extend(live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::from_data_key(k)));
         let mut policies = Vec::new();
         let mut revisions = BTreeMap::new();
         for key in keys {
-            let holds = live.as_ref().is_some_and(|l| l.holds(key));
-            if !self.boundary.contains(key_namespace(key)) {
+            let holds = live.as_ref().is_some_and(|l| l.holds(&key.data_key()));
+            if !self.boundary.contains(&key.namespace) {
                 if holds {
-                    let namespace = key_namespace(key).to_string();
-                    let name = key.strip_prefix(&format!("{namespace}.")).unwrap_or(key);
-                    let name = name.strip_suffix(".json").unwrap_or(name).to_string();
-                    policies.push(PolicyAtTarget { namespace, name, key: key.clone(), content: Content::NotWatched });
+                    policies.push(PolicyAtTarget::new(key, Content::NotWatched));
                 }
                 continue;
             }
-            let Some(policy) = self.policies.get(key) else {
+            let Some(policy) = self.policies.get(&key) else {
                 continue; // deleted: its key goes
             };
             let named = policy.targets.contains(target);
@@ -444,31 +406,40 @@ impl Index {
                 None => continue,
             };
             revisions.insert(key.clone(), policy.revision);
-            policies.push(PolicyAtTarget {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-                key: key.clone(),
-                content,
-            });
+            policies.push(PolicyAtTarget::new(key, content));
         }
+        policies.extend(self.unparsable_keys_outside(live.as_ref()));
         PlanInput { live, policies, revisions }
     }
 
+    /// Owned keys that name no policy, of namespaces this instance does not watch: kept as
+    /// they are (a key of a watched namespace that names no policy is pruned).
+    fn unparsable_keys_outside(&self, live: Option<&ExistingTarget>) -> Vec<PolicyAtTarget> {
+        live.iter()
+            .flat_map(|l| l.owned.keys())
+            .filter(|k| PolicyKey::from_data_key(k).is_none() && !self.boundary.contains_data_key(k))
+            .map(|k| PolicyAtTarget {
+                policy: PolicyKey::new(PolicyKey::namespace_of_data_key(k), ""),
+                key: k.clone(),
+                content: Content::NotWatched,
+            })
+            .collect()
+    }
+
     /// Records the outcomes of `target`'s plan (or of its failed write, `failed`) for the
-    /// policies still at the revision the plan used. Returns the keys of the policies whose
-    /// status must be recomputed.
+    /// policies still at the revision the plan used. Returns the policies whose status must
+    /// be recomputed.
     pub fn record_plan(
         &mut self,
         target: &TargetKey,
         input: &PlanInput,
         plan: &TargetPlan,
-        failed: Option<&str>,
-    ) -> Vec<String> {
+        failed: Option<&dyn Display>,
+    ) -> Vec<PolicyKey> {
         let mut dirty = Vec::new();
-        for ((namespace, name), outcome) in &plan.outcomes {
-            let key = data_key(namespace, name);
-            let Some(entry) = self.policies.get_mut(&key) else { continue };
-            if input.revisions.get(&key) != Some(&entry.revision) {
+        for (key, outcome) in &plan.outcomes {
+            let Some(entry) = self.policies.get_mut(key) else { continue };
+            if input.revisions.get(key) != Some(&entry.revision) {
                 continue;
             }
             let outcome = match (failed, outcome) {
@@ -481,21 +452,21 @@ impl Index {
                 Some(slot) => slot.1 = outcome,
                 None => entry.outcomes.push((target.clone(), outcome)),
             }
-            dirty.push(key);
+            dirty.push(key.clone());
         }
         dirty
     }
 
-    /// The observation a status is computed from, once every target the status reports on
-    /// has an outcome for the policy's current revision (`None` until then).
-    pub fn observation(&self, key: &str) -> Option<Observation> {
+    /// What a status is computed from, once every target the status reports on has an
+    /// outcome for the policy's current revision (`None` until then).
+    pub fn status_input(&self, key: &PolicyKey) -> Option<StatusInput> {
         let entry = self.policies.get(key)?;
         let targets = entry.status_targets(self.holders.get(key));
         let mut statuses = Vec::with_capacity(targets.len());
         for t in &targets {
             statuses.push(entry.outcome(t)?.target_status(t, key));
         }
-        Some(Observation {
+        Some(StatusInput {
             generation: entry.generation,
             report: entry.report.clone(),
             config_hash: entry.document.as_ref().map(|d| d.hash.clone()),
@@ -504,17 +475,28 @@ impl Index {
     }
 
     /// The operator wrote `status` for the policy: it is the previous status from now on.
-    pub fn wrote_status(&mut self, key: &str, status: &ImageVariationPolicyStatus) {
+    pub fn wrote_status(&mut self, key: &PolicyKey, status: &ImageVariationPolicyStatus) {
         if let Some(entry) = self.policies.get_mut(key) {
-            entry.status = Some(StatusMemo::of(status));
+            let shown = StatusMemo::shows_deprecation(status, entry.generation, &entry.report);
+            entry.status = Some(StatusMemo::of(status, shown));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
-    use crate::target::{GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, plan_target};
+    use crate::api::ImageVariationPolicySpec;
+    use crate::operator::configmap::ConfigMapWatch::{Managed, OptedIn};
+    use crate::operator::configmap::{GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+    use crate::operator::decode::LEGACY_FINALIZER;
+    use crate::operator::plan::plan_target;
+
+    fn pk(ns: &str, name: &str) -> PolicyKey {
+        PolicyKey::new(ns, name)
+    }
 
     fn spec(targets: &[(&str, Option<&str>)], count: i64) -> ImageVariationPolicySpec {
         let refs: Vec<serde_json::Value> = targets
@@ -527,17 +509,16 @@ mod tests {
         serde_json::from_value(serde_json::json!({"targetRefs": refs, "retry": {"count": count}})).expect("spec")
     }
 
-    fn observed(ns: &str, name: &str, generation: i64, spec: ImageVariationPolicySpec) -> ObservedPolicy {
-        ObservedPolicy {
-            namespace: ns.into(),
-            name: name.into(),
+    fn decoded(ns: &str, name: &str, generation: i64, spec: ImageVariationPolicySpec) -> DecodedPolicy {
+        DecodedPolicy {
+            key: pk(ns, name),
             uid: Some(format!("uid-{name}")),
             generation: Some(generation),
             resource_version: Some(generation.to_string()),
             spec: Some(serde_json::value::to_raw_value(&spec).expect("raw spec")),
             status: None,
             deleting: false,
-            legacy_finalizer: false,
+            finalizers: Vec::new(),
         }
     }
 
@@ -560,9 +541,9 @@ mod tests {
     #[test]
     fn a_new_policy_touches_the_targets_it_names() {
         let mut index = Index::default();
-        let touched = index.apply_policy(observed("a", "p", 1, spec(&[("gw", None), ("gw2", Some("b"))], 1)));
+        let touched = index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None), ("gw2", Some("b"))], 1)));
         assert_eq!(touched.targets, [t("a", "gw"), t("b", "gw2")].into());
-        assert!(index.policy("a.p.json").expect("entry").document.is_some());
+        assert!(index.policy(&pk("a", "p")).expect("entry").document.is_some());
     }
 
     fn raw_status(hash: &str) -> Option<Box<RawValue>> {
@@ -573,15 +554,16 @@ mod tests {
     #[test]
     fn the_stored_status_is_read_once_and_a_status_only_change_touches_nothing() {
         let mut index = Index::default();
-        let mut first = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        let mut first = decoded("a", "p", 1, spec(&[("gw", None)], 1));
         first.status = raw_status("stored");
         index.apply_policy(first);
-        let hash =
-            |index: &Index| index.policy("a.p.json").and_then(|p| p.status.as_ref()?.config_hash().map(str::to_string));
+        let hash = |index: &Index| {
+            index.policy(&pk("a", "p")).and_then(|p| p.status.as_ref()?.config_hash().map(str::to_string))
+        };
         assert_eq!(hash(&index), Some("stored".into()));
         let ours = ImageVariationPolicyStatus { config_hash: Some("ours".into()), ..Default::default() };
-        index.wrote_status("a.p.json", &ours);
-        let mut echo = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        index.wrote_status(&pk("a", "p"), &ours);
+        let mut echo = decoded("a", "p", 1, spec(&[("gw", None)], 1));
         echo.resource_version = Some("7".into());
         echo.status = raw_status("ours");
         assert_eq!(index.apply_policy(echo), Touched::default());
@@ -591,9 +573,9 @@ mod tests {
     #[test]
     fn retargeting_touches_the_old_and_the_new_target_and_prunes_the_old_key() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("old", None)], 1)));
-        assert!(index.apply_target(1, &t("a", "old"), managed(&[("a.p.json", "{}")]), Some("5".into())));
-        let touched = index.apply_policy(observed("a", "p", 2, spec(&[("new", None)], 1)));
+        index.apply_policy(decoded("a", "p", 1, spec(&[("old", None)], 1)));
+        assert!(index.apply_target(Managed, &t("a", "old"), managed(&[("a.p.json", "{}")]), Some("5".into())));
+        let touched = index.apply_policy(decoded("a", "p", 2, spec(&[("new", None)], 1)));
         assert_eq!(touched.targets, [t("a", "old"), t("a", "new")].into());
         assert!(index.plan_input(&t("a", "old")).policies.is_empty(), "the old target must drop the key");
         assert_eq!(index.plan_input(&t("a", "new")).policies.len(), 1);
@@ -602,9 +584,9 @@ mod tests {
     #[test]
     fn deleting_a_policy_touches_every_target_holding_its_key() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
-        index.apply_target(1, &t("z", "elsewhere"), managed(&[("a.p.json", "{}")]), Some("3".into()));
-        let touched = index.delete_policy("a.p.json");
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.apply_target(Managed, &t("z", "elsewhere"), managed(&[("a.p.json", "{}")]), Some("3".into()));
+        let touched = index.delete_policy(&pk("a", "p"));
         assert_eq!(touched.targets, [t("a", "gw"), t("z", "elsewhere")].into());
         assert!(index.plan_input(&t("z", "elsewhere")).policies.is_empty());
     }
@@ -612,62 +594,62 @@ mod tests {
     #[test]
     fn an_invalid_policy_keeps_its_last_good_document_where_it_is() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
-        index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "{\"good\":1}")]), Some("3".into()));
-        index.apply_policy(observed("a", "p", 2, spec(&[("gw", None)], 9)));
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.apply_target(Managed, &t("a", "gw"), managed(&[("a.p.json", "{\"good\":1}")]), Some("3".into()));
+        index.apply_policy(decoded("a", "p", 2, spec(&[("gw", None)], 9)));
         let input = index.plan_input(&t("a", "gw"));
         assert_eq!(contents(&input), [("a.p.json".to_string(), Content::KeepLastGood)]);
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
         assert_eq!(plan.apply.as_ref().and_then(|a| a.get("a.p.json")).map(String::as_str), Some("{\"good\":1}"));
         index.record_plan(&t("a", "gw"), &input, &plan, None);
-        let observation = index.observation("a.p.json").expect("complete");
-        assert!(observation.targets[0].last_good_kept);
-        assert!(!observation.report.is_valid());
+        let input = index.status_input(&pk("a", "p")).expect("complete");
+        assert!(input.targets[0].last_good_kept);
+        assert!(!input.report.is_valid());
     }
 
     #[test]
     fn outcomes_of_an_older_revision_are_dropped_and_status_waits_for_every_target() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None), ("gw2", None)], 1)));
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None), ("gw2", None)], 1)));
         let input = index.plan_input(&t("a", "gw"));
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
-        index.apply_policy(observed("a", "p", 2, spec(&[("gw", None), ("gw2", None)], 2)));
+        index.apply_policy(decoded("a", "p", 2, spec(&[("gw", None), ("gw2", None)], 2)));
         assert!(index.record_plan(&t("a", "gw"), &input, &plan, None).is_empty(), "stale plan recorded");
         for name in ["gw", "gw2"] {
-            assert!(index.observation("a.p.json").is_none(), "status before every target was planned");
+            assert!(index.status_input(&pk("a", "p")).is_none(), "status before every target was planned");
             let input = index.plan_input(&t("a", name));
             let plan = plan_target(&t("a", name), input.live.as_ref(), &input.policies);
-            assert_eq!(index.record_plan(&t("a", name), &input, &plan, None), ["a.p.json".to_string()]);
+            assert_eq!(index.record_plan(&t("a", name), &input, &plan, None), [pk("a", "p")]);
         }
-        let observation = index.observation("a.p.json").expect("complete");
-        assert_eq!(observation.generation, Some(2));
-        assert!(observation.targets.iter().all(|t| t.synced));
+        let input = index.status_input(&pk("a", "p")).expect("complete");
+        assert_eq!(input.generation, Some(2));
+        assert!(input.targets.iter().all(|t| t.synced));
     }
 
     #[test]
     fn a_failed_write_reports_apply_failed_for_the_documents_it_carried() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
         let input = index.plan_input(&t("a", "gw"));
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
-        index.record_plan(&t("a", "gw"), &input, &plan, Some("connection refused"));
-        let observation = index.observation("a.p.json").expect("complete");
-        assert_eq!(observation.targets[0].reason, crate::api::TargetReason::ApplyFailed);
-        assert!(observation.targets[0].message.contains("connection refused"));
+        index.record_plan(&t("a", "gw"), &input, &plan, Some(&"connection refused"));
+        let input = index.status_input(&pk("a", "p")).expect("complete");
+        assert_eq!(input.targets[0].reason, crate::api::TargetReason::ApplyFailed);
+        assert!(input.targets[0].message.contains("connection refused"));
     }
 
     #[test]
     fn policies_outside_the_boundary_never_enter_and_their_keys_stay() {
         let mut index = Index::new(Boundary::new(&["team".into(), "gw".into()]));
         assert_eq!(
-            index.apply_policy(observed("other", "p", 1, spec(&[("shared", Some("gw"))], 1))),
+            index.apply_policy(decoded("other", "p", 1, spec(&[("shared", Some("gw"))], 1))),
             Touched::default()
         );
         assert_eq!(index.policy_count(), 0);
         let mut shared = managed(&[("other.p.json", "{\"theirs\":1}")]);
         shared.labels.insert(GATEWAY_LABEL.into(), "true".into());
-        index.apply_target(2, &t("gw", "shared"), shared, Some("4".into()));
-        index.apply_policy(observed("team", "q", 1, spec(&[("shared", Some("gw"))], 1)));
+        index.apply_target(OptedIn, &t("gw", "shared"), shared, Some("4".into()));
+        index.apply_policy(decoded("team", "q", 1, spec(&[("shared", Some("gw"))], 1)));
         let input = index.plan_input(&t("gw", "shared"));
         assert_eq!(
             input.policies.iter().find(|p| p.key == "other.p.json").map(|p| p.content.clone()),
@@ -676,17 +658,17 @@ mod tests {
         let plan = plan_target(&t("gw", "shared"), input.live.as_ref(), &input.policies);
         let apply = plan.apply.expect("apply");
         assert_eq!(apply.get("other.p.json").map(String::as_str), Some("{\"theirs\":1}"));
-        assert!(!plan.outcomes.contains_key(&("other".to_string(), "p".to_string())));
+        assert!(!plan.outcomes.contains_key(&pk("other", "p")));
     }
 
     #[test]
     fn a_configmap_holding_only_other_namespaces_keys_does_not_concern_this_instance() {
         let mut index = Index::new(Boundary::new(&["team".into()]));
-        index.apply_target(1, &t("gw", "theirs"), managed(&[("other.p.json", "{}")]), Some("1".into()));
-        index.apply_target(1, &t("gw", "ours"), managed(&[("team.p.json", "{}")]), Some("1".into()));
+        index.apply_target(Managed, &t("gw", "theirs"), managed(&[("other.p.json", "{}")]), Some("1".into()));
+        index.apply_target(Managed, &t("gw", "ours"), managed(&[("team.p.json", "{}")]), Some("1".into()));
         assert!(!index.concerns(&t("gw", "theirs")));
         assert!(index.concerns(&t("gw", "ours")));
-        index.apply_policy(observed("team", "q", 1, spec(&[("theirs", Some("gw"))], 1)));
+        index.apply_policy(decoded("team", "q", 1, spec(&[("theirs", Some("gw"))], 1)));
         assert!(index.concerns(&t("gw", "theirs")), "a watched policy names it now");
     }
 
@@ -694,29 +676,29 @@ mod tests {
     fn an_older_configmap_event_does_not_replace_the_operators_own_write() {
         let mut index = Index::default();
         index.wrote_target(&t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into()));
-        assert!(!index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "old")]), Some("9".into())));
-        assert!(!index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into())));
-        assert_eq!(index.holders("a.p.json"), Some(&vec![t("a", "gw")]));
-        assert!(index.delete_target(1, &t("a", "gw")));
-        assert_eq!(index.holders("a.p.json"), None);
+        assert!(!index.apply_target(Managed, &t("a", "gw"), managed(&[("a.p.json", "old")]), Some("9".into())));
+        assert!(!index.apply_target(Managed, &t("a", "gw"), managed(&[("a.p.json", "new")]), Some("10".into())));
+        assert_eq!(index.holders(&pk("a", "p")), Some(&vec![t("a", "gw")]));
+        assert!(index.delete_target(Managed, &t("a", "gw")));
+        assert_eq!(index.holders(&pk("a", "p")), None);
     }
 
     #[test]
     fn a_configmap_stays_known_while_any_watch_shows_it() {
         let mut index = Index::default();
-        index.apply_target(1, &t("a", "gw"), managed(&[]), Some("1".into()));
-        index.apply_target(2, &t("a", "gw"), managed(&[]), Some("1".into()));
-        assert!(!index.delete_target(1, &t("a", "gw")));
+        index.apply_target(Managed, &t("a", "gw"), managed(&[]), Some("1".into()));
+        index.apply_target(OptedIn, &t("a", "gw"), managed(&[]), Some("1".into()));
+        assert!(!index.delete_target(Managed, &t("a", "gw")));
         assert!(index.target(&t("a", "gw")).and_then(|e| e.live.as_ref()).is_some());
-        assert!(index.delete_target(2, &t("a", "gw")));
+        assert!(index.delete_target(OptedIn, &t("a", "gw")));
         assert!(index.target(&t("a", "gw")).is_none());
     }
 
     #[test]
     fn an_unreadable_policy_reports_on_the_targets_holding_its_key() {
         let mut index = Index::default();
-        index.apply_target(1, &t("a", "gw"), managed(&[("a.p.json", "{}")]), Some("1".into()));
-        let mut broken = observed("a", "p", 3, spec(&[("gw", None)], 1));
+        index.apply_target(Managed, &t("a", "gw"), managed(&[("a.p.json", "{}")]), Some("1".into()));
+        let mut broken = decoded("a", "p", 3, spec(&[("gw", None)], 1));
         broken.spec = Some(RawValue::from_string(r#"{"targetRefs":"not a list"}"#.into()).expect("raw"));
         let touched = index.apply_policy(broken);
         assert_eq!(touched.targets, [t("a", "gw")].into());
@@ -724,18 +706,18 @@ mod tests {
         assert_eq!(contents(&input), [("a.p.json".to_string(), Content::KeepLastGood)]);
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
         index.record_plan(&t("a", "gw"), &input, &plan, None);
-        let observation = index.observation("a.p.json").expect("complete");
-        assert_eq!(observation.targets.len(), 1);
-        assert!(observation.report.errors[0].message.contains("cannot be read"));
+        let input = index.status_input(&pk("a", "p")).expect("complete");
+        assert_eq!(input.targets.len(), 1);
+        assert!(input.report.errors[0].message.contains("cannot be read"));
     }
 
     #[test]
     fn a_policy_being_deleted_leaves_the_index_and_asks_for_its_legacy_finalizer() {
         let mut index = Index::default();
-        index.apply_policy(observed("a", "p", 1, spec(&[("gw", None)], 1)));
-        let mut deleting = observed("a", "p", 1, spec(&[("gw", None)], 1));
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
+        let mut deleting = decoded("a", "p", 1, spec(&[("gw", None)], 1));
         deleting.deleting = true;
-        deleting.legacy_finalizer = true;
+        deleting.finalizers = vec![LEGACY_FINALIZER.into()];
         let touched = index.apply_policy(deleting);
         assert!(touched.removed && touched.legacy_finalizer);
         assert_eq!(touched.targets, [t("a", "gw")].into());

@@ -2,148 +2,27 @@
 //!
 //! Given what the ConfigMap looks like now (or that it does not exist) and every policy that
 //! aims at it, [`plan_target`] decides the complete set of operator-owned data keys to apply
-//! and the outcome for each policy: the ownership and consent rules of PRODUCT §4, last-good
-//! retention for invalid policies (§5) and the 1 MiB limit (§3). Both the controller and
-//! `routerpolicy render` call it, so a preview shows what the cluster will get.
+//! and the outcome for each policy, in three steps: consent ([`consent`], PRODUCT §4), what
+//! may be written at all, then fitting the documents into 1 MiB ([`fill`], §3) while invalid
+//! policies keep their last good document (§5). Both the controller and `routerpolicy render`
+//! call it, so a preview shows what the cluster will get.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ObjectMeta;
-
 use crate::api::{ImageVariationPolicySpec, TargetReason, TargetStatus};
+use crate::hash::entries_hash;
+use crate::key::{PolicyKey, TargetKey};
 use crate::limits::CONFIGMAP_MAX_BYTES;
-use crate::render::entries_hash;
-
-/// Label on every ConfigMap the operator writes.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY_VALUE: &str = "routerpolicy";
-/// Label by which a gateway owner opts a ConfigMap in.
-pub const GATEWAY_LABEL: &str = "routerpolicy.io/gateway";
-/// Annotation listing the namespaces allowed to write into a gateway ConfigMap (`*` for all).
-pub const ALLOWED_NAMESPACES_ANNOTATION: &str = "routerpolicy.io/allowed-namespaces";
-/// Annotation with the hash of all operator-owned keys.
-pub const CONFIG_HASH_ANNOTATION: &str = "routerpolicy.io/config-hash";
-/// The server-side apply field manager.
-pub const FIELD_MANAGER: &str = "routerpolicy";
-
-/// A ConfigMap, by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TargetKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl std::fmt::Display for TargetKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// What the operator needs to know of an existing ConfigMap, and no more: the two labels and
-/// two annotations it reads, the values of the data keys its field manager owns, and only the
-/// size of everything else (other writers' data is never cached).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExistingTarget {
-    /// The labels the operator reads ([`MANAGED_BY_LABEL`], [`GATEWAY_LABEL`]).
-    pub labels: BTreeMap<String, String>,
-    /// The annotations the operator reads ([`ALLOWED_NAMESPACES_ANNOTATION`],
-    /// [`CONFIG_HASH_ANNOTATION`]).
-    pub annotations: BTreeMap<String, String>,
-    /// Data entries owned by the operator's field manager: key → value.
-    pub owned: BTreeMap<String, String>,
-    /// Every other data entry: key → its size (key and value), which counts against 1 MiB.
-    pub foreign: BTreeMap<String, usize>,
-    /// Size of `binaryData` (keys and values), which counts against the 1 MiB limit too.
-    pub binary_bytes: usize,
-}
-
-impl ExistingTarget {
-    /// The view of a live ConfigMap: owned keys are those the operator's field manager holds
-    /// in `managedFields` (server-side apply).
-    pub fn observe(cm: &ConfigMap) -> Self {
-        let owned = owned_keys(cm);
-        Self::with_owned(cm, |key| owned.contains(key))
-    }
-
-    /// The view of a ConfigMap manifest (no `managedFields`): keys that look like policy keys
-    /// are taken as the operator's, so last-good and size rules apply to them.
-    pub fn from_manifest(cm: &ConfigMap) -> Self {
-        Self::with_owned(cm, |key| key.ends_with(".json"))
-    }
-
-    fn with_owned(cm: &ConfigMap, is_owned: impl Fn(&str) -> bool) -> Self {
-        let pick = |map: &Option<BTreeMap<String, String>>, keys: &[&str]| -> BTreeMap<String, String> {
-            map.iter()
-                .flatten()
-                .filter(|(k, _)| keys.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
-        let mut owned = BTreeMap::new();
-        let mut foreign = BTreeMap::new();
-        for (key, value) in cm.data.iter().flatten() {
-            if is_owned(key) {
-                owned.insert(key.clone(), value.clone());
-            } else {
-                foreign.insert(key.clone(), entry_size(key, value));
-            }
-        }
-        ExistingTarget {
-            labels: pick(&cm.metadata.labels, &[MANAGED_BY_LABEL, GATEWAY_LABEL]),
-            annotations: pick(&cm.metadata.annotations, &[ALLOWED_NAMESPACES_ANNOTATION, CONFIG_HASH_ANNOTATION]),
-            owned,
-            foreign,
-            binary_bytes: cm.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum(),
-        }
-    }
-
-    /// Created by the operator (carries the managed-by label).
-    pub fn is_managed(&self) -> bool {
-        self.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-    }
-
-    /// Opted in by its owner with `routerpolicy.io/gateway: "true"`.
-    pub fn is_opted_in(&self) -> bool {
-        self.labels.get(GATEWAY_LABEL).map(String::as_str) == Some("true")
-    }
-
-    /// Whether the allowed-namespaces annotation lists `namespace` (or `*`).
-    pub fn allows_namespace(&self, namespace: &str) -> bool {
-        self.annotations
-            .get(ALLOWED_NAMESPACES_ANNOTATION)
-            .is_some_and(|list| list.split(',').map(str::trim).any(|n| n == "*" || n == namespace))
-    }
-
-    /// Whether the operator owns `key` here.
-    pub fn holds(&self, key: &str) -> bool {
-        self.owned.contains_key(key)
-    }
-}
-
-/// The data keys the operator's field manager owns in a ConfigMap (from `managedFields`).
-pub fn owned_keys(cm: &ConfigMap) -> BTreeSet<String> {
-    let mut owned = BTreeSet::new();
-    for entry in cm.metadata.managed_fields.iter().flatten() {
-        if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.operation.as_deref() != Some("Apply") {
-            continue;
-        }
-        if let Some(data) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).and_then(|d| d.as_object()) {
-            owned.extend(data.keys().filter_map(|k| k.strip_prefix("f:")).map(str::to_string));
-        }
-    }
-    owned
-}
+use crate::operator::configmap::{
+    ALLOWED_NAMESPACES_ANNOTATION, CONFIG_HASH_ANNOTATION, ExistingTarget, GATEWAY_LABEL, entry_size,
+};
 
 /// The resolved, de-duplicated targets of a policy spec in `namespace`.
 pub fn spec_targets(namespace: &str, spec: &ImageVariationPolicySpec) -> Vec<TargetKey> {
     let mut seen = BTreeSet::new();
     spec.target_refs
         .iter()
-        .map(|t| TargetKey { namespace: t.resolved_namespace(namespace).to_string(), name: t.name.clone() })
+        .map(|t| TargetKey::new(t.resolved_namespace(namespace), t.name.clone()))
         .filter(|t| seen.insert(t.clone()))
         .collect()
 }
@@ -151,14 +30,19 @@ pub fn spec_targets(namespace: &str, spec: &ImageVariationPolicySpec) -> Vec<Tar
 /// A policy aiming at the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyAtTarget {
-    /// The policy's namespace.
-    pub namespace: String,
-    /// The policy's name.
-    pub name: String,
-    /// Its data key.
+    /// The policy.
+    pub policy: PolicyKey,
+    /// Its data key (`policy.data_key()`, made once).
     pub key: String,
     /// What it wants there.
     pub content: Content,
+}
+
+impl PolicyAtTarget {
+    /// `policy` wanting `content` at the target.
+    pub fn new(policy: PolicyKey, content: Content) -> Self {
+        PolicyAtTarget { key: policy.data_key(), policy, content }
+    }
 }
 
 /// What a policy wants in the target.
@@ -233,11 +117,11 @@ impl Outcome {
     }
 
     /// The policy's entry in `status.targets` for `target`.
-    pub fn target_status(&self, target: &TargetKey, key: &str) -> TargetStatus {
+    pub fn target_status(&self, target: &TargetKey, policy: &PolicyKey) -> TargetStatus {
         TargetStatus {
             namespace: target.namespace.clone(),
             name: target.name.clone(),
-            key: key.to_string(),
+            key: policy.data_key(),
             synced: *self == Outcome::Synced,
             reason: self.reason(),
             last_good_kept: self.last_good_kept(),
@@ -254,8 +138,8 @@ pub struct TargetPlan {
     pub apply: Option<BTreeMap<String, String>>,
     /// Hash of `apply`'s entries, for the config-hash annotation.
     pub config_hash: String,
-    /// Outcome per policy (namespace, name).
-    pub outcomes: BTreeMap<(String, String), Outcome>,
+    /// Outcome per policy.
+    pub outcomes: BTreeMap<PolicyKey, Outcome>,
 }
 
 impl TargetPlan {
@@ -272,25 +156,32 @@ impl TargetPlan {
     }
 }
 
-/// The ConfigMap the operator server-side applies for a plan: only the fields it owns (the
-/// managed-by label, the config-hash annotation and its data keys).
-pub fn applied_configmap(target: &TargetKey, data: BTreeMap<String, String>, config_hash: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(target.name.clone()),
-            namespace: Some(target.namespace.clone()),
-            labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
-            annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())].into()),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
+/// Whether `existing` (or its absence) permits `policy` to be written there (PRODUCT §4).
+pub fn consent(target: &TargetKey, existing: Option<&ExistingTarget>, policy: &PolicyKey) -> Result<(), Outcome> {
+    let same_namespace = policy.namespace == target.namespace;
+    match existing {
+        None if same_namespace => Ok(()),
+        None => Err(Outcome::RefNotPermitted(format!(
+            "ConfigMap {target} does not exist; a target in another namespace must exist and be opted in by its owner"
+        ))),
+        Some(cm) if same_namespace => {
+            if cm.is_managed() || cm.is_opted_in() {
+                Ok(())
+            } else {
+                Err(Outcome::TargetNotManaged(format!(
+                    "ConfigMap {target} exists but was not created by routerpolicy and is not labelled {GATEWAY_LABEL}=\"true\"; refusing to modify it"
+                )))
+            }
+        }
+        Some(cm) if !cm.is_opted_in() => Err(Outcome::RefNotPermitted(format!(
+            "ConfigMap {target} is in another namespace and is not labelled {GATEWAY_LABEL}=\"true\""
+        ))),
+        Some(cm) if !cm.allows_namespace(&policy.namespace) => Err(Outcome::RefNotPermitted(format!(
+            "ConfigMap {target} does not list namespace {:?} in its {ALLOWED_NAMESPACES_ANNOTATION} annotation",
+            policy.namespace
+        ))),
+        Some(_) => Ok(()),
     }
-}
-
-/// Size of one data entry as the API server counts it.
-fn entry_size(key: &str, value: &str) -> usize {
-    key.len() + value.len()
 }
 
 /// Plans one target. `policies` are all live policies that name this target in their spec;
@@ -298,47 +189,14 @@ fn entry_size(key: &str, value: &str) -> usize {
 pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, policies: &[PolicyAtTarget]) -> TargetPlan {
     let mut outcomes = BTreeMap::new();
     let mut permitted = Vec::new();
-
     for policy in policies.iter().filter(|p| p.content != Content::NotWatched) {
-        let id = (policy.namespace.clone(), policy.name.clone());
-        let same_namespace = policy.namespace == target.namespace;
-        let verdict = match existing {
-            None if same_namespace => Ok(()),
-            None => Err(Outcome::RefNotPermitted(format!(
-                "ConfigMap {target} does not exist; a target in another namespace must exist and be opted in by its owner"
-            ))),
-            Some(cm) if same_namespace => {
-                if cm.is_managed() || cm.is_opted_in() {
-                    Ok(())
-                } else {
-                    Err(Outcome::TargetNotManaged(format!(
-                        "ConfigMap {target} exists but was not created by routerpolicy and is not labelled {GATEWAY_LABEL}=\"true\"; refusing to modify it"
-                    )))
-                }
-            }
-            Some(cm) => {
-                if !cm.is_opted_in() {
-                    Err(Outcome::RefNotPermitted(format!(
-                        "ConfigMap {target} is in another namespace and is not labelled {GATEWAY_LABEL}=\"true\""
-                    )))
-                } else if !cm.allows_namespace(&policy.namespace) {
-                    Err(Outcome::RefNotPermitted(format!(
-                        "ConfigMap {target} does not list namespace {:?} in its {ALLOWED_NAMESPACES_ANNOTATION} annotation",
-                        policy.namespace
-                    )))
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        match verdict {
+        match consent(target, existing, &policy.policy) {
             Ok(()) => permitted.push(policy),
             Err(outcome) => {
-                outcomes.insert(id, outcome);
+                outcomes.insert(policy.policy.clone(), outcome);
             }
         }
     }
-
     let writable = match existing {
         None => !permitted.is_empty(),
         Some(cm) => cm.is_managed() || cm.is_opted_in(),
@@ -346,7 +204,21 @@ pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, polici
     if !writable {
         return TargetPlan { apply: None, config_hash: entries_hash([]), outcomes };
     }
+    let apply = fill(target, existing, policies, &permitted, &mut outcomes);
+    let config_hash = entries_hash(apply.iter());
+    TargetPlan { apply: Some(apply), config_hash, outcomes }
+}
 
+/// The data entries of a writable target: keys of unwatched namespaces as they are, then
+/// what already lives there, then updates and newcomers while they fit in 1 MiB. Records
+/// each permitted policy's outcome.
+fn fill(
+    target: &TargetKey,
+    existing: Option<&ExistingTarget>,
+    policies: &[PolicyAtTarget],
+    permitted: &[&PolicyAtTarget],
+    outcomes: &mut BTreeMap<PolicyKey, Outcome>,
+) -> BTreeMap<String, String> {
     // Keys of policies this instance does not watch stay exactly as they are.
     let mut apply = BTreeMap::new();
     for policy in policies.iter().filter(|p| p.content == Content::NotWatched) {
@@ -354,71 +226,68 @@ pub fn plan_target(target: &TargetKey, existing: Option<&ExistingTarget>, polici
             apply.insert(policy.key.clone(), value.clone());
         }
     }
-    // Start from what other writers hold: their keys count against the size limit too (a key
-    // this plan writes is the operator's after the apply, whoever held it before).
+    let mut used = foreign_bytes(existing, permitted) + apply.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>();
+    // First pass: what already lives there stays (at its current value), so nothing served is
+    // dropped; second pass: updates and newcomers, in key order, while they fit.
+    for policy in permitted {
+        if let Some(value) = existing.and_then(|e| e.owned.get(&policy.key)) {
+            used += entry_size(&policy.key, value);
+            apply.insert(policy.key.clone(), value.clone());
+        }
+    }
+    for policy in permitted {
+        let outcome = match &policy.content {
+            Content::NotWatched => continue,
+            Content::KeepLastGood => Outcome::Retained { has_last_good: apply.contains_key(&policy.key) },
+            Content::Document(doc) => place(target, &mut apply, &mut used, &policy.key, doc),
+        };
+        outcomes.insert(policy.policy.clone(), outcome);
+    }
+    apply
+}
+
+/// What other writers hold: their keys count against the size limit too (a key this plan
+/// writes is the operator's after the apply, whoever held it before).
+fn foreign_bytes(existing: Option<&ExistingTarget>, permitted: &[&PolicyAtTarget]) -> usize {
     let writes: BTreeSet<&str> = permitted.iter().map(|p| p.key.as_str()).collect();
-    let mut used: usize = existing
+    existing
         .map(|e| {
             e.binary_bytes
                 + e.foreign.iter().filter(|(k, _)| !writes.contains(k.as_str())).map(|(_, size)| size).sum::<usize>()
         })
         .unwrap_or(0)
-        + apply.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>();
-    let current = |key: &str| existing.and_then(|e| e.owned.get(key));
+}
 
-    // First pass: what already lives there stays (at its current value), so nothing served is
-    // dropped; second pass: updates and newcomers, in key order, while they fit.
-    for policy in &permitted {
-        if let Some(value) = current(&policy.key) {
-            used += entry_size(&policy.key, value);
-            apply.insert(policy.key.clone(), value.clone());
-        }
+/// Puts `doc` under `key` if it fits in what is left of 1 MiB (`used` bytes are taken).
+fn place(target: &TargetKey, apply: &mut BTreeMap<String, String>, used: &mut usize, key: &str, doc: &str) -> Outcome {
+    let old = apply.get(key).map(|v| entry_size(key, v)).unwrap_or(0);
+    let new = entry_size(key, doc);
+    if *used - old + new <= CONFIGMAP_MAX_BYTES {
+        *used = *used - old + new;
+        apply.insert(key.to_string(), doc.to_string());
+        return Outcome::Synced;
     }
-    for policy in &permitted {
-        let id = (policy.namespace.clone(), policy.name.clone());
-        let outcome = match &policy.content {
-            Content::NotWatched => continue,
-            Content::KeepLastGood => Outcome::Retained { has_last_good: apply.contains_key(&policy.key) },
-            Content::Document(doc) => {
-                let old = apply.get(&policy.key).map(|v| entry_size(&policy.key, v)).unwrap_or(0);
-                let new = entry_size(&policy.key, doc);
-                if used - old + new <= CONFIGMAP_MAX_BYTES {
-                    used = used - old + new;
-                    apply.insert(policy.key.clone(), doc.clone());
-                    Outcome::Synced
-                } else {
-                    Outcome::TargetFull {
-                        has_last_good: old > 0,
-                        message: format!(
-                            "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this document ({new} bytes); {}",
-                            if old > 0 { "the previous document stays" } else { "it was not added" }
-                        ),
-                    }
-                }
-            }
-        };
-        outcomes.insert(id, outcome);
+    Outcome::TargetFull {
+        has_last_good: old > 0,
+        message: format!(
+            "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this document ({new} bytes); {}",
+            if old > 0 { "the previous document stays" } else { "it was not added" }
+        ),
     }
-
-    let config_hash = entries_hash(apply.iter());
-    TargetPlan { apply: Some(apply), config_hash, outcomes }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::operator::configmap::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
     fn target() -> TargetKey {
-        TargetKey { namespace: "gateway".into(), name: "gw".into() }
+        TargetKey::new("gateway", "gw")
     }
 
     fn policy(namespace: &str, name: &str, doc: &str) -> PolicyAtTarget {
-        PolicyAtTarget {
-            namespace: namespace.into(),
-            name: name.into(),
-            key: crate::render::data_key(namespace, name),
-            content: Content::Document(doc.into()),
-        }
+        PolicyAtTarget::new(PolicyKey::new(namespace, name), Content::Document(doc.into()))
     }
 
     fn invalid(namespace: &str, name: &str) -> PolicyAtTarget {
@@ -440,7 +309,7 @@ mod tests {
     }
 
     fn outcome(plan: &TargetPlan, ns: &str, name: &str) -> Outcome {
-        plan.outcomes[&(ns.to_string(), name.to_string())].clone()
+        plan.outcomes[&PolicyKey::new(ns, name)].clone()
     }
 
     #[test]

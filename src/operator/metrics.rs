@@ -1,36 +1,113 @@
 //! Prometheus metrics of the controller, in the text exposition format.
 //!
 //! One [`Metrics`] is shared by the reconciler, the target writer and the HTTP server. It
-//! counts; it decides nothing.
+//! counts; it decides nothing. Label values are typed: each enum below is the whole set of
+//! values its label takes.
 
+use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::Mutex;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::key::PolicyKey;
+
+/// Implements [`EncodeLabelValue`] for a label enum through its `as_str`.
+macro_rules! label_value {
+    ($t:ty) => {
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// How one target reconcile ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReconcileOutcome {
+    /// Planned, and written where needed.
+    Success,
+    /// Failed, with the error's metric label
+    /// ([`crate::operator::apply::ApplyError::metric_label`]).
+    Failed(&'static str),
+}
+
+impl ReconcileOutcome {
+    /// The label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReconcileOutcome::Success => "success",
+            ReconcileOutcome::Failed(label) => label,
+        }
+    }
+}
+label_value!(ReconcileOutcome);
+
+/// A policy's `Ready` condition, as the `ready` label counts it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Readiness {
+    /// `Ready=True`.
+    Ready,
+    /// `Ready=False`.
+    NotReady,
+}
+
+impl Readiness {
+    /// The label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Readiness::Ready => "true",
+            Readiness::NotReady => "false",
+        }
+    }
+}
+label_value!(Readiness);
+
+/// The controller's work queues.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Queue {
+    /// Target ConfigMaps to plan and apply.
+    Targets,
+    /// Policies whose status to compute and write.
+    Statuses,
+}
+
+impl Queue {
+    /// The label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Queue::Targets => "targets",
+            Queue::Statuses => "statuses",
+        }
+    }
+}
+label_value!(Queue);
+
 /// Label set with one `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `success`, or an error category.
-    pub outcome: String,
+    /// `success`, or an error's metric label.
+    pub outcome: ReconcileOutcome,
 }
 
 /// Label set with one `ready` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabels {
-    /// `true`, `false` or `unknown`.
-    pub ready: String,
+    /// `true` or `false`.
+    pub ready: Readiness,
 }
 
 /// Label set with one `queue` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     /// `targets` or `statuses`.
-    pub queue: String,
+    pub queue: Queue,
 }
 
 /// The controller's metrics.
@@ -60,7 +137,7 @@ pub struct Metrics {
     pub index_policies: Gauge,
     /// Whether this replica holds the leader lease (1) or stands by (0).
     pub leader: Gauge,
-    ready_by_policy: Mutex<std::collections::HashMap<String, &'static str>>,
+    ready_by_policy: Mutex<HashMap<PolicyKey, Readiness>>,
 }
 
 impl Default for Metrics {
@@ -115,43 +192,39 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one reconcile.
-    pub fn reconciled(&self, outcome: &str, seconds: f64) {
-        self.reconciles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    pub fn reconciled(&self, outcome: ReconcileOutcome, seconds: f64) {
+        self.reconciles.get_or_create(&OutcomeLabels { outcome }).inc();
         self.reconcile_duration.observe(seconds);
     }
 
     /// The `work_pending` gauge of one queue.
-    pub fn pending_gauge(&self, queue: &str) -> Gauge {
+    pub fn pending_gauge(&self, queue: Queue) -> Gauge {
         // The family's lock guard lives until this call returns; never hold two at once.
-        self.pending.get_or_create(&QueueLabels { queue: queue.to_string() }).clone()
+        self.pending.get_or_create(&QueueLabels { queue }).clone()
     }
 
     /// Records the Ready status of a policy (`None` when it is gone).
-    pub fn set_ready(&self, policy: &str, ready: Option<&'static str>) {
+    pub fn set_ready(&self, policy: &PolicyKey, ready: Option<Readiness>) {
         let Ok(mut map) = self.ready_by_policy.lock() else {
             return;
         };
         let old = match ready {
-            Some(r) => map.insert(policy.to_string(), r),
+            Some(r) => map.insert(policy.clone(), r),
             None => map.remove(policy),
         };
         if old == ready {
             return;
         }
         if let Some(old) = old {
-            self.policies.get_or_create(&ReadyLabels { ready: old.to_string() }).dec();
+            self.policies.get_or_create(&ReadyLabels { ready: old }).dec();
         }
         if let Some(new) = ready {
-            self.policies.get_or_create(&ReadyLabels { ready: new.to_string() }).inc();
+            self.policies.get_or_create(&ReadyLabels { ready: new }).inc();
         }
     }
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        crate::process::admin::encode(&self.registry)
     }
 }

@@ -1,4 +1,5 @@
-//! What the controller's watches decode: only what the index needs, nothing else kept.
+//! Decode: what the controller's policy watch decodes, and the [`DecodedPolicy`] the index
+//! takes. Only what the index needs is kept.
 //!
 //! A watch event carries the whole object, `managedFields` included, and most policy events
 //! are the echo of the operator's own status write. [`WatchedPolicy`] decodes just the
@@ -15,6 +16,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::api::ImageVariationPolicy;
+use crate::key::PolicyKey;
+
+/// The finalizer earlier versions added to every policy; removed wherever it is found.
+pub const LEGACY_FINALIZER: &str = "routerpolicy.io/cleanup";
 
 /// The metadata fields the controller reads (everything else, `managedFields` first, is
 /// skipped while decoding).
@@ -91,6 +96,57 @@ impl Resource for WatchedPolicy {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+}
+
+/// A policy as a watch event shows it, reduced to what the index needs.
+#[derive(Clone, Debug)]
+pub struct DecodedPolicy {
+    /// The policy.
+    pub key: PolicyKey,
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// The spec as raw JSON, parsed only when the generation is new to the index.
+    pub spec: Option<Box<RawValue>>,
+    /// The stored status as raw JSON, parsed only for a policy new to the index (later
+    /// events carry the status the operator wrote itself).
+    pub status: Option<Box<RawValue>>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// Its finalizers (the legacy one is removed; others are kept).
+    pub finalizers: Vec<String>,
+}
+
+impl DecodedPolicy {
+    /// Whether it still carries the legacy `routerpolicy.io/cleanup` finalizer.
+    pub fn has_legacy_finalizer(&self) -> bool {
+        self.finalizers.iter().any(|f| f == LEGACY_FINALIZER)
+    }
+}
+
+/// The policy a watched object is.
+pub fn policy_key(policy: &WatchedPolicy) -> PolicyKey {
+    let meta = &policy.metadata;
+    PolicyKey::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+/// Reduces a watched policy to what the index needs.
+pub fn decode(policy: WatchedPolicy) -> DecodedPolicy {
+    let key = policy_key(&policy);
+    let meta = policy.metadata;
+    DecodedPolicy {
+        key,
+        uid: meta.uid,
+        generation: meta.generation,
+        resource_version: meta.resource_version,
+        spec: policy.spec,
+        status: policy.status,
+        deleting: meta.deletion_timestamp.is_some(),
+        finalizers: meta.finalizers.unwrap_or_default(),
     }
 }
 

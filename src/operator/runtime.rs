@@ -2,35 +2,25 @@
 //! takes part in leader election, and runs the controller while it leads. Shuts down on
 //! SIGTERM or Ctrl-C, releasing the lease.
 //!
-//! This is the imperative shell around [`crate::controller`]; it holds no policy logic.
+//! This is the imperative shell around [`crate::operator::controller`]; it holds no policy
+//! logic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use kube::api::ListParams;
 use kube::{Api, Client};
-use kube_lease_manager::LeaseManagerBuilder;
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::ImageVariationPolicy;
-use crate::controller::{self, Settings};
-use crate::metrics::Metrics;
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+use crate::operator::controller::{self, Settings};
+use crate::operator::metrics::Metrics;
+use crate::process::admin::{self, Admin};
+use crate::process::{LogFormat, shutdown_signal};
 
 /// Flags of `routerpolicy run`; each has an environment variable.
 #[derive(clap::Args, Debug, Clone)]
@@ -118,77 +108,20 @@ impl RunError {
     }
 }
 
-/// Sets up `tracing` with the chosen format and filter.
-pub fn init_logging(format: LogFormat, level: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-    };
-}
-
-#[derive(Clone)]
+/// What the operator's admin endpoints report: its metrics, and ready once it leads or
+/// stands by.
 struct Health {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: AtomicBool,
 }
 
-async fn metrics_handler(State(health): State<Health>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    (
-        StatusCode::OK,
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        health.metrics.encode(),
-    )
-}
-
-async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+impl Admin for Health {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
     }
-}
 
-/// Serves the health and metrics endpoints until `shutdown` fires.
-async fn serve_http(addr: SocketAddr, health: Health, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
-    info!(%addr, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(async move {
-        let stop = async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
-    Ok(())
-}
-
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.ready.load(Ordering::Relaxed) { Ok(()) } else { Err("starting") }
     }
 }
 
@@ -209,12 +142,17 @@ fn in_a_pod() -> bool {
         && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists()
 }
 
-/// A lease error, told apart when it is the missing namespace the user can fix.
-fn lease_error(message: String, namespace: &str) -> RunError {
-    if message.contains(&format!("namespaces \"{namespace}\" not found")) {
-        RunError::LeaseNamespaceMissing(namespace.to_string())
-    } else {
-        RunError::Lease(message)
+/// A lease error, told apart when it is the missing namespace the user can fix (the API
+/// server's 404 names the namespace in its details).
+fn lease_error(error: LeaseManagerError, namespace: &str) -> RunError {
+    match &error {
+        LeaseManagerError::KubeError(kube::Error::Api(status))
+            if status.code == 404
+                && status.details.as_ref().is_some_and(|d| d.kind == "namespaces" && d.name == namespace) =>
+        {
+            RunError::LeaseNamespaceMissing(namespace.to_string())
+        }
+        _ => RunError::Lease(error.to_string()),
     }
 }
 
@@ -227,26 +165,35 @@ fn default_lease_namespace() -> String {
         .unwrap_or_else(|| "routerpolicy-system".to_string())
 }
 
+/// One cheap call tells whether the cluster answers and the CRD is installed.
+async fn probe(client: &Client) -> Result<(), RunError> {
+    let policies: Api<ImageVariationPolicy> = Api::all(client.clone());
+    match policies.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(RunError::CrdMissing),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            warn!(message = %e.message, "cannot list policies cluster-wide; continuing with the configured namespaces");
+            Ok(())
+        }
+        Err(e) => Err(RunError::Unreachable(e)),
+    }
+}
+
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Runs the operator until SIGTERM (Ok) or a fatal error.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Config)?;
-    // One cheap call tells whether the cluster answers and the CRD is installed.
-    let probe: Api<ImageVariationPolicy> = Api::all(client.clone());
-    match probe.list_metadata(&ListParams::default().limit(1)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => return Err(RunError::CrdMissing),
-        Err(kube::Error::Api(e)) if e.code == 403 => {
-            warn!(message = %e.message, "cannot list policies cluster-wide; continuing with the configured namespaces")
-        }
-        Err(e) => return Err(RunError::Unreachable(e)),
-    }
-
+    probe(&client).await?;
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health { metrics: metrics.clone(), ready: AtomicBool::new(false) });
     let (stop_tx, stop_rx) = watch::channel(false);
-    serve_http(options.metrics_addr, Health { metrics: metrics.clone(), ready: ready.clone() }, stop_rx.clone())
-        .await?;
-
+    admin::serve(options.metrics_addr, health.clone(), stop_rx.clone())
+        .await
+        .map_err(|source| RunError::Listen { addr: options.metrics_addr, source })?;
     let identity = options.identity.clone().unwrap_or_else(default_identity);
     let settings = Settings {
         namespaces: options.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
@@ -254,33 +201,35 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         instance: Some(identity.clone()),
         ..Settings::default()
     };
-
-    let stop_on_signal = {
-        let stop_tx = stop_tx.clone();
-        async move {
-            shutdown_signal().await;
-            info!("shutdown requested");
-            let _ = stop_tx.send(true);
-        }
-    };
-    tokio::spawn(stop_on_signal);
-    let controller_stop = {
-        let mut rx = stop_rx.clone();
-        move || async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    let leader_elect = options.leader_elect.unwrap_or_else(in_a_pod);
-    if !leader_elect {
+    let stop_on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested");
+        let _ = stop_on_signal.send(true);
+    });
+    let result = if options.leader_elect.unwrap_or_else(in_a_pod) {
+        lead(client, &options, identity, settings, &health, stop_rx).await
+    } else {
         info!("leader election is off: this replica reconciles");
-        ready.store(true, Ordering::Relaxed);
+        health.ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
-        controller::run(client, settings, metrics, controller_stop()).await;
-        let _ = stop_tx.send(true);
-        return Ok(());
-    }
+        controller::run(client, settings, metrics, stopped(stop_rx)).await;
+        Ok(())
+    };
+    let _ = stop_tx.send(true);
+    result
+}
 
+/// Takes part in leader election: stands by (ready) until this replica holds the Lease, then
+/// runs the controller until `stop` or until the lease is lost; releases the lease at the end.
+async fn lead(
+    client: Client,
+    options: &RunOptions,
+    identity: String,
+    settings: Settings,
+    health: &Health,
+    stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
     let lease_namespace = options.lease_namespace.clone().unwrap_or_else(default_lease_namespace);
     let duration = options.lease_duration.max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
@@ -290,52 +239,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .with_grace((duration / 3).max(1))
         .build()
         .await
-        .map_err(|e| lease_error(e.to_string(), &lease_namespace))?;
+        .map_err(|e| lease_error(e, &lease_namespace))?;
     let (mut leading, lease_task) = manager.watch().await;
     // A standby is healthy and ready: it serves probes and waits for the lease.
-    ready.store(true, Ordering::Relaxed);
+    health.ready.store(true, Ordering::Relaxed);
     info!(lease = %format!("{lease_namespace}/{}", options.lease_name), %identity, "waiting for the leader lease");
-
-    let mut stop = stop_rx.clone();
-    let result = loop {
-        if *leading.borrow_and_update() {
-            break Ok(true);
-        }
-        tokio::select! {
-            changed = leading.changed() => if changed.is_err() { break Err(RunError::Lease("lease manager stopped".into())) },
-            _ = stop.wait_for(|s| *s) => break Ok(false),
-        }
-    };
-
-    let outcome = match result {
+    let outcome = match wait_for_lease(&mut leading, stop.clone()).await {
         Ok(true) => {
             info!(%identity, "acquired the leader lease; reconciling");
-            metrics.leader.set(1);
-            let lost = {
-                let mut leading = leading.clone();
-                async move {
-                    let _ = leading.wait_for(|l| !*l).await;
-                }
-            };
-            let lost_flag = Arc::new(AtomicBool::new(false));
-            let run_stop = {
-                let lost_flag = lost_flag.clone();
-                let stop = controller_stop();
-                async move {
-                    tokio::select! {
-                        _ = stop => {}
-                        _ = lost => lost_flag.store(true, Ordering::Relaxed),
-                    }
-                }
-            };
-            controller::run(client, settings, metrics.clone(), run_stop).await;
-            metrics.leader.set(0);
-            if lost_flag.load(Ordering::Relaxed) { Err(RunError::LostLease) } else { Ok(()) }
+            reconcile_while_leading(client, settings, &health.metrics, leading.clone(), stop).await
         }
         Ok(false) => Ok(()),
         Err(e) => Err(e),
     };
-
     // Closing the channel makes the lease manager release the lease, so a standby takes over
     // at once instead of after the lease expires.
     drop(leading);
@@ -345,6 +261,48 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Ok(Err(e)) => warn!(error = %e, "lease task failed"),
         Err(_) => warn!("timed out releasing the leader lease"),
     }
-    let _ = stop_tx.send(true);
     outcome
+}
+
+/// True once this replica leads, false when asked to stop first.
+async fn wait_for_lease(
+    leading: &mut watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    loop {
+        if *leading.borrow_and_update() {
+            return Ok(true);
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() {
+                return Err(RunError::Lease("lease manager stopped".into()));
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(false),
+        }
+    }
+}
+
+/// Runs the controller until `stop` (Ok) or until the lease is lost (an error, so the process
+/// restarts and rejoins as a standby).
+async fn reconcile_while_leading(
+    client: Client,
+    settings: Settings,
+    metrics: &Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    metrics.leader.set(1);
+    let lost = Arc::new(AtomicBool::new(false));
+    let until = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = stopped(stop) => {}
+                _ = leading.wait_for(|l| !*l) => lost.store(true, Ordering::Relaxed),
+            }
+        }
+    };
+    controller::run(client, settings, metrics.clone(), until).await;
+    metrics.leader.set(0);
+    if lost.load(Ordering::Relaxed) { Err(RunError::LostLease) } else { Ok(()) }
 }

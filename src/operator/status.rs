@@ -20,9 +20,9 @@ pub const RECONCILING: &str = "Reconciling";
 /// kstatus: cannot progress without a change to the spec (or to the targets' consent).
 pub const STALLED: &str = "Stalled";
 
-/// What reconcile learnt about one policy.
+/// What reconcile learnt about one policy: the input of [`compute_status`].
 #[derive(Clone, Debug)]
-pub struct Observation {
+pub struct StatusInput {
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// The rule book's verdict (errors and warnings).
@@ -33,14 +33,28 @@ pub struct Observation {
     pub targets: Vec<TargetStatus>,
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        last_transition_time: now.clone(),
-        observed_generation: generation,
+/// One condition's verdict before it is stamped with a type, generation and time.
+#[derive(Clone, Debug)]
+struct Verdict {
+    ok: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl Verdict {
+    fn new(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Verdict { ok, reason, message: message.into() }
+    }
+
+    fn condition(self, type_: &str, generation: Option<i64>, now: &Time) -> Condition {
+        Condition {
+            type_: type_.to_string(),
+            status: if self.ok { "True" } else { "False" }.to_string(),
+            reason: self.reason.to_string(),
+            message: self.message,
+            last_transition_time: now.clone(),
+            observed_generation: generation,
+        }
     }
 }
 
@@ -49,29 +63,28 @@ fn first_reason<'a>(targets: &'a [TargetStatus], reasons: &[TargetReason]) -> Op
     reasons.iter().find_map(|r| targets.iter().find(|t| !t.synced && t.reason == *r))
 }
 
-/// Computes the new status from an observation and the previous status.
-pub fn compute_status(
-    observation: &Observation,
-    previous: Option<&ImageVariationPolicyStatus>,
-    now: &Time,
-) -> ImageVariationPolicyStatus {
-    let generation = observation.generation;
-    let report = &observation.report;
-    let targets = &observation.targets;
-    let total = targets.len();
-    let synced = targets.iter().filter(|t| t.synced).count();
-    let warnings =
-        if report.warnings.is_empty() { String::new() } else { format!(" Warnings: {}", report.warnings_summary()) };
+/// `" Warnings: …"`, or nothing.
+fn warnings_suffix(report: &Report) -> String {
+    if report.warnings.is_empty() { String::new() } else { format!(" Warnings: {}", report.warnings_summary()) }
+}
 
-    let refused = first_reason(targets, &[TargetReason::RefNotPermitted, TargetReason::TargetNotManaged]);
-    let (accepted, accepted_reason, accepted_msg) = if !report.is_valid() {
-        (false, "ValidationFailed", report.errors_summary())
+/// Valid, and every target permits the policy.
+fn accepted(input: &StatusInput, warnings: &str) -> Verdict {
+    let refused = first_reason(&input.targets, &[TargetReason::RefNotPermitted, TargetReason::TargetNotManaged]);
+    if !input.report.is_valid() {
+        Verdict::new(false, "ValidationFailed", input.report.errors_summary())
     } else if let Some(t) = refused {
-        (false, t.reason.as_str(), format!("target {}/{}: {}", t.namespace, t.name, t.message))
+        Verdict::new(false, t.reason.as_str(), format!("target {}/{}: {}", t.namespace, t.name, t.message))
     } else {
-        (true, "Accepted", format!("valid; all {total} target(s) permitted.{warnings}").trim().to_string())
-    };
+        let total = input.targets.len();
+        Verdict::new(true, "Accepted", format!("valid; all {total} target(s) permitted.{warnings}").trim())
+    }
+}
 
+/// The current document is in every target.
+fn synced(input: &StatusInput) -> Verdict {
+    let targets = &input.targets;
+    let (synced, total) = (targets.iter().filter(|t| t.synced).count(), targets.len());
     let failing = first_reason(
         targets,
         &[
@@ -82,97 +95,92 @@ pub fn compute_status(
             TargetReason::ApplyFailed,
         ],
     );
-    let (synced_ok, synced_reason, synced_msg) = if !report.is_valid() {
+    if !input.report.is_valid() {
         let kept = targets.iter().filter(|t| t.last_good_kept).count();
-        (
+        Verdict::new(
             false,
             "ValidationFailed",
             format!("not written: the spec is invalid; the last good document stays in {kept} target(s)"),
         )
     } else if let Some(t) = failing {
-        (
-            false,
-            t.reason.as_str(),
-            format!("{synced}/{total} targets synced; {}/{}: {}", t.namespace, t.name, t.message),
-        )
+        let message = format!("{synced}/{total} targets synced; {}/{}: {}", t.namespace, t.name, t.message);
+        Verdict::new(false, t.reason.as_str(), message)
     } else {
-        (
-            true,
-            "Synced",
-            format!(
-                "document {} written to {synced}/{total} target(s)",
-                observation.config_hash.as_deref().unwrap_or("-")
-            ),
-        )
-    };
+        let hash = input.config_hash.as_deref().unwrap_or("-");
+        Verdict::new(true, "Synced", format!("document {hash} written to {synced}/{total} target(s)"))
+    }
+}
 
-    let ready = accepted && synced_ok;
-    let transient = targets.iter().any(|t| !t.synced && t.reason == TargetReason::ApplyFailed);
-    let stalled_reason = if !report.is_valid() {
-        Some(("ValidationFailed", accepted_msg.clone()))
-    } else if !accepted {
-        Some((accepted_reason, accepted_msg.clone()))
-    } else if !synced_ok && !transient {
-        Some((synced_reason, synced_msg.clone()))
+/// Accepted and Synced.
+fn ready(accepted: &Verdict, synced: &Verdict, input: &StatusInput, warnings: &str) -> Verdict {
+    if accepted.ok && synced.ok {
+        let (done, total) = (input.targets.iter().filter(|t| t.synced).count(), input.targets.len());
+        return Verdict::new(true, "Ready", format!("served by {done}/{total} target(s).{warnings}").trim());
+    }
+    let reason = if !accepted.ok { accepted.reason } else { synced.reason };
+    Verdict::new(false, reason, "see the Accepted and Synced conditions")
+}
+
+/// kstatus `Reconciling`: a failed write is being retried.
+fn reconciling(transient: bool) -> Verdict {
+    if transient {
+        Verdict::new(true, "ApplyFailed", "retrying writes to the targets")
     } else {
-        None
-    };
+        Verdict::new(false, "Idle", "no work pending")
+    }
+}
 
+/// kstatus `Stalled`: nothing changes without a spec or consent change.
+fn stalled(input: &StatusInput, accepted: &Verdict, synced: &Verdict, transient: bool) -> Verdict {
+    if !input.report.is_valid() {
+        Verdict::new(true, "ValidationFailed", accepted.message.clone())
+    } else if !accepted.ok {
+        Verdict::new(true, accepted.reason, accepted.message.clone())
+    } else if !synced.ok && !transient {
+        Verdict::new(true, synced.reason, synced.message.clone())
+    } else {
+        Verdict::new(false, "Progressing", "nothing blocks progress")
+    }
+}
+
+/// Computes the new status from its input and the previous status.
+pub fn compute_status(
+    input: &StatusInput,
+    previous: Option<&ImageVariationPolicyStatus>,
+    now: &Time,
+) -> ImageVariationPolicyStatus {
+    let generation = input.generation;
+    let warnings = warnings_suffix(&input.report);
+    let accepted = accepted(input, &warnings);
+    let synced = synced(input);
+    let transient = input.targets.iter().any(|t| !t.synced && t.reason == TargetReason::ApplyFailed);
+    let ready = ready(&accepted, &synced, input, &warnings);
+    let stalled = stalled(input, &accepted, &synced, transient);
     let mut conditions = vec![
-        condition(ACCEPTED, accepted, accepted_reason, accepted_msg, generation, now),
-        condition(SYNCED, synced_ok, synced_reason, synced_msg, generation, now),
-        condition(
-            READY,
-            ready,
-            if ready {
-                "Ready"
-            } else if !accepted {
-                accepted_reason
-            } else {
-                synced_reason
-            },
-            if ready {
-                format!("served by {synced}/{total} target(s).{warnings}").trim().to_string()
-            } else {
-                "see the Accepted and Synced conditions".to_string()
-            },
-            generation,
-            now,
-        ),
-        condition(
-            RECONCILING,
-            transient,
-            if transient { "ApplyFailed" } else { "Idle" },
-            if transient { "retrying writes to the targets".to_string() } else { "no work pending".to_string() },
-            generation,
-            now,
-        ),
-        match stalled_reason {
-            Some((reason, message)) => condition(STALLED, true, reason, message, generation, now),
-            None => condition(STALLED, false, "Progressing", "nothing blocks progress".to_string(), generation, now),
-        },
+        accepted.condition(ACCEPTED, generation, now),
+        synced.condition(SYNCED, generation, now),
+        ready.condition(READY, generation, now),
+        reconciling(transient).condition(RECONCILING, generation, now),
+        stalled.condition(STALLED, generation, now),
     ];
-
-    if let Some(previous) = previous {
-        for c in &mut conditions {
-            if let Some(old) = previous.conditions.iter().find(|o| o.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time = old.last_transition_time.clone();
-            }
+    for c in &mut conditions {
+        if let Some(old) = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_))
+            && old.status == c.status
+        {
+            c.last_transition_time = old.last_transition_time.clone();
         }
     }
-
+    let (done, total) = (input.targets.iter().filter(|t| t.synced).count(), input.targets.len());
     ImageVariationPolicyStatus {
         observed_generation: generation,
         conditions,
-        targets: targets.clone(),
-        config_hash: if report.is_valid() {
-            observation.config_hash.clone()
+        targets: input.targets.clone(),
+        config_hash: if input.report.is_valid() {
+            input.config_hash.clone()
         } else {
             previous.and_then(|p| p.config_hash.clone())
         },
-        synced_targets: Some(format!("{synced}/{total}")),
+        synced_targets: Some(format!("{done}/{total}")),
     }
 }
 
@@ -188,8 +196,8 @@ pub struct StatusMemo {
     config_hash: Option<Box<str>>,
     /// Per target: digest of (namespace, name), digest of the whole entry, synced.
     targets: Vec<(u64, u64, bool)>,
-    /// Whether a condition already warns about the deprecated `contact`.
-    deprecated_warned: bool,
+    /// Whether the status already shows the deprecation warning of the policy's report.
+    deprecation_shown: bool,
 }
 
 fn digest<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
@@ -211,8 +219,8 @@ fn target_identity(t: &TargetStatus) -> u64 {
 }
 
 impl StatusMemo {
-    /// The memo of `status`.
-    pub fn of(status: &ImageVariationPolicyStatus) -> Self {
+    /// The memo of `status`; `deprecation_shown` from [`StatusMemo::deprecation_shown`].
+    pub fn of(status: &ImageVariationPolicyStatus, deprecation_shown: bool) -> Self {
         StatusMemo {
             digest: time_insensitive_digest(status),
             transitions: status
@@ -226,7 +234,7 @@ impl StatusMemo {
                 .iter()
                 .map(|t| (target_identity(t), digest(&serde_json::to_vec(t).unwrap_or_default()), t.synced))
                 .collect(),
-            deprecated_warned: status.conditions.iter().any(|c| c.message.contains("spec.contact: is deprecated")),
+            deprecation_shown,
         }
     }
 
@@ -273,9 +281,17 @@ impl StatusMemo {
         self.targets.iter().any(|(i, _, synced)| *i == id && *synced)
     }
 
-    /// Whether the previous status already warned about the deprecated `contact`.
-    pub fn deprecated_warned(&self) -> bool {
-        self.deprecated_warned
+    /// Whether the previous status already warned about a deprecated field.
+    pub fn deprecation_shown(&self) -> bool {
+        self.deprecation_shown
+    }
+
+    /// Whether `status` shows the deprecation warning of `report`: it is about the same
+    /// generation and its `Accepted` condition is True (whose message lists the warnings).
+    pub fn shows_deprecation(status: &ImageVariationPolicyStatus, generation: Option<i64>, report: &Report) -> bool {
+        report.deprecation().is_some()
+            && status.observed_generation == generation
+            && status.conditions.iter().any(|c| c.type_ == ACCEPTED && c.status == "True")
     }
 }
 
@@ -300,8 +316,8 @@ mod tests {
         }
     }
 
-    fn observe(report: Report, targets: Vec<TargetStatus>) -> Observation {
-        Observation { generation: Some(2), report, config_hash: Some("abc".into()), targets }
+    fn observe(report: Report, targets: Vec<TargetStatus>) -> StatusInput {
+        StatusInput { generation: Some(2), report, config_hash: Some("abc".into()), targets }
     }
 
     fn get<'a>(s: &'a ImageVariationPolicyStatus, t: &str) -> &'a Condition {
@@ -367,18 +383,18 @@ mod tests {
         let first = compute_status(&obs, None, &at(100));
         let second = compute_status(&obs, Some(&first), &at(200));
         assert_eq!(get(&second, READY).last_transition_time, at(100));
-        assert!(!StatusMemo::of(&first).changed(&second));
+        assert!(!StatusMemo::of(&first, false).changed(&second));
         let broken = observe(Report::default(), vec![target(false, TargetReason::TargetFull)]);
         let third = compute_status(&broken, Some(&second), &at(300));
         assert_eq!(get(&third, READY).last_transition_time, at(300));
-        assert!(StatusMemo::of(&second).changed(&third));
+        assert!(StatusMemo::of(&second, false).changed(&third));
     }
 
     #[test]
     fn a_memo_keeps_transition_times_and_tells_changes_like_the_full_status() {
         let obs = observe(Report::default(), vec![target(true, TargetReason::Synced)]);
         let first = compute_status(&obs, None, &at(100));
-        let memo = StatusMemo::of(&first);
+        let memo = StatusMemo::of(&first, false);
         let second = compute_status(&obs, Some(&memo.as_previous()), &at(200));
         assert_eq!(get(&second, READY).last_transition_time, at(100));
         assert!(!memo.changed(&second));
@@ -388,5 +404,37 @@ mod tests {
         assert!(memo.changed(&third));
         assert!(!memo.had_target(&third.targets[0]));
         assert_eq!(memo.config_hash(), Some("abc"));
+    }
+}
+
+#[cfg(test)]
+mod deprecation {
+    use super::*;
+    use crate::validate::Violation;
+
+    fn accepted_at(generation: i64) -> ImageVariationPolicyStatus {
+        ImageVariationPolicyStatus {
+            observed_generation: Some(generation),
+            conditions: vec![Condition {
+                type_: ACCEPTED.into(),
+                status: "True".into(),
+                reason: "Accepted".into(),
+                message: String::new(),
+                last_transition_time: Time(Default::default()),
+                observed_generation: Some(generation),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_shows_a_deprecation_only_for_its_generation_and_when_accepted() {
+        let report = Report { errors: vec![], warnings: vec![Violation::deprecated("spec.contact", "is deprecated")] };
+        assert!(StatusMemo::shows_deprecation(&accepted_at(3), Some(3), &report));
+        assert!(!StatusMemo::shows_deprecation(&accepted_at(2), Some(3), &report), "about another spec");
+        assert!(!StatusMemo::shows_deprecation(&accepted_at(3), Some(3), &Report::default()), "nothing deprecated");
+        let mut refused = accepted_at(3);
+        refused.conditions[0].status = "False".into();
+        assert!(!StatusMemo::shows_deprecation(&refused, Some(3), &report), "warnings are shown only when accepted");
     }
 }

@@ -1,0 +1,138 @@
+//! Every way the gateway answers a request it does not forward with orq's answer. The error
+//! is the response: one `match` holds every status code and error code, and the body is always
+//! `{"error":{"code":…,"message":…}}`.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::gateway::VARIATIONS_PATH;
+use crate::gateway::rewrite::RewriteError;
+use crate::key::{KeyError, PolicyKey};
+
+/// Why a request was answered by the gateway itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A path the gateway does not serve.
+    #[error("no route for {0}; this gateway serves POST {VARIATIONS_PATH}")]
+    NotFound(String),
+    /// Not a POST.
+    #[error("{VARIATIONS_PATH} accepts POST only")]
+    MethodNotAllowed,
+    /// The policy header is not ASCII.
+    #[error("X-Routerpolicy-Policy is not ASCII")]
+    PolicyHeaderNotAscii,
+    /// No policy header and no `--default-policy`.
+    #[error(
+        "set the X-Routerpolicy-Policy header to <namespace>.<name> of an ImageVariationPolicy (this gateway has no --default-policy)"
+    )]
+    PolicyRequired,
+    /// The policy header does not name a policy.
+    #[error("X-Routerpolicy-Policy {name:?}: {reason}")]
+    PolicyNameInvalid {
+        /// The header's value.
+        name: String,
+        /// What is wrong.
+        #[source]
+        reason: KeyError,
+    },
+    /// The policy is not served here.
+    #[error(
+        "policy {name:?} is not served by this gateway (no {name}.json in its config directory)",
+        name = .0.to_string()
+    )]
+    PolicyNotFound(PolicyKey),
+    /// The body is larger than `--max-body-bytes`.
+    #[error("request body exceeds {0} bytes (--max-body-bytes)")]
+    BodyTooLarge(u64),
+    /// Not `multipart/form-data` with a boundary.
+    #[error("{0}")]
+    NotMultipart(#[source] RewriteError),
+    /// The body could not be read from the client.
+    #[error("cannot read the request body: {0}")]
+    BodyUnreadable(#[source] axum::Error),
+    /// The multipart body cannot be rewritten safely.
+    #[error("{0}")]
+    MultipartInvalid(#[source] RewriteError),
+    /// The path cannot be appended to the upstream URL.
+    #[error("{0}")]
+    PathInvalid(#[source] axum::http::Error),
+    /// orq could not be reached (connection refused, TLS, reset).
+    #[error("cannot reach orq: {0}")]
+    UpstreamUnreachable(String),
+    /// Connecting to orq timed out.
+    #[error("orq did not answer in time: {0}")]
+    UpstreamConnectTimeout(String),
+    /// orq's response headers did not arrive within `--request-timeout`.
+    #[error("orq did not answer within {0:?} (--request-timeout)")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NotFound(_) | ProxyError::PolicyNotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::PolicyHeaderNotAscii
+            | ProxyError::PolicyRequired
+            | ProxyError::PolicyNameInvalid { .. }
+            | ProxyError::BodyUnreadable(_)
+            | ProxyError::MultipartInvalid(_)
+            | ProxyError::PathInvalid(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NotMultipart(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The machine-readable `error.code` of the answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NotFound(_) => "not_found",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::PolicyHeaderNotAscii | ProxyError::PolicyNameInvalid { .. } => "policy_name_invalid",
+            ProxyError::PolicyRequired => "policy_required",
+            ProxyError::PolicyNotFound(_) => "policy_not_found",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::NotMultipart(_) => "not_multipart",
+            ProxyError::BodyUnreadable(_) => "body_unreadable",
+            ProxyError::MultipartInvalid(_) => "multipart_invalid",
+            ProxyError::PathInvalid(_) => "path_invalid",
+            ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
+            ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = (self.status(), body.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, ProxyError::MethodNotAllowed) {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_is_a_json_answer_with_its_status_and_code() {
+        let response = ProxyError::PolicyNotFound(PolicyKey::new("team", "a")).into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["code"], "policy_not_found");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| m.contains("\"team.a\"")));
+        let response = ProxyError::MethodNotAllowed.into_response();
+        assert_eq!(response.headers().get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"POST"[..]));
+    }
+}

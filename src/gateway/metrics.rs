@@ -1,0 +1,116 @@
+//! The gateway's metrics (`routerpolicy_gateway_*`). Policies are labelled as callers name
+//! them, `<namespace>.<name>`.
+
+use axum::http::StatusCode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::key::PolicyKey;
+
+/// A policy label is `<namespace>.<name>`, the name a caller selects it by.
+impl EncodeLabelValue for PolicyKey {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{self}")
+    }
+}
+
+/// Labels of a request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The policy, or empty when none was selected.
+    pub policy: Option<PolicyKey>,
+    /// HTTP status code answered.
+    pub code: u16,
+}
+
+/// Labels naming one policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The policy.
+    pub policy: PolicyKey,
+}
+
+/// Labels of the policy info series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyInfoLabels {
+    /// The policy.
+    pub policy: PolicyKey,
+    /// The served document's hash, equal to the policy's `status.configHash`.
+    pub hash: String,
+}
+
+/// The gateway's metrics.
+pub struct GatewayMetrics {
+    registry: Registry,
+    /// Requests answered, by policy and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from sending to orq until its response headers, by policy.
+    pub upstream_duration: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    /// Files that could not be used at a reload, by policy.
+    pub reload_errors: Family<PolicyLabels, Counter>,
+    /// One series (value 1) per served policy with its document's hash.
+    pub policy_info: Family<PolicyInfoLabels, Gauge>,
+    /// Policies served.
+    pub policies: Gauge,
+    /// Reloads of the config directory.
+    pub reloads: Counter,
+    /// Requests being proxied now.
+    pub in_flight: Gauge,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("routerpolicy_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let upstream_duration = Family::<PolicyLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
+        );
+        let reload_errors = Family::<PolicyLabels, Counter>::default();
+        let policy_info = Family::<PolicyInfoLabels, Gauge>::default();
+        let policies = Gauge::default();
+        let reloads = Counter::default();
+        let in_flight = Gauge::default();
+        registry.register("requests", "Requests answered, by policy and status code", requests.clone());
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request to orq until its response headers",
+            upstream_duration.clone(),
+        );
+        registry.register("reload_errors", "Policy files that could not be used at a reload", reload_errors.clone());
+        registry.register(
+            "policy_info",
+            "One series per served policy; hash equals the policy's status.configHash",
+            policy_info.clone(),
+        );
+        registry.register("policies", "Policies served", policies.clone());
+        registry.register("reloads", "Reloads of the config directory", reloads.clone());
+        registry.register("in_flight", "Requests being proxied now", in_flight.clone());
+        GatewayMetrics {
+            registry,
+            requests,
+            upstream_duration,
+            reload_errors,
+            policy_info,
+            policies,
+            reloads,
+            in_flight,
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        crate::process::admin::encode(&self.registry)
+    }
+
+    /// Counts one answered request.
+    pub fn count(&self, policy: Option<&PolicyKey>, code: StatusCode) {
+        self.requests.get_or_create(&RequestLabels { policy: policy.cloned(), code: code.as_u16() }).inc();
+    }
+}

@@ -1,0 +1,138 @@
+//! The gateway's flags (`routerpolicy gateway --help`), and why it can refuse to start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::key::KeyError;
+use crate::process::LogFormat;
+
+/// A duration flag: `250ms`, `5s`, `2m` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl std::str::FromStr for DurationArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let value: f64 = number.parse().map_err(|_| format!("{s:?}: expected a duration like 500ms, 5s or 2m"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "" | "s" => value,
+            "m" => value * 60.0,
+            _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+        };
+        if !(seconds > 0.0 && seconds <= 86_400.0) {
+            return Err(format!("{s:?}: must be more than 0 and at most 24h"));
+        }
+        Ok(DurationArg(Duration::from_secs_f64(seconds)))
+    }
+}
+
+/// Flags of `routerpolicy gateway`; each has an environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayOptions {
+    /// Directory of policy documents: the mounted gateway ConfigMap, one
+    /// `<namespace>.<name>.json` per policy (kubelet's `..data` layout or plain files).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONFIG_DIR", default_value = "/etc/routerpolicy/policies")]
+    pub config_dir: PathBuf,
+    /// Base URL of orq; the request path is appended.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM", default_value = "https://my.orq.ai")]
+    pub upstream: String,
+    /// Address to serve the proxy, /metrics, /healthz and /readyz on.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_LISTEN", default_value = "0.0.0.0:8090")]
+    pub listen: SocketAddr,
+    /// File holding orq's API key (a mounted Secret), sent upstream as `Authorization: Bearer`;
+    /// re-read when it changes. Without it, requests go upstream with no Authorization.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Policy `<namespace>.<name>` for requests without the X-Routerpolicy-Policy header;
+    /// without it such requests are refused (400).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_DEFAULT_POLICY")]
+    pub default_policy: Option<String>,
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Time to open a TCP connection to orq before answering 504 (the TLS handshake counts
+    /// toward --request-timeout).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONNECT_TIMEOUT", default_value = "5s")]
+    pub connect_timeout: DurationArg,
+    /// Time from sending a request to orq (connection and TLS included) until its response
+    /// headers arrive before answering 504.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_REQUEST_TIMEOUT", default_value = "120s")]
+    pub request_timeout: DurationArg,
+    /// How often the config directory and the key file are checked for changes.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_POLL_INTERVAL", default_value = "1s")]
+    pub poll_interval: DurationArg,
+    /// Log format.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or tracing filter (e.g. `info`, `routerpolicy=debug`).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `--upstream` is not an http(s) URL.
+    #[error("--upstream {0:?} is not an http:// or https:// URL")]
+    Upstream(String),
+    /// `--default-policy` is not `<namespace>.<name>`.
+    #[error("--default-policy {name:?}: {reason}")]
+    DefaultPolicy {
+        /// The flag's value.
+        name: String,
+        /// What is wrong.
+        #[source]
+        reason: KeyError,
+    },
+    /// The key file could not be read at start.
+    #[error("--api-key-file {path}: {reason}")]
+    ApiKey {
+        /// The path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl GatewayError {
+    /// A hint for the user, where one helps.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::ApiKey { .. } => {
+                Some("mount the Secret holding orq's API key and point --api-key-file at its file")
+            }
+            GatewayError::Listen { .. } => Some("choose a free address with --listen"),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!("500ms".parse::<DurationArg>(), Ok(DurationArg(Duration::from_millis(500))));
+        assert_eq!("5s".parse::<DurationArg>(), Ok(DurationArg(Duration::from_secs(5))));
+        assert_eq!("2".parse::<DurationArg>(), Ok(DurationArg(Duration::from_secs(2))));
+        assert_eq!("2m".parse::<DurationArg>(), Ok(DurationArg(Duration::from_secs(120))));
+        for bad in ["", "0", "-1s", "5h", "abc", "1e9"] {
+            assert!(bad.parse::<DurationArg>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The request path: select the policy, read the body (bounded), rewrite it, forward it to
+//! orq, and hand orq's answer back. Every refusal is a [`ProxyError`]; nothing is sent
+//! upstream for one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tracing::{debug, warn};
+
+use crate::gateway::error::ProxyError;
+use crate::gateway::headers::strip_hop_by_hop;
+use crate::gateway::metrics::PolicyLabels;
+use crate::gateway::rewrite::{self, Rewritten};
+use crate::gateway::store::ServedPolicy;
+use crate::gateway::upstream::{Chunks, error_chain, is_timeout};
+use crate::gateway::{Gateway, HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
+use crate::key::PolicyKey;
+
+/// `POST /v2/router/images/variations`.
+pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let policy = match select_policy(&gw, request.method(), request.headers()) {
+        Ok(policy) => policy,
+        Err(error) => return answer(&gw, None, error),
+    };
+    match forward(&gw, &policy, request).await {
+        Ok(response) => {
+            gw.metrics.count(Some(&policy.key), response.status());
+            response
+        }
+        Err(error) => answer(&gw, Some(&policy.key), error),
+    }
+}
+
+/// Any other path.
+pub async fn not_found(State(gw): State<Arc<Gateway>>, uri: axum::http::Uri) -> Response {
+    answer(&gw, None, ProxyError::NotFound(uri.path().to_string()))
+}
+
+/// Counts the refusal under its policy (if one was selected) and answers it.
+fn answer(gw: &Gateway, policy: Option<&PolicyKey>, error: ProxyError) -> Response {
+    gw.metrics.count(policy, error.status());
+    error.into_response()
+}
+
+/// The served policy the request names (`X-Routerpolicy-Policy`, or `--default-policy`).
+fn select_policy(gw: &Gateway, method: &Method, headers: &HeaderMap) -> Result<Arc<ServedPolicy>, ProxyError> {
+    if method != Method::POST {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let named = match headers.get(POLICY_HEADER) {
+        Some(value) => Some(value.to_str().map_err(|_| ProxyError::PolicyHeaderNotAscii)?.trim().to_string()),
+        None => None,
+    };
+    let key = match named {
+        Some(name) => PolicyKey::parse(&name).map_err(|reason| ProxyError::PolicyNameInvalid { name, reason })?,
+        None => gw.default_policy.clone().ok_or(ProxyError::PolicyRequired)?,
+    };
+    let served = gw.snapshot.read().ok().and_then(|s| s.policies.get(&key).cloned());
+    served.ok_or(ProxyError::PolicyNotFound(key))
+}
+
+/// Reads, rewrites and forwards the request under `policy`; orq's answer, or why not.
+async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Result<Response, ProxyError> {
+    let (parts, body) = request.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > gw.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge(gw.max_body_bytes));
+    }
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let boundary = rewrite::boundary_of(content_type).map_err(ProxyError::NotMultipart)?;
+    let body = read_body(body, gw.max_body_bytes, declared).await?;
+    let rewritten = rewrite::rewrite(&body, &boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
+    if !rewritten.removed.is_empty() {
+        debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
+    }
+    let upstream_request = upstream_request(gw, parts, rewritten)?;
+    gw.metrics.in_flight.inc();
+    let started = Instant::now();
+    let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(upstream_request)).await;
+    gw.metrics.in_flight.dec();
+    gw.metrics
+        .upstream_duration
+        .get_or_create(&PolicyLabels { policy: policy.key.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    let upstream_response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let cause = error_chain(&e);
+            let error = if is_timeout(&e) {
+                ProxyError::UpstreamConnectTimeout(cause.clone())
+            } else {
+                ProxyError::UpstreamUnreachable(cause.clone())
+            };
+            warn!(policy = %policy.key, error = %cause, code = error.code(), "upstream request failed");
+            return Err(error);
+        }
+        Err(_) => {
+            warn!(policy = %policy.key, timeout = ?gw.request_timeout, "upstream request timed out");
+            return Err(ProxyError::UpstreamTimeout(gw.request_timeout));
+        }
+    };
+    let (mut head, incoming) = upstream_response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    if let Ok(hash) = HeaderValue::from_str(&policy.hash) {
+        head.headers.insert(HASH_HEADER, hash);
+    }
+    debug!(policy = %policy.key, status = head.status.as_u16(), "proxied");
+    Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+/// The request orq gets: the caller's path, query and end-to-end headers, the rewritten body
+/// and its type and length, and the gateway's key instead of the caller's `Authorization`.
+fn upstream_request(gw: &Gateway, parts: Parts, rewritten: Rewritten) -> Result<hyper::Request<Chunks>, ProxyError> {
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(VARIATIONS_PATH);
+    let uri = gw.upstream.uri(path_and_query).map_err(ProxyError::PathInvalid)?;
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    for name in [header::HOST, header::AUTHORIZATION, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::EXPECT] {
+        headers.remove(name);
+    }
+    headers.remove(POLICY_HEADER);
+    if let Ok(ct) = HeaderValue::from_str(&rewritten.content_type) {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len));
+    if let Some(key) = gw.api_key.read().ok().and_then(|k| k.clone()) {
+        headers.insert(header::AUTHORIZATION, key);
+    }
+    let mut request = hyper::Request::new(Chunks::new(rewritten.chunks, rewritten.len));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
+/// from hyper's read buffer into this one), refusing more than `max` bytes.
+async fn read_body(mut body: Body, max: u64, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+    // A caller's Content-Length reserves at most 8 MiB up front; larger bodies grow the buffer.
+    let capacity = declared.unwrap_or(64 * 1024).min(max).min(8 * 1024 * 1024) as usize;
+    let mut buffer = bytes::BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ProxyError::BodyUnreadable)?;
+        if let Ok(data) = frame.into_data() {
+            if (buffer.len() + data.len()) as u64 > max {
+                return Err(ProxyError::BodyTooLarge(max));
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}

@@ -1,0 +1,154 @@
+//! The way to orq: the `--upstream` base URL, the HTTPS client, and the rewritten body it
+//! sends.
+//!
+//! hyper-util's pooled client over hyper-rustls (ring), the stack kube-rs uses; roots from the
+//! system store (honouring `SSL_CERT_FILE`) and, where there is none (the scratch image), the
+//! bundled Mozilla roots.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::Uri;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::gateway::options::GatewayError;
+
+/// The body sent upstream: the rewritten chunks, with an exact length.
+pub struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    /// The body of `chunks`, `len` bytes in all.
+    pub fn new(chunks: Vec<Bytes>, len: u64) -> Self {
+        Chunks { chunks: chunks.into(), remaining: len }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// The client that talks to orq.
+pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Chunks>;
+
+/// A pooled HTTP/1 client, TLS or plain, with a TCP connect timeout.
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b,
+        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+    };
+    let https = builder.https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https)
+}
+
+/// The upstream base: scheme, authority and a path prefix without a trailing slash.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    scheme: String,
+    authority: String,
+    prefix: String,
+}
+
+impl Upstream {
+    /// Parses `--upstream`: an `http://` or `https://` URL with a host, no query.
+    pub fn parse(url: &str) -> Result<Upstream, GatewayError> {
+        let uri: Uri = url.parse().map_err(|_| GatewayError::Upstream(url.to_string()))?;
+        let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        if !(scheme == "http" || scheme == "https") || authority.is_empty() || uri.query().is_some() {
+            return Err(GatewayError::Upstream(url.to_string()));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Upstream { scheme, authority, prefix })
+    }
+
+    /// The upstream URI of a request's path and query.
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
+        Ok(format!("{}://{}{}{}", self.scheme, self.authority, self.prefix, path_and_query).parse::<Uri>()?)
+    }
+}
+
+/// Whether an upstream error is a timeout (the connect timeout: an I/O error of kind
+/// `TimedOut` somewhere in its chain) rather than a refusal.
+pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// An error and its sources, joined with `: `.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_keep_a_path_prefix() {
+        let u = Upstream::parse("https://my.orq.ai").expect("valid");
+        let path = crate::gateway::VARIATIONS_PATH;
+        assert_eq!(u.uri(path).expect("uri").to_string(), "https://my.orq.ai/v2/router/images/variations");
+        let u = Upstream::parse("http://127.0.0.1:9/proxy/").expect("valid");
+        assert_eq!(u.uri("/v2/x?a=1").expect("uri").to_string(), "http://127.0.0.1:9/proxy/v2/x?a=1");
+        for bad in ["my.orq.ai", "ftp://x", "https://", "http://x/?q=1"] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_timed_out_connect_anywhere_in_the_chain_is_a_timeout() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error")]
+        struct Wrapper(#[source] std::io::Error);
+        let timed_out = Wrapper(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"));
+        assert!(is_timeout(&timed_out));
+        let refused = Wrapper(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "timed out in the text only"));
+        assert!(!is_timeout(&refused), "decided on the kind, not on the message");
+        assert_eq!(error_chain(&refused), "client error: timed out in the text only");
+    }
+}

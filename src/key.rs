@@ -1,0 +1,165 @@
+//! Typed names: a policy ([`PolicyKey`]) and a gateway ConfigMap ([`TargetKey`]).
+//!
+//! A policy is named four ways on the wire — its ConfigMap data key and file name
+//! `<namespace>.<name>.json`, the gateway's header and metric label `<namespace>.<name>`, and
+//! the operator's metric label `<namespace>/<name>` — and each spelling is made and parsed
+//! here, nowhere else. Namespaces contain no dots, so the first dot always ends the namespace.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::limits::{DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN};
+
+/// The suffix of a policy's data key and file name.
+const JSON_SUFFIX: &str = ".json";
+
+static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_LABEL_PATTERN).expect("valid pattern"));
+static SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_SUBDOMAIN_PATTERN).expect("valid pattern"));
+
+/// Whether `s` is a DNS-1123 label (a namespace).
+pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= DNS1123_LABEL_MAX as usize && LABEL.is_match(s)
+}
+
+/// Whether `s` is a DNS-1123 subdomain (an object name).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= DNS1123_SUBDOMAIN_MAX as usize && SUBDOMAIN.is_match(s)
+}
+
+/// Why a string does not name a policy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// No dot between namespace and name.
+    #[error("must be <namespace>.<name>")]
+    Shape,
+    /// The namespace part is not a DNS-1123 label.
+    #[error("namespace {0:?} is not a DNS-1123 label")]
+    Namespace(String),
+    /// The name part is not a DNS-1123 subdomain.
+    #[error("name {0:?} is not a DNS-1123 subdomain")]
+    Name(String),
+}
+
+/// A policy, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl PolicyKey {
+    /// The policy `namespace`/`name` (not checked: names from the API server are valid).
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        PolicyKey { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// `<namespace>.<name>.json`: the policy's key in a gateway ConfigMap, and its file name
+    /// where the ConfigMap is mounted.
+    pub fn data_key(&self) -> String {
+        format!("{}.{}{JSON_SUFFIX}", self.namespace, self.name)
+    }
+
+    /// `<namespace>/<name>`: the operator's metric label, as kubectl names an object.
+    pub fn metric_label(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Parses `<namespace>.<name>` (the gateway's `X-Routerpolicy-Policy` header): a DNS-1123
+    /// label, a dot, a DNS-1123 subdomain. Nothing else (no `/`, no `..`, no spaces) names a
+    /// policy.
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        let (namespace, name) = s.split_once('.').ok_or(KeyError::Shape)?;
+        if !is_dns_label(namespace) {
+            return Err(KeyError::Namespace(namespace.to_string()));
+        }
+        if !is_dns_subdomain(name) {
+            return Err(KeyError::Name(name.to_string()));
+        }
+        Ok(PolicyKey::new(namespace, name))
+    }
+
+    /// The policy a data key or file name `<namespace>.<name>.json` belongs to; `None` for
+    /// anything else (kubelet's `..data`, dot files, other writers' keys).
+    pub fn from_data_key(key: &str) -> Option<Self> {
+        PolicyKey::parse(key.strip_suffix(JSON_SUFFIX)?).ok()
+    }
+
+    /// The namespace part of a data key (everything before the first dot), without checking
+    /// the rest: where a key that is not a policy's must still be placed in a namespace.
+    pub fn namespace_of_data_key(key: &str) -> &str {
+        key.split_once('.').map(|(ns, _)| ns).unwrap_or(key)
+    }
+}
+
+/// `<namespace>.<name>`: how a gateway's caller and the gateway's metrics name the policy.
+impl fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// A gateway ConfigMap, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl TargetKey {
+    /// The ConfigMap `namespace`/`name`.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        TargetKey { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+/// `<namespace>/<name>`.
+impl fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_key_has_one_spelling_per_use() {
+        let key = PolicyKey::new("team-a", "avatars");
+        assert_eq!(key.data_key(), "team-a.avatars.json");
+        assert_eq!(key.metric_label(), "team-a/avatars");
+        assert_eq!(key.to_string(), "team-a.avatars");
+    }
+
+    #[test]
+    fn data_keys_and_header_names_parse_back_to_the_same_key() {
+        let key = PolicyKey::new("team-a", "avatars.v2");
+        assert_eq!(PolicyKey::from_data_key(&key.data_key()), Some(key.clone()));
+        assert_eq!(PolicyKey::parse(&key.to_string()), Ok(key));
+    }
+
+    #[test]
+    fn names_that_are_not_policies_are_refused_with_the_reason() {
+        assert_eq!(PolicyKey::parse("nodot"), Err(KeyError::Shape));
+        assert_eq!(PolicyKey::parse("Team.a"), Err(KeyError::Namespace("Team".into())));
+        assert_eq!(PolicyKey::parse("team..a"), Err(KeyError::Name(".a".into())));
+        for bad in ["a./etc", "a.b c", "-a.b", "a.b-", &format!("{}.b", "n".repeat(64))] {
+            assert!(PolicyKey::parse(bad).is_err(), "{bad}");
+        }
+        for not_a_policy in ["..data", ".hidden.json", "team-a.avatars", "team-a.avatars.yaml"] {
+            assert_eq!(PolicyKey::from_data_key(not_a_policy), None, "{not_a_policy}");
+        }
+    }
+
+    #[test]
+    fn the_namespace_of_any_data_key_is_what_precedes_the_first_dot() {
+        assert_eq!(PolicyKey::namespace_of_data_key("team-a.x.y.json"), "team-a");
+        assert_eq!(PolicyKey::namespace_of_data_key("nodot"), "nodot");
+    }
+}

@@ -1,0 +1,144 @@
+//! Status writer: computes a policy's status from the index once every target has an outcome
+//! for its current spec, writes it (server-side apply of the status subresource) only when it
+//! changed, and publishes the events its transitions call for.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use tracing::{Instrument, info_span, warn};
+
+use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
+use crate::key::PolicyKey;
+use crate::operator::configmap::FIELD_MANAGER;
+use crate::operator::controller::Controller;
+use crate::operator::events::EventReason;
+use crate::operator::index::PolicyEntry;
+use crate::operator::metrics::Readiness;
+use crate::operator::status::{READY, StatusInput, StatusMemo, compute_status};
+
+impl Controller {
+    /// Computes, and writes when changed, the status of `key`; a failed write is retried
+    /// after a backoff.
+    pub(super) async fn reconcile_status(self: &Arc<Self>, key: &PolicyKey) {
+        let Some((input, previous, reference, readable)) = ({
+            let index = self.index();
+            index.status_input(key).and_then(|input| {
+                let entry = index.policy(key)?;
+                Some((input, entry.status.clone(), policy_reference(entry), entry.readable))
+            })
+        }) else {
+            return; // gone, or not every target planned yet
+        };
+        let span = info_span!("status", namespace = %key.namespace, name = %key.name);
+        async {
+            // An unreadable object's status is not in the watch event: read it once.
+            let previous = match previous {
+                None if !readable => read_status(&self.client, key).await.map(|s| StatusMemo::of(&s, false)),
+                other => other,
+            };
+            let status = compute_status(&input, previous.as_ref().map(StatusMemo::as_previous).as_ref(), &now());
+            let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
+            self.metrics.set_ready(key, Some(if ready { Readiness::Ready } else { Readiness::NotReady }));
+            if previous.as_ref().is_some_and(|memo| !memo.changed(&status)) {
+                return;
+            }
+            match write_status(&self.client, key, &status).await {
+                Ok(()) => {
+                    self.metrics.status_writes.inc();
+                    self.index().wrote_status(key, &status);
+                    self.statuses.succeeded(key);
+                    self.publish_transitions(reference, previous.as_ref(), &status, &input);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => {
+                    let retry_in = self.statuses.retry_later(key.clone());
+                    warn!(%error, ?retry_in, "writing status failed; retrying");
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Events for what changed: Warning on validation failures, refused or full targets and
+    /// failed writes, and on deprecated fields; Normal `Synced` for a new document.
+    fn publish_transitions(
+        &self,
+        regarding: ObjectReference,
+        previous: Option<&StatusMemo>,
+        status: &ImageVariationPolicyStatus,
+        input: &StatusInput,
+    ) {
+        let report = &input.report;
+        if !report.is_valid() {
+            self.events.publish(regarding, EventReason::ValidationFailed, report.errors_summary());
+            return;
+        }
+        for t in &status.targets {
+            if t.synced || previous.is_some_and(|p| p.had_target(t)) {
+                continue;
+            }
+            let note = format!("{}/{}: {}", t.namespace, t.name, t.message);
+            self.events.publish(regarding.clone(), EventReason::of_target(t.reason), note);
+        }
+        if let Some(deprecated) = report.deprecation()
+            && !previous.is_some_and(StatusMemo::deprecation_shown)
+        {
+            self.events.publish(regarding.clone(), EventReason::DeprecatedField, deprecated.to_string());
+        }
+        let all_synced = status.targets.iter().all(|t| t.synced);
+        let hash_changed = previous.and_then(StatusMemo::config_hash) != status.config_hash.as_deref();
+        let newly_synced = status.targets.iter().any(|t| t.synced && !previous.is_some_and(|p| p.was_synced(t)));
+        if all_synced && (hash_changed || newly_synced) {
+            let hash = status.config_hash.as_deref().unwrap_or("-");
+            let note = format!("document {hash} written to {} target(s)", status.targets.len());
+            self.events.publish(regarding, EventReason::Synced, note);
+        }
+    }
+}
+
+/// The policies of `namespace`, as dynamic objects (status reads and writes, patches).
+pub(super) fn policy_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<ImageVariationPolicy>(&()))
+}
+
+fn policy_reference(entry: &PolicyEntry) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(ImageVariationPolicy::api_version(&()).to_string()),
+        kind: Some(ImageVariationPolicy::kind(&()).to_string()),
+        name: Some(entry.key.name.clone()),
+        namespace: Some(entry.key.namespace.clone()),
+        uid: entry.uid.clone(),
+        resource_version: entry.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+async fn read_status(client: &Client, key: &PolicyKey) -> Option<ImageVariationPolicyStatus> {
+    let obj = policy_api(client, &key.namespace).get_status(&key.name).await.ok()?;
+    obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
+}
+
+async fn write_status(
+    client: &Client,
+    key: &PolicyKey,
+    status: &ImageVariationPolicyStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": ImageVariationPolicy::api_version(&()),
+        "kind": ImageVariationPolicy::kind(&()),
+        "status": status,
+    });
+    policy_api(client, &key.namespace)
+        .patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}

@@ -6,7 +6,7 @@
 //! here, nowhere else. Namespaces contain no dots, so the first dot always ends the namespace.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 
@@ -42,19 +42,20 @@ pub enum KeyError {
     Name(String),
 }
 
-/// A policy, by namespace and name.
+/// A policy, by namespace and name. Cloning shares the strings (the operator keeps a policy's
+/// key in several indexes and queues at once).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyKey {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl PolicyKey {
     /// The policy `namespace`/`name` (not checked: names from the API server are valid).
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        PolicyKey { namespace: namespace.into(), name: name.into() }
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
+        PolicyKey { namespace: Arc::from(namespace.as_ref()), name: Arc::from(name.as_ref()) }
     }
 
     /// `<namespace>.<name>.json`: the policy's key in a gateway ConfigMap, and its file name

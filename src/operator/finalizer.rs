@@ -27,7 +27,7 @@ impl Controller {
             let Ok(_slot) = this.finalizer_slots.clone().acquire_owned().await else { return };
             let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
             let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": resource_version}});
-            let (namespace, name) = (&policy.namespace, &policy.name);
+            let (namespace, name) = (&*policy.namespace, &*policy.name);
             match policy_api(&this.client, namespace).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
             {
                 Ok(_) => {

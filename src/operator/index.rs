@@ -193,7 +193,7 @@ impl Index {
 
     /// The policies in `namespace` (all policies for `None`).
     pub fn policy_keys(&self, namespace: Option<&str>) -> Vec<PolicyKey> {
-        self.policies.keys().filter(|k| namespace.is_none_or(|n| k.namespace == n)).cloned().collect()
+        self.policies.keys().filter(|k| namespace.is_none_or(|n| &*k.namespace == n)).cloned().collect()
     }
 
     /// The targets that ConfigMap watch `watch` shows.

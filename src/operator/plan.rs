@@ -158,7 +158,7 @@ impl TargetPlan {
 
 /// Whether `existing` (or its absence) permits `policy` to be written there (PRODUCT §4).
 pub fn consent(target: &TargetKey, existing: Option<&ExistingTarget>, policy: &PolicyKey) -> Result<(), Outcome> {
-    let same_namespace = policy.namespace == target.namespace;
+    let same_namespace = *policy.namespace == *target.namespace;
     match existing {
         None if same_namespace => Ok(()),
         None => Err(Outcome::RefNotPermitted(format!(

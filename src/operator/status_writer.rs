@@ -110,8 +110,8 @@ fn policy_reference(entry: &PolicyEntry) -> ObjectReference {
     ObjectReference {
         api_version: Some(ImageVariationPolicy::api_version(&()).to_string()),
         kind: Some(ImageVariationPolicy::kind(&()).to_string()),
-        name: Some(entry.key.name.clone()),
-        namespace: Some(entry.key.namespace.clone()),
+        name: Some(entry.key.name.to_string()),
+        namespace: Some(entry.key.namespace.to_string()),
         uid: entry.uid.clone(),
         resource_version: entry.resource_version.clone(),
         ..Default::default()

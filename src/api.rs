@@ -300,6 +300,15 @@ pub struct TargetStatus {
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Gateway replicas of this ConfigMap that serve the current document, as of the last
+    /// status write (absent while no replica reports for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_replicas: Option<u32>,
+    /// Live gateway replicas of this ConfigMap that report what they serve, as of the last
+    /// status write (absent while none reports). Replicas starting or stopping do not cause a
+    /// status write by themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_replicas: Option<u32>,
 }
 
 /// Why a policy is, or is not, in one target ConfigMap.

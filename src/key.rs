@@ -119,6 +119,22 @@ impl TargetKey {
     }
 }
 
+/// Parses `<namespace>/<name>` (a DNS-1123 label and subdomain), as `--config-map` takes it.
+impl std::str::FromStr for TargetKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (namespace, name) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected <namespace>/<name>"))?;
+        if !is_dns_label(namespace) {
+            return Err(format!("{s:?}: namespace {namespace:?} is not a DNS-1123 label"));
+        }
+        if !is_dns_subdomain(name) {
+            return Err(format!("{s:?}: name {name:?} is not a DNS-1123 subdomain"));
+        }
+        Ok(TargetKey::new(namespace, name))
+    }
+}
+
 /// `<namespace>/<name>`.
 impl fmt::Display for TargetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +171,14 @@ mod tests {
         }
         for not_a_policy in ["..data", ".hidden.json", "team-a.avatars", "team-a.avatars.yaml"] {
             assert_eq!(PolicyKey::from_data_key(not_a_policy), None, "{not_a_policy}");
+        }
+    }
+
+    #[test]
+    fn a_configmap_reference_parses_as_namespace_slash_name() {
+        assert_eq!("gw/image-policies".parse::<TargetKey>(), Ok(TargetKey::new("gw", "image-policies")));
+        for bad in ["gw", "/x", "gw/", "Gw/x", "gw/x y"] {
+            assert!(bad.parse::<TargetKey>().is_err(), "{bad}");
         }
     }
 

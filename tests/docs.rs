@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlua::{Lua, LuaSerdeExt};
 use routerpolicy::api::{TargetReason, TargetStatus};
 use routerpolicy::key::PolicyKey;
+use routerpolicy::operator::served::Serve;
 use routerpolicy::operator::status::{StatusInput, compute_status};
 use routerpolicy::validate::{Report, Violation};
 use serde_json::{Value, json};
@@ -33,6 +34,8 @@ fn target(synced: bool, reason: TargetReason, message: &str) -> TargetStatus {
         reason,
         last_good_kept: false,
         message: message.into(),
+        served_replicas: None,
+        reporting_replicas: None,
     }
 }
 
@@ -43,6 +46,7 @@ fn argocd_health_is_healthy_when_ready() {
         report: Report::default(),
         config_hash: Some("h".into()),
         targets: vec![target(true, TargetReason::Synced, "")],
+        serves: vec![],
     };
     let (status, message) = health(&policy_with(obs, 1));
     assert_eq!(status, "Healthy");
@@ -55,7 +59,7 @@ fn argocd_health_is_degraded_with_the_field_path_when_invalid() {
         errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
         warnings: vec![],
     };
-    let obs = StatusInput { generation: Some(3), report, config_hash: None, targets: vec![] };
+    let obs = StatusInput { generation: Some(3), report, config_hash: None, targets: vec![], serves: vec![] };
     let (status, message) = health(&policy_with(obs, 3));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("ValidationFailed: spec.retry.count: must be less than or equal to 5"), "{message}");
@@ -68,6 +72,7 @@ fn argocd_health_is_degraded_when_a_target_refuses() {
         report: Report::default(),
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::RefNotPermitted, "no consent")],
+        serves: vec![],
     };
     let (status, message) = health(&policy_with(obs, 1));
     assert_eq!(status, "Degraded");
@@ -81,11 +86,20 @@ fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
         report: Report::default(),
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::ApplyFailed, "timeout")],
+        serves: vec![],
     };
     assert_eq!(health(&policy_with(obs.clone(), 1)).0, "Progressing");
-    let ready = StatusInput { targets: vec![target(true, TargetReason::Synced, "")], ..obs };
+    let ready = StatusInput { targets: vec![target(true, TargetReason::Synced, "")], ..obs.clone() };
     assert_eq!(health(&policy_with(ready, 2)).0, "Progressing", "an old observedGeneration is not healthy yet");
     assert_eq!(health(&json!({"metadata": {"generation": 1}})).0, "Progressing");
+    let pending = StatusInput {
+        targets: vec![target(true, TargetReason::Synced, "")],
+        serves: vec![Serve::Pending { replicas: 2, serving: 1, since_ms: 0 }],
+        ..obs
+    };
+    let (status, message) = health(&policy_with(pending, 1));
+    assert_eq!(status, "Progressing", "waiting for gateway replicas");
+    assert!(message.starts_with("ServePending"), "{message}");
 }
 
 #[test]

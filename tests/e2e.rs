@@ -157,11 +157,14 @@ async fn valid_policy_reaches_its_configmap_with_the_rendered_bytes_and_becomes_
     assert_eq!(status.targets.len(), 1);
     assert!(status.targets[0].synced);
     assert_eq!(status.targets[0].key, key);
-    for (type_, value) in
-        [("Accepted", "True"), ("Synced", "True"), ("Ready", "True"), ("Reconciling", "False"), ("Stalled", "False")]
-    {
+    for (type_, value) in [("Accepted", "True"), ("Synced", "True"), ("Served", "Unknown"), ("Ready", "True")] {
         let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("condition {type_}"));
         assert_eq!(c.status, value, "{type_}: {c:?}");
+    }
+    let served = status.conditions.iter().find(|c| c.type_ == "Served").expect("Served");
+    assert_eq!(served.reason, "NoGatewayReports", "no gateway reports here: Ready follows Accepted and Synced");
+    for type_ in ["Reconciling", "Stalled"] {
+        assert!(status.conditions.iter().all(|c| c.type_ != type_), "{type_} is written only while True");
     }
 
     let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("image-gateway-policies").await.expect("cm");

@@ -218,6 +218,17 @@ fn the_charts_rbac_admission_policies_and_security_settings_equal_deploy() {
     for arg in deploy_gw["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default() {
         assert!(gw_args.contains(&arg), "the chart's gateway args lack {arg}: {gw_args:?}");
     }
+    let (chart_role, deploy_role) =
+        (find(&chart, "Role", "routerpolicy-gateway"), find(&deploy, "Role", "routerpolicy-gateway"));
+    assert_eq!(chart_role["rules"], deploy_role["rules"], "gateway Role rules");
+    assert_eq!(find(&chart, "RoleBinding", "routerpolicy-gateway")["roleRef"]["name"], "routerpolicy-gateway");
+    for kind in ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] {
+        assert_eq!(
+            find(&chart, kind, "routerpolicy-gateway-reports")["spec"],
+            find(&deploy, kind, "routerpolicy-gateway-reports")["spec"],
+            "{kind} routerpolicy-gateway-reports"
+        );
+    }
 }
 
 fn policy(namespace: &str, name: &str, target: &str) -> String {

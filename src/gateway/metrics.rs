@@ -61,6 +61,8 @@ pub struct GatewayMetrics {
     pub reloads: Counter,
     /// Requests being proxied now.
     pub in_flight: Gauge,
+    /// 1 while the ConfigMap watch is healthy, 0 while it fails (`--config-map`).
+    pub source_up: Gauge,
 }
 
 impl Default for GatewayMetrics {
@@ -75,6 +77,7 @@ impl Default for GatewayMetrics {
         let policies = Gauge::default();
         let reloads = Counter::default();
         let in_flight = Gauge::default();
+        let source_up = Gauge::default();
         registry.register("requests", "Requests answered, by policy and status code", requests.clone());
         registry.register(
             "upstream_duration_seconds",
@@ -90,6 +93,11 @@ impl Default for GatewayMetrics {
         registry.register("policies", "Policies served", policies.clone());
         registry.register("reloads", "Reloads of the config directory", reloads.clone());
         registry.register("in_flight", "Requests being proxied now", in_flight.clone());
+        registry.register(
+            "source_up",
+            "1 while the ConfigMap watch is healthy, 0 while it fails (--config-map)",
+            source_up.clone(),
+        );
         GatewayMetrics {
             registry,
             requests,
@@ -99,6 +107,7 @@ impl Default for GatewayMetrics {
             policies,
             reloads,
             in_flight,
+            source_up,
         }
     }
 }

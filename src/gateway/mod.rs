@@ -8,11 +8,16 @@
 //!  reload (poll the directory and the key file) ─▶ store (pure: files → served policies)
 //! ```
 //!
+//! Policies come from the mounted ConfigMap directory ([`reload`] polls it) or, with
+//! `--config-map`, from the ConfigMap itself through the API ([`source`]); in that mode the
+//! replica keeps a report Lease of what it serves ([`report`]).
+//!
 //! One concern per file: [`options`] (flags, start-up errors), [`server`] (connections),
 //! [`proxy`] (the request path), [`error`] (every refusal as its response), [`headers`]
-//! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling), [`store`] and
+//! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new
+//! set of documents), [`source`] (the ConfigMap watch), [`report`] (the Lease), [`store`] and
 //! [`rewrite`] (pure), [`metrics`]. It imports nothing of the operator: only the leaves
-//! [`crate::key`], [`crate::hash`] and [`crate::process`].
+//! [`crate::key`], [`crate::hash`], [`crate::process`] and [`crate::report`].
 
 pub mod error;
 pub mod headers;
@@ -20,8 +25,10 @@ pub mod metrics;
 pub mod options;
 pub mod proxy;
 pub mod reload;
+pub mod report;
 pub mod rewrite;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod upstream;
 
@@ -40,6 +47,7 @@ pub use options::{DurationArg, GatewayError, GatewayOptions};
 
 use crate::key::PolicyKey;
 use crate::process::admin::{self, Admin};
+use source::Serving;
 use store::Snapshot;
 use upstream::{Upstream, UpstreamClient};
 
@@ -58,10 +66,13 @@ pub struct Gateway {
     upstream: Upstream,
     default_policy: Option<PolicyKey>,
     max_body_bytes: u64,
+    max_document_bytes: usize,
     request_timeout: Duration,
     metrics: GatewayMetrics,
     loaded: AtomicBool,
     draining: AtomicBool,
+    /// What is served, for the report Lease (API mode).
+    serving: watch::Sender<Serving>,
 }
 
 impl Admin for Gateway {
@@ -75,7 +86,7 @@ impl Admin for Gateway {
         } else if self.loaded.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            Err("config directory not read yet")
+            Err("policies not loaded yet")
         }
     }
 }
@@ -107,10 +118,12 @@ impl Gateway {
             upstream,
             default_policy,
             max_body_bytes: options.max_body_bytes,
+            max_document_bytes: options.max_document_bytes,
             request_timeout: options.request_timeout.0,
             metrics: GatewayMetrics::default(),
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            serving: watch::channel(Serving::default()).0,
         })
     }
 }
@@ -119,13 +132,23 @@ impl Gateway {
 pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     let gw = Arc::new(Gateway::new(&options)?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reload_task = tokio::spawn(reload::reloader(
-        gw.clone(),
-        options.config_dir.clone(),
-        options.api_key_file.clone(),
-        options.poll_interval.0,
-        stop_rx,
-    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    let dir = match &options.config_map {
+        Some(target) => {
+            let client = kube::Client::try_default().await.map_err(GatewayError::Kube)?;
+            tasks.spawn(source::watch_configmap(gw.clone(), client.clone(), target.clone(), stop_rx.clone()));
+            if options.report {
+                tasks.spawn(report::report(
+                    reporter(&options, client, target),
+                    gw.serving.subscribe(),
+                    stop_rx.clone(),
+                ));
+            }
+            None
+        }
+        None => Some(options.config_dir.clone()),
+    };
+    tasks.spawn(reload::reloader(gw.clone(), dir, options.api_key_file.clone(), options.poll_interval.0, stop_rx));
     let app = Router::new()
         .route(VARIATIONS_PATH, any(proxy::proxy))
         .fallback(proxy::not_found)
@@ -134,10 +157,14 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| GatewayError::Listen { addr: options.listen, source })?;
+    let source = match &options.config_map {
+        Some(target) => format!("ConfigMap {target} (API)"),
+        None => format!("directory {}", options.config_dir.display()),
+    };
     info!(
         addr = %options.listen,
         upstream = %options.upstream,
-        dir = %options.config_dir.display(),
+        policies = %source,
         "gateway serving POST {VARIATIONS_PATH}, /metrics, /healthz and /readyz"
     );
     let drain = {
@@ -150,7 +177,24 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         }
     };
     server::serve(listener, app, drain).await;
-    let _ = reload_task.await;
+    while tasks.join_next().await.is_some() {}
     info!("drained; stopped");
     Ok(())
+}
+
+/// The report Lease writer of this replica: its identity (`--identity`, the pod name, or the
+/// host name and process id) in its namespace (`--report-namespace`, the pod's, or the
+/// ConfigMap's).
+fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key::TargetKey) -> report::Reporter {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let identity = options.identity.clone().or_else(|| env("POD_NAME")).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        format!("{}-{}", if host.is_empty() { "gateway" } else { &host }, std::process::id())
+    });
+    let namespace =
+        options.report_namespace.clone().or_else(|| env("POD_NAMESPACE")).unwrap_or(target.namespace.clone());
+    let mut reporter = report::Reporter::new(client, &namespace, identity, target.clone());
+    reporter.lease_duration = options.report_lease_duration.0;
+    reporter.interval = options.report_interval.0;
+    reporter
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::key::KeyError;
+use crate::key::{KeyError, TargetKey};
 use crate::process::LogFormat;
 
 /// A duration flag: `250ms`, `5s`, `2m` (a bare number is seconds).
@@ -38,6 +38,35 @@ pub struct GatewayOptions {
     /// `<namespace>.<name>.json` per policy (kubelet's `..data` layout or plain files).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONFIG_DIR", default_value = "/etc/routerpolicy/policies")]
     pub config_dir: PathBuf,
+    /// The gateway ConfigMap `<namespace>/<name>` to serve, read through the Kubernetes API
+    /// (a watch on that one object; a change is served within about a second); takes the
+    /// place of --config-dir. Needs a kubeconfig or the in-cluster config, and a
+    /// ServiceAccount that may get, list and watch that ConfigMap. In this mode the replica
+    /// reports what it serves in a Lease (see --report).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONFIG_MAP")]
+    pub config_map: Option<TargetKey>,
+    /// With --config-map: keep a report Lease of what this replica serves, which the operator
+    /// folds into each policy's `Served` condition (true|false).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_REPORT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub report: bool,
+    /// Identity of this replica in its report Lease (default: the pod name, else the host
+    /// name and process id).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_IDENTITY")]
+    pub identity: Option<String>,
+    /// Namespace of the report Lease (default: the pod's namespace, else the ConfigMap's).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_REPORT_NAMESPACE")]
+    pub report_namespace: Option<String>,
+    /// How long a report stays valid without renewal: a replica that stops renewing (frozen,
+    /// or gone without releasing its Lease) stops counting after this.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_REPORT_LEASE_DURATION", default_value = "30s")]
+    pub report_lease_duration: DurationArg,
+    /// How often the report Lease is renewed (a change of what is served is reported at once).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_REPORT_INTERVAL", default_value = "5s")]
+    pub report_interval: DurationArg,
+    /// Largest policy document served: a larger one is refused like a broken one (its last
+    /// good document stays served) and reported as rejected.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_DOCUMENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_document_bytes: usize,
     /// Base URL of orq; the request path is appended.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM", default_value = "https://my.orq.ai")]
     pub upstream: String,
@@ -97,6 +126,9 @@ pub enum GatewayError {
         /// What is wrong.
         reason: String,
     },
+    /// No Kubernetes client for --config-map.
+    #[error("--config-map needs a Kubernetes client: {0}")]
+    Kube(#[source] kube::Error),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -116,6 +148,9 @@ impl GatewayError {
                 Some("mount the Secret holding orq's API key and point --api-key-file at its file")
             }
             GatewayError::Listen { .. } => Some("choose a free address with --listen"),
+            GatewayError::Kube(_) => Some(
+                "run in a pod with a ServiceAccount token, or set KUBECONFIG; or mount the ConfigMap and use --config-dir",
+            ),
             _ => None,
         }
     }

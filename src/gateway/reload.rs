@@ -1,4 +1,6 @@
-//! Reload: the policies and the API key follow their files.
+//! Reload: the policies and the API key follow their files; [`publish`] serves a new set of
+//! policy documents, whichever source read them (this poller, or the ConfigMap watch of
+//! [`crate::gateway::source`]).
 //!
 //! The directory is polled (`--poll-interval`, default 1 s), not watched with inotify:
 //! kubelet publishes a ConfigMap by swapping the `..data` symlink, which inotify reports on
@@ -77,7 +79,7 @@ struct PollState {
 }
 
 /// Records `error` in `slot`; true when it differs from the one recorded before (log it).
-fn first_time(slot: &mut Option<String>, error: String) -> bool {
+pub fn first_time(slot: &mut Option<String>, error: String) -> bool {
     let new = slot.as_deref() != Some(error.as_str());
     *slot = Some(error);
     new
@@ -99,9 +101,17 @@ fn reload_once(gw: &Gateway, dir: &Path, state: &mut PollState) -> bool {
     if state.fingerprint.as_ref() == Some(&print) {
         return true;
     }
-    let files = read_files(dir, &print);
+    publish(gw, read_files(dir, &print));
+    state.fingerprint = Some(print);
+    true
+}
+
+/// Serves `files` (data key or file name → bytes) from now on: builds the next snapshot from
+/// the current one, counts and logs what changed, and returns the keys it refuses, with why
+/// (their last good documents stay served).
+pub fn publish(gw: &Gateway, files: BTreeMap<String, FileRead>) -> BTreeMap<String, String> {
     let previous = gw.snapshot.read().map(|s| s.clone()).unwrap_or_default();
-    let result = store::reload(&previous, files);
+    let result = store::reload(&previous, files, gw.max_document_bytes);
     for e in &result.errors {
         gw.metrics.reload_errors.get_or_create(&PolicyLabels { policy: e.policy.clone() }).inc();
         if e.kept_last_good {
@@ -138,8 +148,7 @@ fn reload_once(gw: &Gateway, dir: &Path, state: &mut PollState) -> bool {
     if let Ok(mut s) = gw.snapshot.write() {
         *s = Arc::new(result.snapshot);
     }
-    state.fingerprint = Some(print);
-    true
+    result.errors.into_iter().map(|e| (e.policy.data_key(), e.message)).collect()
 }
 
 /// Re-reads the key file; keeps the key loaded before when it cannot be used.
@@ -163,11 +172,11 @@ fn reload_key(gw: &Gateway, path: &Path, state: &mut PollState) {
     }
 }
 
-/// Polls the directory and the key file every `interval` until `stop` turns true; the first
-/// complete read makes the gateway ready.
+/// Polls the directory (when the policies come from one) and the key file every `interval`
+/// until `stop` turns true; the first complete read of the directory makes the gateway ready.
 pub async fn reloader(
     gw: Arc<Gateway>,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     key_file: Option<PathBuf>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -177,7 +186,10 @@ pub async fn reloader(
         let (g, d, k) = (gw.clone(), dir.clone(), key_file.clone());
         let mut s = std::mem::take(&mut state);
         let joined = tokio::task::spawn_blocking(move || {
-            if reload_once(&g, &d, &mut s) && !g.loaded.swap(true, Ordering::Relaxed) {
+            if let Some(d) = d
+                && reload_once(&g, &d, &mut s)
+                && !g.loaded.swap(true, Ordering::Relaxed)
+            {
                 info!(dir = %d.display(), policies = g.metrics.policies.get(), "config directory read; ready");
             }
             if let Some(path) = k {

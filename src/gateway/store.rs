@@ -69,9 +69,13 @@ pub struct Reload {
     pub errors: Vec<ReloadError>,
 }
 
-/// Why a file's bytes cannot be served, if they cannot: a document is a JSON object.
-fn problem(read: &FileRead) -> Option<String> {
+/// Why a file's bytes cannot be served, if they cannot: a document is a JSON object of at most
+/// `max_bytes`.
+fn problem(read: &FileRead, max_bytes: usize) -> Option<String> {
     match read {
+        Ok(bytes) if bytes.len() > max_bytes => {
+            Some(format!("document of {} bytes exceeds --max-document-bytes ({max_bytes})", bytes.len()))
+        }
         Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(serde_json::Value::Object(_)) => None,
             Ok(_) => Some("not a JSON object".to_string()),
@@ -82,14 +86,15 @@ fn problem(read: &FileRead) -> Option<String> {
 }
 
 /// Builds the next snapshot from the previous one and the files of the directory (by file
-/// name; names that are not `<namespace>.<name>.json` are not policies).
-pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>) -> Reload {
+/// name; names that are not `<namespace>.<name>.json` are not policies); a document larger
+/// than `max_document_bytes` is refused like a broken one.
+pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>, max_document_bytes: usize) -> Reload {
     let mut next = BTreeMap::new();
     let mut out = Reload::default();
     for (file, read) in files {
         let Some(policy) = PolicyKey::from_data_key(&file) else { continue };
         let before = previous.policies.get(&policy);
-        match (problem(&read), read) {
+        match (problem(&read, max_document_bytes), read) {
             (None, Ok(bytes)) => {
                 let document = Bytes::from(bytes);
                 match before {
@@ -128,6 +133,8 @@ pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>) -> Reload 
 mod tests {
     use super::*;
 
+    const MAX: usize = 1 << 20;
+
     fn key(name: &str) -> PolicyKey {
         PolicyKey::parse(name).expect("policy name")
     }
@@ -138,7 +145,8 @@ mod tests {
 
     #[test]
     fn policy_files_are_loaded_with_the_operators_hash() {
-        let r = reload(&Snapshot::default(), files(&[("team.a.json", r#"{"retry":{"count":2}}"#), ("..data", "x")]));
+        let r =
+            reload(&Snapshot::default(), files(&[("team.a.json", r#"{"retry":{"count":2}}"#), ("..data", "x")]), MAX);
         assert_eq!(r.added, [key("team.a")]);
         let p = &r.snapshot.policies[&key("team.a")];
         assert_eq!(p.hash, short_hash(br#"{"retry":{"count":2}}"#));
@@ -147,33 +155,42 @@ mod tests {
 
     #[test]
     fn broken_file_keeps_last_good_document() {
-        let first = reload(&Snapshot::default(), files(&[("team.a.json", r#"{"a":1}"#)]));
-        let second = reload(&first.snapshot, files(&[("team.a.json", "{not json")]));
+        let first = reload(&Snapshot::default(), files(&[("team.a.json", r#"{"a":1}"#)]), MAX);
+        let second = reload(&first.snapshot, files(&[("team.a.json", "{not json")]), MAX);
         assert_eq!(second.errors.len(), 1);
         assert!(second.errors[0].kept_last_good);
         assert_eq!(&second.snapshot.policies[&key("team.a")].document[..], br#"{"a":1}"#);
         assert!(second.snapshot.policies[&key("team.a")].stale);
-        let third = reload(&second.snapshot, files(&[("team.a.json", r#"{"a":2}"#)]));
+        let third = reload(&second.snapshot, files(&[("team.a.json", r#"{"a":2}"#)]), MAX);
         assert_eq!(third.changed, [key("team.a")]);
         assert!(!third.snapshot.policies[&key("team.a")].stale);
     }
 
     #[test]
     fn broken_new_file_serves_nothing_and_is_reported() {
-        let r = reload(&Snapshot::default(), files(&[("team.a.json", "[1,2]")]));
+        let r = reload(&Snapshot::default(), files(&[("team.a.json", "[1,2]")]), MAX);
         assert!(r.snapshot.policies.is_empty());
         assert_eq!(r.errors[0].message, "not a JSON object");
         assert!(!r.errors[0].kept_last_good);
         let unreadable: BTreeMap<_, _> = [("team.b.json".to_string(), Err("permission denied".to_string()))].into();
-        assert!(reload(&Snapshot::default(), unreadable).errors[0].message.contains("permission denied"));
+        assert!(reload(&Snapshot::default(), unreadable, MAX).errors[0].message.contains("permission denied"));
     }
 
     #[test]
     fn removed_file_stops_serving_its_policy() {
-        let first = reload(&Snapshot::default(), files(&[("team.a.json", "{}"), ("team.b.json", "{}")]));
-        let second = reload(&first.snapshot, files(&[("team.b.json", "{}")]));
+        let first = reload(&Snapshot::default(), files(&[("team.a.json", "{}"), ("team.b.json", "{}")]), MAX);
+        let second = reload(&first.snapshot, files(&[("team.b.json", "{}")]), MAX);
         assert_eq!(second.removed, [key("team.a")]);
         assert!(Arc::ptr_eq(&first.snapshot.policies[&key("team.b")], &second.snapshot.policies[&key("team.b")]));
+    }
+
+    #[test]
+    fn a_document_over_the_size_bound_is_refused_and_the_last_good_one_stays() {
+        let first = reload(&Snapshot::default(), files(&[("team.a.json", r#"{"a":1}"#)]), 16);
+        let second = reload(&first.snapshot, files(&[("team.a.json", r#"{"a":"a long document"}"#)]), 16);
+        assert!(second.errors[0].message.contains("exceeds --max-document-bytes (16)"), "{:?}", second.errors);
+        assert!(second.errors[0].kept_last_good);
+        assert_eq!(&second.snapshot.policies[&key("team.a")].document[..], br#"{"a":1}"#);
     }
 
     #[test]

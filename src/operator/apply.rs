@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::key::TargetKey;
 use crate::operator::configmap::{ExistingTarget, FIELD_MANAGER, applied_configmap};
-use crate::operator::controller::Controller;
+use crate::operator::controller::{Controller, now_ms};
 use crate::operator::index::PlanInput;
 use crate::operator::metrics::ReconcileOutcome;
 use crate::operator::plan::{TargetPlan, plan_target};
@@ -75,7 +75,8 @@ impl Controller {
         {
             failed = self.write(&api, target, &plan).await.err();
         }
-        let dirty = self.index().record_plan(target, &input, &plan, failed.as_ref().map(|e| e as &dyn Display));
+        let failure = failed.as_ref().map(|e| e as &dyn Display);
+        let dirty = self.index().record_plan(target, &input, &plan, failure, now_ms());
         self.statuses.add_all(dirty);
         failed.map_or(Ok(()), Err)
     }

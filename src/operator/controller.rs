@@ -23,8 +23,19 @@ use crate::operator::events::Recorder;
 use crate::operator::index::Index;
 use crate::operator::metrics::{Metrics, Queue};
 use crate::operator::queue::WorkQueue;
+use crate::operator::served::{ReplicaKey, replica_of};
 use crate::operator::watch::{Relists, Sink, WatchEvent, WatchSource, drive, streams};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
+
+/// How often expired report Leases (replicas that died without releasing theirs) are looked
+/// for.
+const REPORT_SWEEP: Duration = Duration::from_secs(2);
+
+/// The wall clock in Unix milliseconds (report Leases carry wall-clock times).
+pub(super) fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -41,6 +52,11 @@ pub struct Settings {
     pub resync: Duration,
     /// Name of this instance, for events.
     pub instance: Option<String>,
+    /// How long a status write waits for gateway replicas to load a new document, so that
+    /// it carries `Served` (the common case: one write per change).
+    pub serve_wait: Duration,
+    /// A replica that has not loaded a document this long after it landed is stale.
+    pub serve_stale_after: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +68,8 @@ impl Default for Settings {
             batch_max: Duration::from_millis(200),
             resync: Duration::from_secs(300),
             instance: None,
+            serve_wait: Duration::from_secs(5),
+            serve_stale_after: Duration::from_secs(10),
         }
     }
 }
@@ -140,6 +158,7 @@ impl Controller {
         let mut started = false;
         let mut resync = tokio::time::interval(self.settings.resync);
         resync.tick().await;
+        let mut sweep = tokio::time::interval(REPORT_SWEEP);
         tokio::pin!(shutdown);
         info!(namespaces = ?boundary.namespaces(), "watching policies and gateway ConfigMaps");
         loop {
@@ -148,6 +167,11 @@ impl Controller {
                 _ = resync.tick(), if started => {
                     let all = self.index().all_targets();
                     self.schedule(all);
+                    continue;
+                }
+                _ = sweep.tick(), if started => {
+                    let expired = self.index().expire_reports(now_ms());
+                    self.statuses.add_all(expired);
                     continue;
                 }
                 next = streams.next() => match next {
@@ -221,6 +245,15 @@ impl Controller {
                 };
                 drive(*event, relists.configmaps(&source), sink)
             }
+            (WatchSource::Reports, WatchEvent::Report(event)) => {
+                let sink = Sink {
+                    key_of: ReplicaKey::of,
+                    apply: &|lease: Lease| self.on_report(&lease),
+                    delete: &|key| self.on_report_gone(&key),
+                    known: &|| self.index().report_keys(),
+                };
+                drive(*event, relists.reports(), sink)
+            }
             _ => false,
         };
         if listed {
@@ -257,6 +290,22 @@ impl Controller {
         if self.index().apply_target(watch, &target, view, cm.metadata.resource_version.clone()) {
             self.schedule([target]);
         }
+    }
+
+    /// A replica reported (or renewed its report): only a report that says something new
+    /// touches the statuses of the policies at its target.
+    fn on_report(&self, lease: &Lease) {
+        let key = ReplicaKey::of(lease);
+        let touched = match replica_of(lease) {
+            Some(replica) => self.index().apply_report(key, replica),
+            None => self.index().delete_report(&key),
+        };
+        self.statuses.add_all(touched);
+    }
+
+    fn on_report_gone(&self, key: &ReplicaKey) {
+        let touched = self.index().delete_report(key);
+        self.statuses.add_all(touched);
     }
 
     fn on_configmap_gone(&self, watch: ConfigMapWatch, target: TargetKey) {

@@ -8,7 +8,9 @@
 //!   its last known status;
 //! - for each target ConfigMap: which policies name it, and what the ConfigMap holds (the
 //!   stripped [`ExistingTarget`] view fed by the ConfigMap watches);
-//! - which targets hold each policy's key, so a deleted or retargeted policy finds them.
+//! - which targets hold each policy's key, so a deleted or retargeted policy finds them;
+//! - the gateway replicas' reports ([`Reports`]) and, per policy and target, where its
+//!   current document landed ([`Landed`]): together they say whether it is served.
 //!
 //! Planning one target ([`Index::plan_input`]) costs O(policies at that target), never
 //! O(all policies). The namespace [`Boundary`] is enforced here: a policy of another
@@ -24,6 +26,7 @@ use crate::operator::compile::compile;
 use crate::operator::configmap::{ConfigMapWatch, ExistingTarget};
 use crate::operator::decode::DecodedPolicy;
 use crate::operator::plan::{Content, Outcome, PolicyAtTarget, TargetPlan};
+use crate::operator::served::{Landed, Replica, ReplicaKey, Reports};
 use crate::operator::status::{StatusInput, StatusMemo};
 use crate::render::GatewayDocument;
 use crate::validate::Report;
@@ -55,6 +58,9 @@ pub struct PolicyEntry {
     /// What is kept of the last known status (from the watch, or as the operator last
     /// wrote it).
     pub status: Option<StatusMemo>,
+    /// Where the current document landed in each target (kept across spec changes that
+    /// leave the document as it is).
+    pub landed: Vec<(TargetKey, Landed)>,
 }
 
 impl PolicyEntry {
@@ -66,6 +72,15 @@ impl PolicyEntry {
 
     fn outcome(&self, target: &TargetKey) -> Option<&Outcome> {
         self.outcomes.iter().find(|(t, _)| t == target).map(|(_, o)| o)
+    }
+
+    /// The document `hash` is in `target` at `revision`: remember where it first landed.
+    fn landed_at(&mut self, target: &TargetKey, hash: &str, revision: u64, now_ms: i64) {
+        match self.landed.iter_mut().find(|(t, _)| t == target) {
+            Some((_, landed)) if landed.hash == hash => {}
+            Some((_, landed)) => *landed = Landed { hash: hash.to_string(), revision, at_ms: now_ms },
+            None => self.landed.push((target.clone(), Landed { hash: hash.to_string(), revision, at_ms: now_ms })),
+        }
     }
 }
 
@@ -142,6 +157,8 @@ pub struct Index {
     targets: HashMap<TargetKey, TargetEntry>,
     /// Policy → the targets holding its data key (almost always one: a list).
     holders: HashMap<PolicyKey, Vec<TargetKey>>,
+    /// The gateway replicas' reports.
+    reports: Reports,
 }
 
 /// Whether resource version `new` is not older than `old` (both etcd revisions; anything that
@@ -265,9 +282,10 @@ impl Index {
                 report: compiled.report,
                 document: compiled.document,
                 targets: compiled.targets,
-                revision: previous.map(|p| p.revision + 1).unwrap_or(0),
+                revision: previous.as_ref().map(|p| p.revision + 1).unwrap_or(0),
                 outcomes: Vec::new(),
                 status,
+                landed: previous.map(|p| p.landed).unwrap_or_default(),
             },
         );
         touched
@@ -427,15 +445,18 @@ impl Index {
     }
 
     /// Records the outcomes of `target`'s plan (or of its failed write, `failed`) for the
-    /// policies still at the revision the plan used. Returns the policies whose status must
-    /// be recomputed.
+    /// policies still at the revision the plan used, and where a new document landed (the
+    /// target's resourceVersion now, at `now_ms`). Returns the policies whose status must be
+    /// recomputed.
     pub fn record_plan(
         &mut self,
         target: &TargetKey,
         input: &PlanInput,
         plan: &TargetPlan,
         failed: Option<&dyn Display>,
+        now_ms: i64,
     ) -> Vec<PolicyKey> {
+        let revision = self.targets.get(target).and_then(|t| t.resource_version.as_deref()?.parse().ok()).unwrap_or(0);
         let mut dirty = Vec::new();
         for (key, outcome) in &plan.outcomes {
             let Some(entry) = self.policies.get_mut(key) else { continue };
@@ -448,6 +469,11 @@ impl Index {
                 }
                 _ => outcome.clone(),
             };
+            if outcome == Outcome::Synced
+                && let Some(hash) = entry.document.as_ref().map(|d| d.hash.clone())
+            {
+                entry.landed_at(target, &hash, revision, now_ms);
+            }
             match entry.outcomes.iter_mut().find(|(t, _)| t == target) {
                 Some(slot) => slot.1 = outcome,
                 None => entry.outcomes.push((target.clone(), outcome)),
@@ -458,20 +484,59 @@ impl Index {
     }
 
     /// What a status is computed from, once every target the status reports on has an
-    /// outcome for the policy's current revision (`None` until then).
-    pub fn status_input(&self, key: &PolicyKey) -> Option<StatusInput> {
+    /// outcome for the policy's current revision (`None` until then); a replica that has not
+    /// loaded the document `stale_after_ms` after it landed is stale.
+    pub fn status_input(&self, key: &PolicyKey, now_ms: i64, stale_after_ms: i64) -> Option<StatusInput> {
         let entry = self.policies.get(key)?;
         let targets = entry.status_targets(self.holders.get(key));
         let mut statuses = Vec::with_capacity(targets.len());
+        let mut serves = Vec::with_capacity(targets.len());
+        let data_key = key.data_key();
         for t in &targets {
             statuses.push(entry.outcome(t)?.target_status(t, key));
+            let landed = entry.landed.iter().find(|(l, _)| l == t).map(|(_, l)| l);
+            serves.push(self.reports.serve(t, &data_key, landed, now_ms, stale_after_ms));
         }
         Some(StatusInput {
             generation: entry.generation,
             report: entry.report.clone(),
             config_hash: entry.document.as_ref().map(|d| d.hash.clone()),
             targets: statuses,
+            serves,
         })
+    }
+
+    /// A gateway replica's report Lease was created or renewed: the policies whose `Served`
+    /// may change (none for a renewal that reports what it reported before).
+    pub fn apply_report(&mut self, key: ReplicaKey, replica: Replica) -> Vec<PolicyKey> {
+        let touched = self.reports.apply(key, replica);
+        self.policies_at(&touched)
+    }
+
+    /// A report Lease was released or deleted: the policies whose `Served` may change.
+    pub fn delete_report(&mut self, key: &ReplicaKey) -> Vec<PolicyKey> {
+        let touched: Vec<TargetKey> = self.reports.delete(key).into_iter().collect();
+        self.policies_at(&touched)
+    }
+
+    /// Drops the reports whose Lease expired by `now_ms`: the policies whose `Served` may
+    /// change.
+    pub fn expire_reports(&mut self, now_ms: i64) -> Vec<PolicyKey> {
+        let touched = self.reports.expire(now_ms);
+        self.policies_at(&touched)
+    }
+
+    /// The report Leases known.
+    pub fn report_keys(&self) -> Vec<ReplicaKey> {
+        self.reports.keys()
+    }
+
+    fn policies_at(&self, targets: &[TargetKey]) -> Vec<PolicyKey> {
+        let mut keys = BTreeSet::new();
+        for target in targets {
+            keys.extend(self.targets.get(target).into_iter().flat_map(|t| t.wanted_by.iter().cloned()));
+        }
+        keys.into_iter().collect()
     }
 
     /// The operator wrote `status` for the policy: it is the previous status from now on.
@@ -601,8 +666,8 @@ mod tests {
         assert_eq!(contents(&input), [("a.p.json".to_string(), Content::KeepLastGood)]);
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
         assert_eq!(plan.apply.as_ref().and_then(|a| a.get("a.p.json")).map(String::as_str), Some("{\"good\":1}"));
-        index.record_plan(&t("a", "gw"), &input, &plan, None);
-        let input = index.status_input(&pk("a", "p")).expect("complete");
+        index.record_plan(&t("a", "gw"), &input, &plan, None, 0);
+        let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert!(input.targets[0].last_good_kept);
         assert!(!input.report.is_valid());
     }
@@ -614,14 +679,14 @@ mod tests {
         let input = index.plan_input(&t("a", "gw"));
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
         index.apply_policy(decoded("a", "p", 2, spec(&[("gw", None), ("gw2", None)], 2)));
-        assert!(index.record_plan(&t("a", "gw"), &input, &plan, None).is_empty(), "stale plan recorded");
+        assert!(index.record_plan(&t("a", "gw"), &input, &plan, None, 0).is_empty(), "stale plan recorded");
         for name in ["gw", "gw2"] {
-            assert!(index.status_input(&pk("a", "p")).is_none(), "status before every target was planned");
+            assert!(index.status_input(&pk("a", "p"), 0, 10_000).is_none(), "status before every target was planned");
             let input = index.plan_input(&t("a", name));
             let plan = plan_target(&t("a", name), input.live.as_ref(), &input.policies);
-            assert_eq!(index.record_plan(&t("a", name), &input, &plan, None), [pk("a", "p")]);
+            assert_eq!(index.record_plan(&t("a", name), &input, &plan, None, 0), [pk("a", "p")]);
         }
-        let input = index.status_input(&pk("a", "p")).expect("complete");
+        let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert_eq!(input.generation, Some(2));
         assert!(input.targets.iter().all(|t| t.synced));
     }
@@ -632,8 +697,8 @@ mod tests {
         index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
         let input = index.plan_input(&t("a", "gw"));
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
-        index.record_plan(&t("a", "gw"), &input, &plan, Some(&"connection refused"));
-        let input = index.status_input(&pk("a", "p")).expect("complete");
+        index.record_plan(&t("a", "gw"), &input, &plan, Some(&"connection refused"), 0);
+        let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert_eq!(input.targets[0].reason, crate::api::TargetReason::ApplyFailed);
         assert!(input.targets[0].message.contains("connection refused"));
     }
@@ -705,8 +770,8 @@ mod tests {
         let input = index.plan_input(&t("a", "gw"));
         assert_eq!(contents(&input), [("a.p.json".to_string(), Content::KeepLastGood)]);
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
-        index.record_plan(&t("a", "gw"), &input, &plan, None);
-        let input = index.status_input(&pk("a", "p")).expect("complete");
+        index.record_plan(&t("a", "gw"), &input, &plan, None, 0);
+        let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert_eq!(input.targets.len(), 1);
         assert!(input.report.errors[0].message.contains("cannot be read"));
     }
@@ -722,5 +787,36 @@ mod tests {
         assert!(touched.removed && touched.legacy_finalizer);
         assert_eq!(touched.targets, [t("a", "gw")].into());
         assert_eq!(index.policy_count(), 0);
+    }
+
+    #[test]
+    fn a_new_document_lands_at_the_targets_revision_and_replicas_past_it_serve_it() {
+        use crate::operator::served::{Replica, ReplicaKey, Serve};
+        let mut index = Index::default();
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.wrote_target(&t("a", "gw"), managed(&[]), Some("40".into()));
+        let input = index.plan_input(&t("a", "gw"));
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        index.record_plan(&t("a", "gw"), &input, &plan, None, 1_000);
+        let replica = |revision| Replica {
+            identity: "gw-0".into(),
+            target: t("a", "gw"),
+            revision,
+            rejected: Default::default(),
+            expires_ms: 60_000,
+        };
+        let key = ReplicaKey { namespace: "a".into(), name: "routerpolicy-gateway-gw-0".into() };
+        assert_eq!(index.apply_report(key.clone(), replica(39)), [pk("a", "p")]);
+        let serves = |index: &Index| index.status_input(&pk("a", "p"), 2_000, 10_000).expect("complete").serves;
+        assert_eq!(serves(&index), [Serve::Pending { replicas: 1, serving: 0, since_ms: 1_000 }]);
+        index.apply_report(key.clone(), replica(40));
+        assert_eq!(serves(&index), [Serve::Served { replicas: 1 }]);
+        index.wrote_target(&t("a", "gw"), managed(&[("a.p.json", "{}")]), Some("41".into()));
+        let input = index.plan_input(&t("a", "gw"));
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        index.record_plan(&t("a", "gw"), &input, &plan, None, 3_000);
+        assert_eq!(serves(&index), [Serve::Served { replicas: 1 }], "the same document: where it landed stays");
+        assert_eq!(index.delete_report(&key), [pk("a", "p")]);
+        assert_eq!(serves(&index), [Serve::NoReports]);
     }
 }

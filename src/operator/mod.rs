@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod plan;
 pub mod queue;
 pub mod runtime;
+pub mod served;
 pub mod status;
 pub mod status_writer;
 pub mod watch;

@@ -126,6 +126,8 @@ impl Outcome {
             reason: self.reason(),
             last_good_kept: self.last_good_kept(),
             message: self.message(),
+            served_replicas: None,
+            reporting_replicas: None,
         }
     }
 }

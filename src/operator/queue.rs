@@ -164,12 +164,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// the caller. Returns the delay.
     pub fn retry_later(self: &Arc<Self>, item: K) -> Duration {
         let delay = self.failed(&item);
+        self.add_after(item, delay);
+        delay
+    }
+
+    /// Queues `item` after `delay`, without holding up the caller.
+    pub fn add_after(self: &Arc<Self>, item: K, delay: Duration) {
         let queue = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             queue.add(item);
         });
-        delay
     }
 }
 

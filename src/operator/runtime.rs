@@ -58,6 +58,14 @@ pub struct RunOptions {
     /// bottleneck well before 32; more only costs connections and memory).
     #[arg(long, env = "ROUTERPOLICY_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+    /// Seconds a status write waits for the reporting gateway replicas to load a new
+    /// document, so the write carries `Served` (one write per change in the common case).
+    #[arg(long, env = "ROUTERPOLICY_SERVE_WAIT", default_value_t = 5)]
+    pub serve_wait: u64,
+    /// Seconds after which a reporting gateway replica that has not loaded a document is
+    /// stale (`Served=False`, `ServeStale`, and `Stalled`).
+    #[arg(long, env = "ROUTERPOLICY_SERVE_STALE_AFTER", default_value_t = 10)]
+    pub serve_stale_after: u64,
 }
 
 /// Why `run` stopped.
@@ -199,6 +207,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         namespaces: options.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
         concurrency: options.concurrency,
         instance: Some(identity.clone()),
+        serve_wait: Duration::from_secs(options.serve_wait),
+        serve_stale_after: Duration::from_secs(options.serve_stale_after.max(1)),
         ..Settings::default()
     };
     let stop_on_signal = stop_tx.clone();

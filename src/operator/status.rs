@@ -2,18 +2,25 @@
 //!
 //! Condition types are constants; [`compute_status`] takes the previous status and an injected
 //! clock value, keeps `lastTransitionTime` when a condition's status did not change, and
-//! [`StatusMemo::changed`] compares statuses without timestamps so no-op writes are skipped.
+//! [`StatusMemo::changed`] compares statuses without timestamps (and without the replica
+//! counts, so replicas starting or stopping cause no write) so no-op writes are skipped.
+//!
+//! `Accepted`, `Synced`, `Served` and `Ready` are always present; kstatus's `Reconciling` and
+//! `Stalled` only while True (the kstatus/Flux convention for abnormal-true conditions).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{ImageVariationPolicyStatus, TargetReason, TargetStatus};
+use crate::operator::served::Serve;
 use crate::validate::Report;
 
 /// Valid and every target permitted.
 pub const ACCEPTED: &str = "Accepted";
 /// Written to every target.
 pub const SYNCED: &str = "Synced";
-/// Accepted and Synced.
+/// Every live gateway replica that reports for a target serves the current document.
+pub const SERVED: &str = "Served";
+/// Accepted, Synced, and Served where gateways report.
 pub const READY: &str = "Ready";
 /// kstatus: work is pending.
 pub const RECONCILING: &str = "Reconciling";
@@ -31,25 +38,46 @@ pub struct StatusInput {
     pub config_hash: Option<String>,
     /// One entry per target, in spec order (built from the planner's typed outcomes).
     pub targets: Vec<TargetStatus>,
+    /// What the gateway replicas of each target say about the current document, in the order
+    /// of `targets` (missing entries: no reports).
+    pub serves: Vec<Serve>,
 }
 
 /// One condition's verdict before it is stamped with a type, generation and time.
 #[derive(Clone, Debug)]
 struct Verdict {
     ok: bool,
+    /// Neither True nor False (`Served` without reports).
+    unknown: bool,
     reason: &'static str,
     message: String,
 }
 
 impl Verdict {
     fn new(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Verdict { ok, reason, message: message.into() }
+        Verdict { ok, unknown: false, reason, message: message.into() }
+    }
+
+    fn unknown(reason: &'static str, message: impl Into<String>) -> Self {
+        Verdict { ok: false, unknown: true, reason, message: message.into() }
+    }
+
+    /// True, or Unknown: what does not hold Ready back.
+    fn not_false(&self) -> bool {
+        self.ok || self.unknown
     }
 
     fn condition(self, type_: &str, generation: Option<i64>, now: &Time) -> Condition {
         Condition {
             type_: type_.to_string(),
-            status: if self.ok { "True" } else { "False" }.to_string(),
+            status: if self.unknown {
+                "Unknown"
+            } else if self.ok {
+                "True"
+            } else {
+                "False"
+            }
+            .to_string(),
             reason: self.reason.to_string(),
             message: self.message,
             last_transition_time: now.clone(),
@@ -111,35 +139,92 @@ fn synced(input: &StatusInput) -> Verdict {
     }
 }
 
-/// Accepted and Synced.
-fn ready(accepted: &Verdict, synced: &Verdict, input: &StatusInput, warnings: &str) -> Verdict {
-    if accepted.ok && synced.ok {
+/// Every live gateway replica of every target serves the current document; Unknown where
+/// no replica reports (then `Ready` follows `Accepted` and `Synced` alone).
+fn served(input: &StatusInput, synced: &Verdict) -> Verdict {
+    if !synced.ok {
+        return Verdict::unknown("NotSynced", "the current document is not in every target yet");
+    }
+    let at = |i: usize| input.targets.get(i).map(|t| format!("{}/{}", t.namespace, t.name)).unwrap_or_default();
+    let reported: Vec<(usize, &Serve)> =
+        input.serves.iter().enumerate().filter(|(_, s)| **s != Serve::NoReports).collect();
+    if reported.is_empty() {
+        return Verdict::unknown("NoGatewayReports", "no gateway replica reports what it serves for any target");
+    }
+    for (i, serve) in &reported {
+        if let Serve::Rejected { replica, message, .. } = serve {
+            let text = format!(
+                "gateway replica {replica} of {} rejected the document: {message}; it keeps serving the last good one",
+                at(*i)
+            );
+            return Verdict::new(false, "ServeRejected", text);
+        }
+    }
+    for (i, serve) in &reported {
+        if let Serve::Stale { replica, .. } = serve {
+            let text =
+                format!("gateway replica {replica} of {} has not loaded the document within the stale bound", at(*i));
+            return Verdict::new(false, "ServeStale", text);
+        }
+    }
+    if let Some((i, _)) = reported.iter().find(|(_, s)| matches!(s, Serve::Pending { .. })) {
+        let text = format!("waiting for the gateway replicas of {} to load the document", at(*i));
+        return Verdict::new(false, "ServePending", text);
+    }
+    let parts: Vec<String> = reported
+        .iter()
+        .filter_map(|(i, s)| s.counts().map(|(serving, all)| format!("{serving}/{all} gateway replicas of {}", at(*i))))
+        .collect();
+    Verdict::new(true, "Served", format!("served by {}", parts.join(", ")))
+}
+
+/// Accepted, Synced, and Served where gateways report.
+fn ready(accepted: &Verdict, synced: &Verdict, served: &Verdict, input: &StatusInput, warnings: &str) -> Verdict {
+    if accepted.ok && synced.ok && served.not_false() {
         let (done, total) = (input.targets.iter().filter(|t| t.synced).count(), input.targets.len());
         return Verdict::new(true, "Ready", format!("served by {done}/{total} target(s).{warnings}").trim());
     }
-    let reason = if !accepted.ok { accepted.reason } else { synced.reason };
-    Verdict::new(false, reason, "see the Accepted and Synced conditions")
+    let reason = if !accepted.ok {
+        accepted.reason
+    } else if !synced.ok {
+        synced.reason
+    } else {
+        served.reason
+    };
+    Verdict::new(false, reason, "see the Accepted, Synced and Served conditions")
 }
 
-/// kstatus `Reconciling`: a failed write is being retried.
-fn reconciling(transient: bool) -> Verdict {
+/// kstatus `Reconciling`, present only while True: a failed write is being retried, or the
+/// gateway replicas have not loaded the document yet.
+fn reconciling(transient: bool, served: &Verdict) -> Option<Verdict> {
     if transient {
-        Verdict::new(true, "ApplyFailed", "retrying writes to the targets")
+        Some(Verdict::new(true, "ApplyFailed", "retrying writes to the targets"))
+    } else if served.reason == "ServePending" {
+        Some(Verdict::new(true, "ServePending", served.message.clone()))
     } else {
-        Verdict::new(false, "Idle", "no work pending")
+        None
     }
 }
 
-/// kstatus `Stalled`: nothing changes without a spec or consent change.
-fn stalled(input: &StatusInput, accepted: &Verdict, synced: &Verdict, transient: bool) -> Verdict {
+/// kstatus `Stalled`, present only while True: nothing changes without a spec or consent
+/// change, or a gateway replica refuses or does not load the document.
+fn stalled(
+    input: &StatusInput,
+    accepted: &Verdict,
+    synced: &Verdict,
+    served: &Verdict,
+    transient: bool,
+) -> Option<Verdict> {
     if !input.report.is_valid() {
-        Verdict::new(true, "ValidationFailed", accepted.message.clone())
+        Some(Verdict::new(true, "ValidationFailed", accepted.message.clone()))
     } else if !accepted.ok {
-        Verdict::new(true, accepted.reason, accepted.message.clone())
+        Some(Verdict::new(true, accepted.reason, accepted.message.clone()))
     } else if !synced.ok && !transient {
-        Verdict::new(true, synced.reason, synced.message.clone())
+        Some(Verdict::new(true, synced.reason, synced.message.clone()))
+    } else if matches!(served.reason, "ServeRejected" | "ServeStale") {
+        Some(Verdict::new(true, served.reason, served.message.clone()))
     } else {
-        Verdict::new(false, "Progressing", "nothing blocks progress")
+        None
     }
 }
 
@@ -154,15 +239,18 @@ pub fn compute_status(
     let accepted = accepted(input, &warnings);
     let synced = synced(input);
     let transient = input.targets.iter().any(|t| !t.synced && t.reason == TargetReason::ApplyFailed);
-    let ready = ready(&accepted, &synced, input, &warnings);
-    let stalled = stalled(input, &accepted, &synced, transient);
+    let served = served(input, &synced);
+    let ready = ready(&accepted, &synced, &served, input, &warnings);
+    let reconciling = reconciling(transient, &served);
+    let stalled = stalled(input, &accepted, &synced, &served, transient);
     let mut conditions = vec![
         accepted.condition(ACCEPTED, generation, now),
         synced.condition(SYNCED, generation, now),
+        served.condition(SERVED, generation, now),
         ready.condition(READY, generation, now),
-        reconciling(transient).condition(RECONCILING, generation, now),
-        stalled.condition(STALLED, generation, now),
     ];
+    conditions.extend(reconciling.map(|v| v.condition(RECONCILING, generation, now)));
+    conditions.extend(stalled.map(|v| v.condition(STALLED, generation, now)));
     for c in &mut conditions {
         if let Some(old) = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_))
             && old.status == c.status
@@ -171,10 +259,17 @@ pub fn compute_status(
         }
     }
     let (done, total) = (input.targets.iter().filter(|t| t.synced).count(), input.targets.len());
+    let mut targets = input.targets.clone();
+    for (target, serve) in targets.iter_mut().zip(&input.serves) {
+        if let Some((serving, reporting)) = serve.counts() {
+            target.served_replicas = Some(serving);
+            target.reporting_replicas = Some(reporting);
+        }
+    }
     ImageVariationPolicyStatus {
         observed_generation: generation,
         conditions,
-        targets: input.targets.clone(),
+        targets,
         config_hash: if input.report.is_valid() {
             input.config_hash.clone()
         } else {
@@ -205,10 +300,20 @@ fn digest<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(value)
 }
 
+/// The digest that tells a change worth a write: without timestamps, and without the replica
+/// counts (`status.targets[].servedReplicas`/`reportingReplicas` and the message of a True
+/// `Served`), so replicas starting, stopping or scaling change nothing.
 fn time_insensitive_digest(status: &ImageVariationPolicyStatus) -> u64 {
     let mut stripped = status.clone();
     for c in &mut stripped.conditions {
         c.last_transition_time = Time(Default::default());
+        if c.type_ == SERVED && c.status == "True" {
+            c.message.clear();
+        }
+    }
+    for t in &mut stripped.targets {
+        t.served_replicas = None;
+        t.reporting_replicas = None;
     }
     stripped.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     digest(&serde_json::to_vec(&stripped).unwrap_or_default())
@@ -313,22 +418,74 @@ mod tests {
             reason,
             last_good_kept: false,
             message: "m".into(),
+            served_replicas: None,
+            reporting_replicas: None,
         }
     }
 
     fn observe(report: Report, targets: Vec<TargetStatus>) -> StatusInput {
-        StatusInput { generation: Some(2), report, config_hash: Some("abc".into()), targets }
+        let serves = vec![Serve::NoReports; targets.len()];
+        StatusInput { generation: Some(2), report, config_hash: Some("abc".into()), targets, serves }
     }
 
     fn get<'a>(s: &'a ImageVariationPolicyStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).expect("condition")
     }
 
+    fn has(s: &ImageVariationPolicyStatus, t: &str) -> bool {
+        s.conditions.iter().any(|c| c.type_ == t)
+    }
+
+    fn serving(serve: Serve) -> StatusInput {
+        StatusInput { serves: vec![serve], ..observe(Report::default(), vec![target(true, TargetReason::Synced)]) }
+    }
+
+    #[test]
+    fn served_by_every_replica_is_ready_and_says_how_many() {
+        let s = compute_status(&serving(Serve::Served { replicas: 3 }), None, &at(1));
+        assert_eq!(get(&s, SERVED).status, "True");
+        assert_eq!(get(&s, SERVED).message, "served by 3/3 gateway replicas of ns/gw");
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!((s.targets[0].served_replicas, s.targets[0].reporting_replicas), (Some(3), Some(3)));
+    }
+
+    #[test]
+    fn pending_replicas_hold_ready_back_and_reconcile() {
+        let s = compute_status(&serving(Serve::Pending { replicas: 3, serving: 1, since_ms: 0 }), None, &at(1));
+        assert_eq!((get(&s, SERVED).status.as_str(), get(&s, SERVED).reason.as_str()), ("False", "ServePending"));
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(get(&s, RECONCILING).reason, "ServePending");
+        assert!(!has(&s, STALLED));
+    }
+
+    #[test]
+    fn a_rejecting_or_stale_replica_stalls_the_policy() {
+        let rejected = Serve::Rejected { replicas: 2, serving: 1, replica: "gw-1".into(), message: "too large".into() };
+        let s = compute_status(&serving(rejected), None, &at(1));
+        assert_eq!(get(&s, STALLED).reason, "ServeRejected");
+        assert!(get(&s, SERVED).message.contains("gw-1") && get(&s, SERVED).message.contains("too large"));
+        let s =
+            compute_status(&serving(Serve::Stale { replicas: 2, serving: 1, replica: "gw-2".into() }), None, &at(1));
+        assert_eq!(get(&s, STALLED).reason, "ServeStale");
+        assert_eq!(get(&s, READY).status, "False");
+    }
+
+    #[test]
+    fn replica_counts_alone_are_no_reason_to_write() {
+        let three = compute_status(&serving(Serve::Served { replicas: 3 }), None, &at(1));
+        let four = compute_status(&serving(Serve::Served { replicas: 4 }), Some(&three), &at(2));
+        assert!(!StatusMemo::of(&three, false).changed(&four), "a replica scaled in: no write");
+        let pending = compute_status(&serving(Serve::Pending { replicas: 4, serving: 3, since_ms: 0 }), None, &at(3));
+        assert!(StatusMemo::of(&three, false).changed(&pending), "a new document not yet served: a write");
+    }
+
     #[test]
     fn synced_everywhere_is_ready() {
         let s = compute_status(&observe(Report::default(), vec![target(true, TargetReason::Synced)]), None, &at(1));
         assert_eq!(get(&s, READY).status, "True");
-        assert_eq!(get(&s, STALLED).status, "False");
+        assert!(!has(&s, STALLED) && !has(&s, RECONCILING), "abnormal-true conditions only while True");
+        assert_eq!(get(&s, SERVED).status, "Unknown");
+        assert_eq!(get(&s, SERVED).reason, "NoGatewayReports");
         assert_eq!(s.synced_targets.as_deref(), Some("1/1"));
         assert_eq!(s.observed_generation, Some(2));
     }
@@ -374,7 +531,7 @@ mod tests {
         let s =
             compute_status(&observe(Report::default(), vec![target(false, TargetReason::ApplyFailed)]), None, &at(1));
         assert_eq!(get(&s, RECONCILING).status, "True");
-        assert_eq!(get(&s, STALLED).status, "False");
+        assert!(!has(&s, STALLED));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! changed, and publishes the events its transitions call for.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -14,25 +15,31 @@ use tracing::{Instrument, info_span, warn};
 use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
 use crate::key::PolicyKey;
 use crate::operator::configmap::FIELD_MANAGER;
-use crate::operator::controller::Controller;
+use crate::operator::controller::{Controller, now_ms};
 use crate::operator::events::EventReason;
 use crate::operator::index::PolicyEntry;
 use crate::operator::metrics::Readiness;
+use crate::operator::served::Serve;
 use crate::operator::status::{READY, StatusInput, StatusMemo, compute_status};
 
 impl Controller {
     /// Computes, and writes when changed, the status of `key`; a failed write is retried
     /// after a backoff.
     pub(super) async fn reconcile_status(self: &Arc<Self>, key: &PolicyKey) {
+        let now = now_ms();
+        let stale_after = self.settings.serve_stale_after.as_millis() as i64;
         let Some((input, previous, reference, readable)) = ({
             let index = self.index();
-            index.status_input(key).and_then(|input| {
+            index.status_input(key, now, stale_after).and_then(|input| {
                 let entry = index.policy(key)?;
                 Some((input, entry.status.clone(), policy_reference(entry), entry.readable))
             })
         }) else {
             return; // gone, or not every target planned yet
         };
+        if self.wait_for_replicas(key, &input, now) {
+            return;
+        }
         let span = info_span!("status", namespace = %key.namespace, name = %key.name);
         async {
             // An unreadable object's status is not in the watch event: read it once.
@@ -40,7 +47,7 @@ impl Controller {
                 None if !readable => read_status(&self.client, key).await.map(|s| StatusMemo::of(&s, false)),
                 other => other,
             };
-            let status = compute_status(&input, previous.as_ref().map(StatusMemo::as_previous).as_ref(), &now());
+            let status = compute_status(&input, previous.as_ref().map(StatusMemo::as_previous).as_ref(), &time_now());
             let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
             self.metrics.set_ready(key, Some(if ready { Readiness::Ready } else { Readiness::NotReady }));
             if previous.as_ref().is_some_and(|memo| !memo.changed(&status)) {
@@ -62,6 +69,33 @@ impl Controller {
         }
         .instrument(span)
         .await
+    }
+
+    /// While gateway replicas have not loaded a new document: within `serve_wait` of its
+    /// landing the status is not written yet (true; it is looked at again when a report
+    /// arrives, or when the wait is over), so the common case is one write with `Served` in
+    /// it; after that it is written as pending and looked at again when it would turn stale.
+    fn wait_for_replicas(self: &Arc<Self>, key: &PolicyKey, input: &StatusInput, now: i64) -> bool {
+        let Some(since) = input
+            .serves
+            .iter()
+            .filter_map(|s| match s {
+                Serve::Pending { since_ms, .. } => Some(*since_ms),
+                _ => None,
+            })
+            .min()
+        else {
+            return false;
+        };
+        let waited = now.saturating_sub(since).max(0) as u64;
+        let wait = self.settings.serve_wait.as_millis() as u64;
+        if waited < wait {
+            self.statuses.add_after(key.clone(), Duration::from_millis(wait - waited));
+            return true;
+        }
+        let stale = self.settings.serve_stale_after.as_millis() as u64;
+        self.statuses.add_after(key.clone(), Duration::from_millis(stale.saturating_sub(waited) + 50));
+        false
     }
 
     /// Events for what changed: Warning on validation failures, refused or full targets and
@@ -139,6 +173,6 @@ async fn write_status(
         .map(|_| ())
 }
 
-fn now() -> Time {
+fn time_now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }

@@ -2,7 +2,8 @@
 //! updates.
 //!
 //! Policies are watched per namespace of `--namespaces` (or cluster-wide), ConfigMaps by the
-//! two labels of [`ConfigMapWatch`]. Every watch goes through [`drive`], which applies a
+//! two labels of [`ConfigMapWatch`], and the gateway replicas' report Leases by their label
+//! ([`GATEWAY_REPLICA_LABEL`]). Every watch goes through [`drive`], which applies a
 //! kube-runtime watcher event as its reflector does: `Init` starts a new list, `InitApply` and
 //! `Apply` apply, `Delete` deletes, and `InitDone` deletes what the index knows from that watch
 //! but the new list lacks (deleted while the watch was away, e.g. after a 410 Gone).
@@ -12,6 +13,7 @@ use std::hash::Hash;
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -21,6 +23,8 @@ use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
 use crate::operator::configmap::ConfigMapWatch;
 use crate::operator::decode::WatchedPolicy;
+use crate::operator::served::ReplicaKey;
+use crate::report::GATEWAY_REPLICA_LABEL;
 
 /// Which watch an event came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +33,8 @@ pub enum WatchSource {
     Policies(Option<String>),
     /// One of the label-selected ConfigMap watches.
     ConfigMaps(ConfigMapWatch),
+    /// The gateway replicas' report Leases, in every namespace.
+    Reports,
 }
 
 /// An event of either kind of watch.
@@ -37,6 +43,8 @@ pub enum WatchEvent {
     Policy(Box<Event<WatchedPolicy>>),
     /// From a ConfigMap watch.
     ConfigMap(Box<Event<ConfigMap>>),
+    /// From the report Lease watch.
+    Report(Box<Event<Lease>>),
 }
 
 /// An event, or a watch error, with the watch it came from.
@@ -77,6 +85,9 @@ pub fn streams(client: &Client, boundary: &Boundary) -> SelectAll<BoxStream<'sta
         let events = watcher::watcher(api, config.clone().labels(&watch.label_selector())).default_backoff();
         streams.push(tagged(WatchSource::ConfigMaps(watch), events, WatchEvent::ConfigMap));
     }
+    let leases: Api<Lease> = Api::all(client.clone());
+    let events = watcher::watcher(leases, config.labels(&format!("{GATEWAY_REPLICA_LABEL}=true"))).default_backoff();
+    streams.push(tagged(WatchSource::Reports, events, WatchEvent::Report));
     streams
 }
 
@@ -85,6 +96,7 @@ pub fn streams(client: &Client, boundary: &Boundary) -> SelectAll<BoxStream<'sta
 pub struct Relists {
     policies: HashMap<WatchSource, HashSet<PolicyKey>>,
     configmaps: HashMap<WatchSource, HashSet<TargetKey>>,
+    reports: HashSet<ReplicaKey>,
     done: HashSet<WatchSource>,
 }
 
@@ -97,6 +109,11 @@ impl Relists {
     /// The listing in progress of a ConfigMap watch.
     pub fn configmaps(&mut self, source: &WatchSource) -> &mut HashSet<TargetKey> {
         self.configmaps.entry(source.clone()).or_default()
+    }
+
+    /// The listing in progress of the report watch.
+    pub fn reports(&mut self) -> &mut HashSet<ReplicaKey> {
+        &mut self.reports
     }
 
     /// `source` has delivered a complete list.

@@ -269,6 +269,11 @@ impl GatewayProcess {
     /// Starts the binary's `gateway` with `--listen` on a free port, `--log-level info`, the
     /// given flags, its log in `log_dir`; waits until `/healthz` answers.
     pub fn start(log_dir: &Path, args: &[String]) -> GatewayProcess {
+        GatewayProcess::start_with_env(log_dir, args, &[])
+    }
+
+    /// [`GatewayProcess::start`] with extra environment variables (`KUBECONFIG`, …).
+    pub fn start_with_env(log_dir: &Path, args: &[String], env: &[(&str, &str)]) -> GatewayProcess {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = log_dir.join(format!("gateway-{port}.log"));
@@ -282,6 +287,7 @@ impl GatewayProcess {
             .arg(format!("--listen={addr}"))
             .args(args)
             .env("ROUTERPOLICY_GATEWAY_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -313,7 +319,12 @@ impl GatewayProcess {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.signal("TERM");
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
     }
 
     /// Waits up to `timeout` for the process to exit; its exit code.
@@ -332,6 +343,7 @@ impl GatewayProcess {
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            self.signal("CONT");
             self.sigterm();
             if self.wait_exit(Duration::from_secs(10)).is_none() {
                 let _ = self.child.kill();

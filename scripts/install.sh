@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for routerpolicy development: the Rust components the checks use,
 # the system tools the tests use, the test control plane (kube-apiserver, etcd, kubectl built
-# from the Go module proxy, cached under target/control-plane/), helm for the chart's tests
-# (cached under target/tools/), and a release build.
+# from the Go module proxy, cached under target/control-plane/), helm for the chart's tests and
+# the kstatus check (both cached under target/tools/), and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +24,6 @@ fi
 
 tests/control-plane/build.sh >/dev/null
 tests/control-plane/build-helm.sh >/dev/null
+tests/control-plane/build-kstatus.sh >/dev/null
 cargo build --release --locked --bin routerpolicy --example fake-orq
 echo "ready: target/release/routerpolicy"

@@ -3,12 +3,12 @@
 #
 # Starts etcd and kube-apiserver (the test control plane, built from the Go module proxy and
 # cached under target/control-plane/), installs the CRD, runs the release operator as its own
-# process with its normal flags, applies examples/ (and shows the invalid one being refused),
-# waits until the policies are Ready, prints their status and one rendered ConfigMap, runs the
-# gateway (`routerpolicy gateway`) in front of a fake orq with that ConfigMap mirrored into a
-# directory as kubelet mounts it, shows one proxied request and what orq received, then prints
-# a line `export KUBECONFIG=<path>`, and stays up: apply or edit policies meanwhile (the
-# gateway follows). Ctrl-C (SIGINT) or SIGTERM stops every process it started and removes its
+# process with its normal flags, runs team-a's gateway (`routerpolicy gateway`) in API mode
+# under its own ServiceAccount token in front of a fake orq, applies examples/ (and shows the
+# invalid one being refused), waits until the policies are Ready (team-a's: served by the
+# gateway), prints their status, who serves them, and one rendered ConfigMap, shows one proxied
+# request and what orq received, then prints a line `export KUBECONFIG=<path>`, and stays up:
+# apply or edit policies meanwhile (the gateway follows within about a second). Ctrl-C (SIGINT) or SIGTERM stops every process it started and removes its
 # temporary files.
 #
 #   scripts/sandbox.sh
@@ -148,8 +148,31 @@ say "starting the operator: routerpolicy run --metrics-addr=127.0.0.1:$metrics_p
 pids+=($!)
 wait_ready "$metrics_port" "$!" operator "$work/operator.log"
 
-say "applying examples/"
 for ns in team-a team-b gateway; do "$kubectl" create namespace "$ns" >/dev/null; done
+
+# The gateway of team-a, as deploy/gateway runs it: in API mode (--config-map), under its own
+# ServiceAccount's token (deploy/gateway's Role: its one ConfigMap, its report Lease), in
+# front of a fake orq. It reports what it serves, so team-a's policies are Ready only once it
+# serves them (Served); team-b's have no reporting gateway (Served Unknown).
+for file in serviceaccount.yaml rbac.yaml admission.yaml; do
+  "$kubectl" apply --server-side -n team-a -f "deploy/gateway/$file" >/dev/null
+done
+gateway_token=$("$kubectl" create token routerpolicy-gateway -n team-a --duration=24h)
+sed -e "s|user: {token: \"$token\"}|user: {token: \"$gateway_token\"}|" -e "s|namespace: default|namespace: team-a|" \
+  "$KUBECONFIG" >"$work/gateway.kubeconfig"
+chmod 600 "$work/gateway.kubeconfig"
+fake_port=$(free_port); gateway_port=$(free_port)
+"$fake" serve "127.0.0.1:$fake_port" >"$work/fake-orq.jsonl" 2>"$work/fake-orq.log" &
+pids+=($!)
+printf 'sk-sandbox-not-a-real-key\n' >"$work/orq-api-key"
+say "starting the gateway: routerpolicy gateway --config-map=team-a/image-gateway-policies --listen=127.0.0.1:$gateway_port --upstream=http://127.0.0.1:$fake_port (a fake orq)"
+KUBECONFIG="$work/gateway.kubeconfig" "$operator" gateway --listen="127.0.0.1:$gateway_port" \
+  --config-map=team-a/image-gateway-policies --identity=sandbox-gateway \
+  --upstream="http://127.0.0.1:$fake_port" --api-key-file="$work/orq-api-key" >"$work/gateway.log" 2>&1 &
+pids+=($!)
+wait_ready "$gateway_port" "${pids[-1]}" gateway "$work/gateway.log"
+
+say "applying examples/"
 for file in examples/minimal.yaml examples/full.yaml examples/cross-namespace.yaml; do
   "$kubectl" apply -f "$file"
 done
@@ -160,7 +183,7 @@ if "$kubectl" apply -f examples/invalid/broken.yaml 2>"$work/refused.txt"; then
 fi
 sed 's/^/    /' "$work/refused.txt"
 
-say "waiting until every policy is Ready"
+say "waiting until every policy is Ready (team-a's: served by the gateway)"
 for ns in team-a team-b; do
   if ! "$kubectl" wait -n "$ns" --for=condition=Ready --timeout=120s ivp --all >/dev/null; then
     echo "the policies of $ns did not become Ready; their status and the operator's last log lines:" >&2
@@ -170,52 +193,11 @@ for ns in team-a team-b; do
   fi
 done
 "$kubectl" get ivp -A
-say "the gateway ConfigMap team-a/image-gateway-policies (one file per policy for a gateway):"
+"$kubectl" get ivp -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,SERVED:.status.conditions[?(@.type=="Served")].status,WHY:.status.conditions[?(@.type=="Served")].message'
+say "the gateway ConfigMap team-a/image-gateway-policies (one key per policy):"
 "$kubectl" get configmap -n team-a image-gateway-policies \
   -o go-template='{{range $key, $doc := .data}}{{$key}}: {{$doc}}{{"\n"}}{{end}}'
 
-# The gateway's mount of team-a/image-gateway-policies, kept as kubelet keeps a ConfigMap
-# volume: the data in a timestamped directory, `..data` swapped atomically, one symlink per key.
-mount="$work/gateway-policies"
-mkdir -p "$mount"
-sync_policies() {
-  local tmp key ts old
-  tmp=$(mktemp -d "$mount/..tmp.XXXXXX")
-  if ! "$kubectl" get configmap -n team-a image-gateway-policies \
-      -o go-template='{{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}' >"$tmp/.keys" 2>/dev/null; then
-    rm -rf "$tmp"; return 0
-  fi
-  while read -r key; do
-    [ -n "$key" ] && "$kubectl" get configmap -n team-a image-gateway-policies \
-      -o go-template="{{index .data \"$key\"}}" >"$tmp/$key"
-  done <"$tmp/.keys"
-  if [ -e "$mount/..data" ] && diff -r "$tmp" "$mount/..data/" >/dev/null 2>&1; then
-    rm -rf "$tmp"; return 0
-  fi
-  old=$(readlink "$mount/..data" 2>/dev/null || true)
-  ts="..$(date +%Y_%m_%d_%H_%M_%S.%N)"
-  mv "$tmp" "$mount/$ts"
-  ln -sfn "$ts" "$mount/..data_tmp" && mv -Tf "$mount/..data_tmp" "$mount/..data"
-  while read -r key; do
-    [ -n "$key" ] && [ ! -L "$mount/$key" ] && ln -s "..data/$key" "$mount/$key"
-  done <"$mount/..data/.keys"
-  for link in "$mount"/*.json; do [ -L "$link" ] && [ ! -e "$link" ] && rm -f "$link"; done
-  [ -n "$old" ] && rm -rf "${mount:?}/$old"
-  return 0
-}
-sync_policies
-(while :; do sleep 1; sync_policies; done) &
-pids+=($!)
-
-fake_port=$(free_port); gateway_port=$(free_port)
-"$fake" serve "127.0.0.1:$fake_port" >"$work/fake-orq.jsonl" 2>"$work/fake-orq.log" &
-pids+=($!)
-printf 'sk-sandbox-not-a-real-key\n' >"$work/orq-api-key"
-say "starting the gateway: routerpolicy gateway --listen=127.0.0.1:$gateway_port --config-dir=$mount --upstream=http://127.0.0.1:$fake_port (a fake orq)"
-"$operator" gateway --listen="127.0.0.1:$gateway_port" --config-dir="$mount" \
-  --upstream="http://127.0.0.1:$fake_port" --api-key-file="$work/orq-api-key" >"$work/gateway.log" 2>&1 &
-pids+=($!)
-wait_ready "$gateway_port" "${pids[-1]}" gateway "$work/gateway.log"
 say "one request through the gateway: policy team-a.avatars, with the caller's own orq field and Authorization"
 "$fake" send "http://127.0.0.1:$gateway_port" team-a.avatars | sed 's/^/    /'
 for _ in $(seq 1 20); do [ -s "$work/fake-orq.jsonl" ] && break; sleep 0.1; done

@@ -12,6 +12,7 @@ export ROUTERPOLICY_CONTROL_PLANE_BIN="${ROUTERPOLICY_CONTROL_PLANE_BIN:-$(tests
 "$ROUTERPOLICY_CONTROL_PLANE_BIN/kube-apiserver" --version
 export ROUTERPOLICY_HELM="${ROUTERPOLICY_HELM:-$(tests/control-plane/build-helm.sh | tail -n 1)}"
 "$ROUTERPOLICY_HELM" version --short
+export ROUTERPOLICY_KSTATUS="${ROUTERPOLICY_KSTATUS:-$(tests/control-plane/build-kstatus.sh | tail -n 1)}"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

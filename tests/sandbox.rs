@@ -67,9 +67,15 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
         }
     }
     let output = printed.join("\n");
-    for expected in
-        ["avatars      True", "minimal      True", "thumbnails   True", "team-a.avatars.json: {", "is invalid"]
-    {
+    for expected in [
+        "avatars      True",
+        "minimal      True",
+        "thumbnails   True",
+        "team-a.avatars.json: {",
+        "is invalid",
+        "served by 1/1 gateway replicas of team-a/image-gateway-policies",
+        "no gateway replica reports what it serves",
+    ] {
         assert!(output.contains(expected), "the sandbox did not print {expected:?}:\n{output}");
     }
     // The gateway step: one proxied request; orq received the policy's document and the
@@ -123,20 +129,10 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = kube(&["wait", "-n", "team-a", "--for=condition=Ready", "--timeout=60s", "ivp/mine"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // The gateway serves it once the mirrored ConfigMap has it (the sandbox syncs every second).
-    let served = Instant::now();
-    loop {
-        let out = Command::new(&fake).args(["send", &gateway, "team-a.mine"]).output().expect("fake-orq send");
-        if String::from_utf8_lossy(&out.stdout).starts_with("HTTP 200") {
-            break;
-        }
-        assert!(
-            served.elapsed() < Duration::from_secs(30),
-            "the gateway never served team-a.mine: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Ready means served: the gateway serves it the moment `kubectl wait` returns.
+    let out = Command::new(&fake).args(["send", &gateway, "team-a.mine"]).output().expect("fake-orq send");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.starts_with("HTTP 200"), "Ready, but the gateway does not serve team-a.mine: {answer}");
 
     // SIGTERM: everything it started stops, its files go.
     let _ = Command::new("kill").arg("-TERM").arg(sandbox.0.id().to_string()).status();

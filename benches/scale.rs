@@ -19,6 +19,12 @@
 //!    the harness's ConfigMap watch sees the new document; next to one direct ConfigMap
 //!    server-side apply (its round trip), p50 and p99.
 //! 5. Peak resident memory of the operator process (`VmHWM`).
+//!
+//! With `SCALE_REPORTS=1` every target also has a gateway replica that reports what it serves
+//! (PRODUCT §12), simulated by the harness: one report Lease per target, created before the
+//! operator starts (an empty ConfigMap loaded) and rewritten with the ConfigMap's
+//! resourceVersion each time the harness's watch sees it change, as a replica in API mode
+//! does. Ready then includes `Served`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -28,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -78,7 +85,50 @@ struct Seen {
     ready: HashMap<String, bool>,
 }
 
-fn watch_cluster(client: &Client, ns: &str, seen: Arc<Mutex<Seen>>) {
+/// A simulated gateway replica's report Lease for ConfigMap `cm` at `resource_version`.
+async fn report(leases: &Api<Lease>, ns: &str, cm: &str, resource_version: &str) {
+    let serving = json!({"configMap": format!("{ns}/{cm}"), "resourceVersion": resource_version}).to_string();
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": format!("routerpolicy-gateway-sim-{cm}"),
+                     "labels": {"routerpolicy.io/gateway-replica": "true"},
+                     "annotations": {"routerpolicy.io/serving": serving}},
+        "spec": {"holderIdentity": format!("sim-{cm}"), "leaseDurationSeconds": 3600,
+                 "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()}});
+    let params = PatchParams::apply("bench-replicas").force();
+    leases
+        .patch(&format!("routerpolicy-gateway-sim-{cm}"), &params, &Patch::Apply(&lease))
+        .await
+        .expect("report lease");
+}
+
+/// One simulated replica per target: reports an empty ConfigMap now, then every new
+/// resourceVersion the harness's ConfigMap watch sends.
+fn simulate_replicas(
+    client: &Client,
+    ns: &str,
+    targets: usize,
+) -> tokio::sync::mpsc::UnboundedSender<(String, String)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let ns = ns.to_string();
+    let initial: Vec<String> = (0..targets).map(|t| format!("gw-{t}")).collect();
+    tokio::spawn(async move {
+        for cm in &initial {
+            report(&leases, &ns, cm, "").await;
+        }
+        while let Some((cm, rv)) = rx.recv().await {
+            report(&leases, &ns, &cm, &rv).await;
+        }
+    });
+    tx
+}
+
+fn watch_cluster(
+    client: &Client,
+    ns: &str,
+    seen: Arc<Mutex<Seen>>,
+    replicas: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let state = seen.clone();
     tokio::spawn(async move {
@@ -87,6 +137,11 @@ fn watch_cluster(client: &Client, ns: &str, seen: Arc<Mutex<Seen>>) {
             let (Ok(Event::Apply(cm)) | Ok(Event::InitApply(cm))) = event else { continue };
             let now = Instant::now();
             let name = cm.metadata.name.clone().unwrap_or_default();
+            if let (Some(replicas), Some(rv)) = (&replicas, &cm.metadata.resource_version)
+                && name.starts_with("gw-")
+            {
+                let _ = replicas.send((name.clone(), rv.clone()));
+            }
             let mut seen = state.lock().expect("lock");
             for (key, value) in cm.data.unwrap_or_default() {
                 let slot = seen.docs.entry((name.clone(), key)).or_insert_with(|| (String::new(), now));
@@ -288,7 +343,12 @@ impl Bench {
         }
         // The harness's watches run from here on, through the floor and the operator's run alike.
         let seen = Arc::new(Mutex::new(Seen::default()));
-        watch_cluster(&client, &ns, seen.clone());
+        let reports = env_usize("SCALE_REPORTS", 0) == 1;
+        let replicas = reports.then(|| simulate_replicas(&client, &ns, targets));
+        if reports {
+            println!("with a simulated gateway replica reporting for each target (SCALE_REPORTS=1)");
+        }
+        watch_cluster(&client, &ns, seen.clone(), replicas);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
         Bench { cp, client, ns, api, seen, expected, policies, targets, edits }

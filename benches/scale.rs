@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -93,7 +94,7 @@ async fn report(leases: &Api<Lease>, ns: &str, cm: &str, resource_version: &str)
                      "labels": {"routerpolicy.io/gateway-replica": "true"},
                      "annotations": {"routerpolicy.io/serving": serving}},
         "spec": {"holderIdentity": format!("sim-{cm}"), "leaseDurationSeconds": 3600,
-                 "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()}});
+                 "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
     let params = PatchParams::apply("bench-replicas").force();
     leases
         .patch(&format!("routerpolicy-gateway-sim-{cm}"), &params, &Patch::Apply(&lease))

@@ -103,19 +103,20 @@ impl fmt::Display for PolicyKey {
     }
 }
 
-/// A gateway ConfigMap, by namespace and name.
+/// A gateway ConfigMap, by namespace and name. Cloning shares the strings (every policy keeps
+/// the keys of its targets, its outcomes and where its document landed).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetKey {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl TargetKey {
     /// The ConfigMap `namespace`/`name`.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        TargetKey { namespace: namespace.into(), name: name.into() }
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
+        TargetKey { namespace: Arc::from(namespace.as_ref()), name: Arc::from(name.as_ref()) }
     }
 }
 

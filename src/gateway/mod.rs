@@ -191,8 +191,11 @@ fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key:
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         format!("{}-{}", if host.is_empty() { "gateway" } else { &host }, std::process::id())
     });
-    let namespace =
-        options.report_namespace.clone().or_else(|| env("POD_NAMESPACE")).unwrap_or(target.namespace.clone());
+    let namespace = options
+        .report_namespace
+        .clone()
+        .or_else(|| env("POD_NAMESPACE"))
+        .unwrap_or_else(|| target.namespace.to_string());
     let mut reporter = report::Reporter::new(client, &namespace, identity, target.clone());
     reporter.lease_duration = options.report_lease_duration.0;
     reporter.interval = options.report_interval.0;

@@ -127,8 +127,8 @@ pub fn owned_keys(cm: &ConfigMap) -> BTreeSet<String> {
 pub fn applied_configmap(target: &TargetKey, data: BTreeMap<String, String>, config_hash: &str) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
-            name: Some(target.name.clone()),
-            namespace: Some(target.namespace.clone()),
+            name: Some(target.name.to_string()),
+            namespace: Some(target.namespace.to_string()),
             labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
             annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())].into()),
             ..Default::default()

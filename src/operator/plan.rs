@@ -119,8 +119,8 @@ impl Outcome {
     /// The policy's entry in `status.targets` for `target`.
     pub fn target_status(&self, target: &TargetKey, policy: &PolicyKey) -> TargetStatus {
         TargetStatus {
-            namespace: target.namespace.clone(),
-            name: target.name.clone(),
+            namespace: target.namespace.to_string(),
+            name: target.name.to_string(),
             key: policy.data_key(),
             synced: *self == Outcome::Synced,
             reason: self.reason(),

@@ -450,3 +450,112 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
     assert!(closed_after.1.is_empty() || closed_after.1.starts_with("HTTP/1.1 408"), "{}", closed_after.1);
     assert_eq!(s.upstream.count(), 0);
 }
+
+/// Opens a request that announces `len` body bytes and sends only `sent` of them, then stalls
+/// (the stream is returned, still open).
+fn stalled_upload(addr: std::net::SocketAddr, len: usize, sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(&post_head(PATH, "XyZ", len, &[("X-Routerpolicy-Policy", "team.a")])).expect("head");
+    // A shed request is answered, and its connection closed, before its body is read.
+    let _ = stream.write_all(&vec![b'x'; sent]).and_then(|()| stream.flush());
+    stream
+}
+
+/// Reads what the server answers on `stream` (until it closes), within `timeout`.
+fn answer_of(mut stream: std::net::TcpStream, timeout: Duration) -> (Option<u16>, String) {
+    use std::io::Read;
+    stream.set_read_timeout(Some(timeout)).expect("read timeout");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408_and_other_clients_are_served_meanwhile() {
+    let s = Setup::start(&["--body-idle-timeout=1s"]).await;
+    let addr = s.gateway.addr;
+    let started = Instant::now();
+    let stalled =
+        tokio::task::spawn_blocking(move || answer_of(stalled_upload(addr, 100_000, 1_000), Duration::from_secs(20)));
+    // A well-behaved request meanwhile.
+    let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let (status, text) = stalled.await.expect("stalled client");
+    let waited = started.elapsed();
+    assert_eq!(status, Some(408), "{text}");
+    assert!(text.contains("\"body_timeout\"") && text.contains("--body-idle-timeout"), "{text}");
+    assert!(waited < Duration::from_secs(10), "answered after {waited:?}, the connection closed");
+    assert_eq!(s.gateway.metric("routerpolicy_gateway_body_timeouts_total"), Some(1.0));
+    assert_eq!(s.upstream.count(), 1, "only the well-behaved request went upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_budget_requests_are_shed_with_503_before_their_body_and_nothing_goes_upstream() {
+    let s = Setup::start(&["--max-buffered-bytes=1048576", "--body-idle-timeout=30s"]).await;
+    let addr = s.gateway.addr;
+    // Two stalled uploads of 400 KiB hold 800 KiB of the 1 MiB budget.
+    let held: Vec<_> = (0..2).map(|_| stalled_upload(addr, 400 * 1024, 10)).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third of 400 KiB does not fit: shed at once, its body unread.
+    let started = Instant::now();
+    let shed =
+        tokio::task::spawn_blocking(move || answer_of(stalled_upload(addr, 400 * 1024, 0), Duration::from_secs(10)))
+            .await
+            .expect("shed client");
+    assert_eq!(shed.0, Some(503), "{}", shed.1);
+    assert!(shed.1.contains("\"overloaded\""), "{}", shed.1);
+    assert!(shed.1.to_ascii_lowercase().contains("retry-after: 1"), "{}", shed.1);
+    assert!(started.elapsed() < Duration::from_secs(5), "shed before its body was read");
+    assert_eq!(s.gateway.metric("routerpolicy_gateway_shed_total"), Some(1.0));
+    // A small request still fits and is served.
+    let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(s.upstream.count(), 1, "nothing of the shed or stalled requests went upstream");
+    drop(held);
+    // The budget comes back when the stalled clients go.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(700 * 1024))]);
+    let big = s.post(body, &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(big.status, 200, "{}", big.text());
+}
+
+/// `VmHWM` (peak resident memory) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_stalled_large_uploads_stays_within_the_budget_and_small_requests_are_served() {
+    const BUDGET_MIB: u64 = 32;
+    let budget = format!("--max-buffered-bytes={}", BUDGET_MIB * 1024 * 1024);
+    let s = Setup::start(&[&budget, "--body-idle-timeout=30s"]).await;
+    let (addr, pid) = (s.gateway.addr, s.gateway.child.id());
+    let baseline = peak_rss_mib(pid);
+    // 48 clients announce 4 MiB each (192 MiB in all) and send all but the last byte.
+    let body = 4 * 1024 * 1024;
+    let flood: Vec<_> = (0..48).map(|_| std::thread::spawn(move || stalled_upload(addr, body, body - 1))).collect();
+    let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(ok.status, 200, "a small request is served during the flood: {}", ok.text());
+    let clients: Vec<_> = flood.into_iter().filter_map(|t| t.join().ok()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shed = s.gateway.metric("routerpolicy_gateway_shed_total").unwrap_or(0.0);
+    let peak = peak_rss_mib(pid);
+    assert!(shed >= 40.0, "most of the flood is shed ({shed})");
+    assert!(
+        peak < baseline + BUDGET_MIB as f64 + 32.0,
+        "peak RSS {peak:.1} MiB: at most the {BUDGET_MIB} MiB budget above the {baseline:.1} MiB at start (plus buffers)"
+    );
+    let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    eprintln!("flood: baseline {baseline:.1} MiB, peak {peak:.1} MiB, shed {shed}");
+    drop(clients);
+}

@@ -47,6 +47,12 @@ pub enum ProxyError {
     /// The body is larger than `--max-body-bytes`.
     #[error("request body exceeds {0} bytes (--max-body-bytes)")]
     BodyTooLarge(u64),
+    /// The body stalled, or did not arrive in time.
+    #[error("the request body {0}")]
+    BodyTimeout(&'static str),
+    /// The gateway holds as many request bodies as its budget allows.
+    #[error("the gateway is at its budget of request bodies in flight (--max-buffered-bytes); retry shortly")]
+    Overloaded,
     /// Not `multipart/form-data` with a boundary.
     #[error("{0}")]
     NotMultipart(#[source] RewriteError),
@@ -83,6 +89,8 @@ impl ProxyError {
             | ProxyError::MultipartInvalid(_)
             | ProxyError::PathInvalid(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotMultipart(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -98,6 +106,8 @@ impl ProxyError {
             ProxyError::PolicyRequired => "policy_required",
             ProxyError::PolicyNotFound(_) => "policy_not_found",
             ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::BodyTimeout(_) => "body_timeout",
+            ProxyError::Overloaded => "overloaded",
             ProxyError::NotMultipart(_) => "not_multipart",
             ProxyError::BodyUnreadable(_) => "body_unreadable",
             ProxyError::MultipartInvalid(_) => "multipart_invalid",
@@ -113,8 +123,19 @@ impl IntoResponse for ProxyError {
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut response = (self.status(), body.to_string()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if matches!(self, ProxyError::MethodNotAllowed) {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        match self {
+            ProxyError::MethodNotAllowed => {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            // Shed before the body was read: tell the client when to come back.
+            ProxyError::Overloaded => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of that body is not read: the connection cannot carry another request.
+            ProxyError::BodyTimeout(_) => {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

@@ -63,6 +63,12 @@ pub struct GatewayMetrics {
     pub in_flight: Gauge,
     /// 1 while the ConfigMap watch is healthy, 0 while it fails (`--config-map`).
     pub source_up: Gauge,
+    /// Requests answered 503 `overloaded` before their body was read.
+    pub shed: Counter,
+    /// Request bodies that stalled or did not arrive in time (408).
+    pub body_timeouts: Counter,
+    /// Bytes of request bodies reserved now (of `--max-buffered-bytes`).
+    pub buffered_bytes: Gauge,
 }
 
 impl Default for GatewayMetrics {
@@ -78,6 +84,20 @@ impl Default for GatewayMetrics {
         let reloads = Counter::default();
         let in_flight = Gauge::default();
         let source_up = Gauge::default();
+        let shed = Counter::default();
+        let body_timeouts = Counter::default();
+        let buffered_bytes = Gauge::default();
+        registry.register("shed", "Requests answered 503 overloaded before their body was read", shed.clone());
+        registry.register(
+            "body_timeouts",
+            "Request bodies that stalled or did not arrive in time (408)",
+            body_timeouts.clone(),
+        );
+        registry.register(
+            "buffered_bytes",
+            "Bytes of request bodies reserved now (of --max-buffered-bytes)",
+            buffered_bytes.clone(),
+        );
         registry.register("requests", "Requests answered, by policy and status code", requests.clone());
         registry.register(
             "upstream_duration_seconds",
@@ -108,6 +128,9 @@ impl Default for GatewayMetrics {
             reloads,
             in_flight,
             source_up,
+            shed,
+            body_timeouts,
+            buffered_bytes,
         }
     }
 }

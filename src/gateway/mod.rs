@@ -13,12 +13,14 @@
 //! replica keeps a report Lease of what it serves ([`report`]).
 //!
 //! One concern per file: [`options`] (flags, start-up errors), [`server`] (connections),
-//! [`proxy`] (the request path), [`error`] (every refusal as its response), [`headers`]
+//! [`proxy`] (the request path), [`budget`] (request bodies held at once), [`error`] (every
+//! refusal as its response), [`headers`]
 //! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new
 //! set of documents), [`source`] (the ConfigMap watch), [`report`] (the Lease), [`store`] and
 //! [`rewrite`] (pure), [`metrics`]. It imports nothing of the operator: only the leaves
 //! [`crate::key`], [`crate::hash`], [`crate::process`] and [`crate::report`].
 
+pub mod budget;
 pub mod error;
 pub mod headers;
 pub mod metrics;
@@ -67,6 +69,9 @@ pub struct Gateway {
     default_policy: Option<PolicyKey>,
     max_body_bytes: u64,
     max_document_bytes: usize,
+    body_idle_timeout: Duration,
+    body_timeout: Duration,
+    budget: budget::Budget,
     request_timeout: Duration,
     metrics: GatewayMetrics,
     loaded: AtomicBool,
@@ -111,6 +116,7 @@ impl Gateway {
                 None
             }
         };
+        let metrics = GatewayMetrics::default();
         Ok(Gateway {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             api_key: RwLock::new(api_key),
@@ -119,8 +125,11 @@ impl Gateway {
             default_policy,
             max_body_bytes: options.max_body_bytes,
             max_document_bytes: options.max_document_bytes,
+            body_idle_timeout: options.body_idle_timeout.0,
+            body_timeout: options.body_timeout.0,
+            budget: budget::Budget::new(options.max_buffered_bytes, metrics.buffered_bytes.clone()),
             request_timeout: options.request_timeout.0,
-            metrics: GatewayMetrics::default(),
+            metrics,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             serving: watch::channel(Serving::default()).0,

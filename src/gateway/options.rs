@@ -84,6 +84,20 @@ pub struct GatewayOptions {
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: u64,
+    /// A request body that makes no progress for this long is answered 408 and its connection
+    /// closed (a client that stalls mid-upload holds nothing for longer).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_BODY_IDLE_TIMEOUT", default_value = "15s")]
+    pub body_idle_timeout: DurationArg,
+    /// The whole request body must arrive within this long (a trickling client is answered
+    /// 408 too).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_BODY_TIMEOUT", default_value = "120s")]
+    pub body_timeout: DurationArg,
+    /// Request bodies this gateway holds at once, in bytes: each request reserves its
+    /// Content-Length (or --max-body-bytes when it sends none) before its body is read, and a
+    /// request that does not fit is answered 503 `overloaded` with Retry-After, its body
+    /// unread. Bounds the memory that bodies in flight can take.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_bytes: u64,
     /// Time to open a TCP connection to orq before answering 504 (the TLS handshake counts
     /// toward --request-timeout).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONNECT_TIMEOUT", default_value = "5s")]

@@ -75,7 +75,21 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let boundary = rewrite::boundary_of(content_type).map_err(ProxyError::NotMultipart)?;
-    let body = read_body(body, gw.max_body_bytes, declared).await?;
+    // Held until orq has the request: the body's bytes are in memory until then.
+    let Some(_reservation) = gw.budget.reserve(declared.unwrap_or(gw.max_body_bytes)) else {
+        gw.metrics.shed.inc();
+        return Err(ProxyError::Overloaded);
+    };
+    let limits = BodyLimits {
+        max: gw.max_body_bytes,
+        idle: gw.body_idle_timeout,
+        deadline: tokio::time::Instant::now() + gw.body_timeout,
+    };
+    let body = read_body(body, &limits, declared).await.inspect_err(|e| {
+        if matches!(e, ProxyError::BodyTimeout(_)) {
+            gw.metrics.body_timeouts.inc();
+        }
+    })?;
     let rewritten = rewrite::rewrite(&body, &boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
     if !rewritten.removed.is_empty() {
         debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
@@ -140,17 +154,31 @@ fn upstream_request(gw: &Gateway, parts: Parts, rewritten: Rewritten) -> Result<
     Ok(request)
 }
 
+/// What a body may take: bytes, time without progress, and time in all.
+struct BodyLimits {
+    max: u64,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+}
+
 /// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
-/// from hyper's read buffer into this one), refusing more than `max` bytes.
-async fn read_body(mut body: Body, max: u64, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+/// from hyper's read buffer into this one), refusing more than `limits.max` bytes, a body
+/// that makes no progress for `limits.idle`, and one not complete by `limits.deadline`.
+async fn read_body(mut body: Body, limits: &BodyLimits, declared: Option<u64>) -> Result<Bytes, ProxyError> {
     // A caller's Content-Length reserves at most 8 MiB up front; larger bodies grow the buffer.
-    let capacity = declared.unwrap_or(64 * 1024).min(max).min(8 * 1024 * 1024) as usize;
+    let capacity = declared.unwrap_or(64 * 1024).min(limits.max).min(8 * 1024 * 1024) as usize;
     let mut buffer = bytes::BytesMut::with_capacity(capacity);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ProxyError::BodyUnreadable)?;
+    loop {
+        let next = tokio::time::timeout(limits.idle, body.frame());
+        let frame = match tokio::time::timeout_at(limits.deadline, next).await {
+            Err(_) => return Err(ProxyError::BodyTimeout("did not arrive within --body-timeout")),
+            Ok(Err(_)) => return Err(ProxyError::BodyTimeout("made no progress within --body-idle-timeout")),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(frame))) => frame.map_err(ProxyError::BodyUnreadable)?,
+        };
         if let Ok(data) = frame.into_data() {
-            if (buffer.len() + data.len()) as u64 > max {
-                return Err(ProxyError::BodyTooLarge(max));
+            if (buffer.len() + data.len()) as u64 > limits.max {
+                return Err(ProxyError::BodyTooLarge(limits.max));
             }
             buffer.extend_from_slice(&data);
         }

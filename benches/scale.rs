@@ -185,30 +185,6 @@ struct ConditionOnly {
     observed_generation: Option<i64>,
 }
 
-/// Write requests the API server counted, by `resource[/subresource]`.
-async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
-    let text = client.request_text(request).await.expect("apiserver /metrics");
-    let mut writes = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            let needle = format!("{name}=\"");
-            line.split_once(&needle).and_then(|(_, rest)| rest.split_once('"')).map(|(v, _)| v.to_string())
-        };
-        let verb = label("verb").unwrap_or_default();
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
-            continue;
-        }
-        let mut resource = label("resource").unwrap_or_default();
-        if let Some(sub) = label("subresource").filter(|s| !s.is_empty()) {
-            resource = format!("{resource}/{sub}");
-        }
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *writes.entry(resource).or_insert(0.0) += value;
-    }
-    writes
-}
-
 fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
     after
         .iter()
@@ -366,7 +342,7 @@ impl Bench {
 
     /// 2. Cold start: until every document is in place and every policy Ready.
     async fn cold_start(&self, floor: f64) -> (Operator, f64) {
-        let writes_before = apiserver_writes(&self.client).await;
+        let writes_before = support::apiserver_writes(&self.client).await;
         let started = Instant::now();
         let operator = Operator::start(&self.cp.kubeconfig, &self.ns, "bench-cold");
         let deadline = Instant::now() + Duration::from_secs(1800);
@@ -389,7 +365,7 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         operator.wait_idle(self.policies, self.targets).await;
-        let cold = delta(&apiserver_writes(&self.client).await, &writes_before);
+        let cold = delta(&support::apiserver_writes(&self.client).await, &writes_before);
         let (documents_at, ready_at) = (documents_at.unwrap_or_default(), ready_at.unwrap_or_default());
         println!(
             "operator  cold start to every document in every target:             {documents_at:>8.2} s  ({:.2}x the floor)",
@@ -483,11 +459,11 @@ impl Bench {
 
     /// 3. Warm restart: nothing changed, nothing written.
     async fn warm_restart(&self) {
-        let writes_before = apiserver_writes(&self.client).await;
+        let writes_before = support::apiserver_writes(&self.client).await;
         let restarted = Instant::now();
         let operator = Operator::start(&self.cp.kubeconfig, &self.ns, "bench-warm");
         operator.wait_idle(self.policies, self.targets).await;
-        let warm = delta(&apiserver_writes(&self.client).await, &writes_before);
+        let warm = delta(&support::apiserver_writes(&self.client).await, &writes_before);
         print_writes("operator  writes during a warm restart (API server's count):", &warm);
         println!(
             "operator  warm restart idle after {:.2} s (incl. 3 s of observed quiet); peak RSS {:.1} MiB",

@@ -56,20 +56,7 @@ fn percentile(v: &mut [Duration], p: f64) -> f64 {
 
 /// Status writes to policies, as the API server counts them (this run is alone on it).
 async fn status_writes(client: &Client) -> f64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
-    let text = client.request_text(request).await.expect("apiserver /metrics");
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("resource=\"imagevariationpolicies\"") && l.contains("subresource=\"status\""))
-        .filter(|l| ["verb=\"APPLY\"", "verb=\"PATCH\"", "verb=\"PUT\""].iter().any(|v| l.contains(v)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The hash each replica serves for `policy`.
-fn served_hash(gateway: &GatewayProcess, policy: &str) -> Option<String> {
-    let prefix = format!("routerpolicy_gateway_policy_info{{policy=\"{policy}\",hash=\"");
-    gateway.metrics().lines().find_map(|l| Some(l.strip_prefix(&prefix)?.split('"').next()?.to_string()))
+    support::apiserver_writes(client).await.get("imagevariationpolicies/status").copied().unwrap_or(0.0)
 }
 
 struct Bench {
@@ -119,7 +106,7 @@ impl Bench {
 
     fn all_serve(&self, hash: &str) -> bool {
         let policy = format!("{}.p", self.ns);
-        self.gateways.iter().all(|g| served_hash(g, &policy).as_deref() == Some(hash))
+        self.gateways.iter().all(|g| g.served_hash(&policy).as_deref() == Some(hash))
     }
 }
 

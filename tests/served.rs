@@ -101,12 +101,6 @@ async fn wait_for(
     .await
 }
 
-/// The hash a replica serves for `policy` (`routerpolicy_gateway_policy_info`).
-fn served_hash(gateway: &GatewayProcess, policy: &str) -> Option<String> {
-    let prefix = format!("routerpolicy_gateway_policy_info{{policy=\"{policy}\",hash=\"");
-    gateway.metrics().lines().find_map(|l| Some(l.strip_prefix(&prefix)?.split('"').next()?.to_string()))
-}
-
 async fn report_leases(client: &Client, ns: &str) -> Vec<String> {
     let api: Api<Lease> = Api::namespaced(client.clone(), ns);
     let list = api.list(&ListParams::default().labels("routerpolicy.io/gateway-replica=true")).await.expect("leases");
@@ -131,7 +125,7 @@ async fn ready_means_every_gateway_replica_serves_the_current_document() {
         // Ready says traffic uses it: every replica serves this very document right now.
         for replica in &replicas {
             assert_eq!(
-                served_hash(replica, &format!("{ns}.p")),
+                replica.served_hash(&format!("{ns}.p")),
                 Some(hash.clone()),
                 "round {round}:\n{}",
                 replica.log()
@@ -168,8 +162,8 @@ async fn a_replica_that_refuses_a_document_is_named_and_keeps_serving_the_last_g
     assert_eq!(condition(&p, "Stalled").map(|c| (c.status, c.reason)), Some(("True".into(), "ServeRejected".into())));
     assert_eq!(condition(&p, "Ready").map(|c| c.status), Some("False".into()));
     let new_hash = p.status.and_then(|s| s.config_hash).expect("hash");
-    assert_eq!(served_hash(&accepting, &format!("{ns}.p")), Some(new_hash));
-    assert_eq!(served_hash(&refusing, &format!("{ns}.p")), Some(good_hash), "the last good document stays served");
+    assert_eq!(accepting.served_hash(&format!("{ns}.p")), Some(new_hash));
+    assert_eq!(refusing.served_hash(&format!("{ns}.p")), Some(good_hash), "the last good document stays served");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,11 +184,11 @@ async fn a_frozen_replica_turns_stale_and_recovers_when_it_thaws() {
     assert!(condition(&p, "Served").is_some_and(|c| c.message.contains("gw-frozen")));
     assert_eq!(condition(&p, "Stalled").map(|c| c.reason), Some("ServeStale".into()));
     let hash = p.status.and_then(|s| s.config_hash).expect("hash");
-    assert_eq!(served_hash(&lively, &format!("{ns}.p")), Some(hash.clone()));
+    assert_eq!(lively.served_hash(&format!("{ns}.p")), Some(hash.clone()));
 
     frozen.signal("CONT");
     wait_for(&client, &ns, "p", "Ready", "True", None).await;
-    assert_eq!(served_hash(&frozen, &format!("{ns}.p")), Some(hash));
+    assert_eq!(frozen.served_hash(&format!("{ns}.p")), Some(hash));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +240,7 @@ async fn replicas_starting_dying_or_the_operator_restarting_write_no_status() {
     );
     assert_eq!(second_operator.metric("routerpolicy_status_writes_total"), Some(0.0));
     assert_eq!(condition(&p, "Ready").map(|c| c.status), Some("True".into()));
-    assert_eq!(served_hash(&third, &format!("{ns}.p")), p.status.and_then(|s| s.config_hash));
+    assert_eq!(third.served_hash(&format!("{ns}.p")), p.status.and_then(|s| s.config_hash));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,6 +312,12 @@ impl GatewayProcess {
         body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
+    /// The hash this replica serves for `policy` (`routerpolicy_gateway_policy_info`).
+    pub fn served_hash(&self, policy: &str) -> Option<String> {
+        let prefix = format!("routerpolicy_gateway_policy_info{{policy=\"{policy}\",hash=\"");
+        self.metrics().lines().find_map(|l| Some(l.strip_prefix(&prefix)?.split('"').next()?.to_string()))
+    }
+
     /// The `/metrics` text.
     pub fn metrics(&self) -> String {
         get(self.addr, "/metrics").map(|r| r.text()).unwrap_or_default()

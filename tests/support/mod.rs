@@ -504,3 +504,27 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Write requests the API server counted, by `resource[/subresource]`.
+pub async fn apiserver_writes(client: &Client) -> std::collections::BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(request).await.expect("apiserver /metrics");
+    let mut writes = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let needle = format!("{name}=\"");
+            line.split_once(&needle).and_then(|(_, rest)| rest.split_once('"')).map(|(v, _)| v.to_string())
+        };
+        let verb = label("verb").unwrap_or_default();
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
+            continue;
+        }
+        let mut resource = label("resource").unwrap_or_default();
+        if let Some(sub) = label("subresource").filter(|s| !s.is_empty()) {
+            resource = format!("{resource}/{sub}");
+        }
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *writes.entry(resource).or_insert(0.0) += value;
+    }
+    writes
+}

@@ -18,6 +18,12 @@
 //! case for every ratio), and against one that takes a service time before answering
 //! (`GATEWAY_BENCH_SERVICE_MS`, default 250 ms — a real image variation takes seconds), where
 //! the throughput ratio says whether the gateway limits what a team can send.
+//!
+//! A peer: where Debian's nginx is installed (scripts/install.sh installs it), a plain nginx
+//! reverse proxy to the same fake orq (one worker, `proxy_request_buffering on`, keep-alive to
+//! the upstream; its config is generated here) runs as a third path in the same rounds, and
+//! each table gains the gateway/nginx throughput ratio and p50 difference — nginx forwards
+//! the body as it is, the gateway also rewrites it.
 
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;
@@ -37,6 +43,68 @@ const PATH: &str = "/v2/router/images/variations";
 const DOC: &str = r#"{"retry":{"count":3,"on_codes":[429,500,502,503]},"fallbacks":[{"model":"openai/dall-e-2"},{"model":"azure/dall-e-2"}],"cache":{"type":"exact_match","ttl":3600},"timeout":{"call_timeout":30000}}"#;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A plain nginx reverse proxy in front of `upstream`, on a free port, until dropped.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, upstream: &str) -> Option<Nginx> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        let port = gwsupport::free_port();
+        let upstream = upstream.trim_start_matches("http://");
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs")).ok()?;
+        let config = format!(
+            "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_max_body_size 64m;\n  client_body_buffer_size 16m;\n\
+               client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
+               uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+               upstream orq {{ server {upstream}; keepalive 64; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://orq;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_request_buffering on;\n    }}\n  }}\n}}\n",
+            p = prefix.display()
+        );
+        let conf = prefix.join("nginx.conf");
+        std::fs::write(&conf, config).ok()?;
+        let child = std::process::Command::new(binary)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nginx { child, port })
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM: the master stops its worker too.
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 struct Run {
     latencies: Vec<Duration>,
@@ -134,11 +202,12 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, duration: Duration) {
+async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, nginx_url: Option<&str>, duration: Duration) {
     println!(
         "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut peer_rows = Vec::new();
     for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
         let picture = image(size);
         let body = Bytes::from(multipart(
@@ -154,14 +223,33 @@ async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, duratio
             // Warm both paths' connection pools.
             drive(client, direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
             drive(client, gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
-            let mut direct = Vec::new();
-            let mut through = Vec::new();
+            if let Some(url) = nginx_url {
+                drive(client, url, &body, false, in_flight, Duration::from_millis(200)).await;
+            }
+            let (mut direct, mut through, mut peer) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..2 {
                 direct.push(drive(client, direct_url, &body, false, in_flight, duration).await);
                 through.push(drive(client, gateway_url, &body, true, in_flight, duration).await);
+                if let Some(url) = nginx_url {
+                    peer.push(drive(client, url, &body, false, in_flight, duration).await);
+                }
             }
             let d = figures(&direct);
             let g = figures(&through);
+            if !peer.is_empty() {
+                let n = figures(&peer);
+                peer_rows.push(format!(
+                    "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+                    ms(n.p50),
+                    ms(n.p99),
+                    ms(g.p50),
+                    ms(g.p99),
+                    ms(g.p50) - ms(n.p50),
+                    n.rps,
+                    g.rps,
+                    g.rps / n.rps.max(1e-9),
+                ));
+            }
             println!(
                 "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
                 ms(d.p50),
@@ -183,6 +271,16 @@ async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, duratio
                     g.n + g.failures
                 );
             }
+        }
+    }
+    if !peer_rows.is_empty() {
+        println!("\nnext to nginx (a plain reverse proxy, one worker; the gateway also rewrites the body):\n");
+        println!(
+            "| image | in flight | nginx p50 | nginx p99 | gateway p50 | gateway p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for row in peer_rows {
+            println!("{row}");
         }
     }
 }
@@ -214,6 +312,12 @@ fn main() {
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
         let direct_url = format!("{}{PATH}", upstream.url());
         let gateway_url = format!("http://{}{PATH}", gateway.addr);
+        let nginx = Nginx::start(dir.path(), &upstream.url());
+        let nginx_url = nginx.as_ref().map(|n| format!("http://127.0.0.1:{}{PATH}", n.port));
+        match &nginx {
+            Some(n) => println!("nginx peer: 127.0.0.1:{} (one worker, proxy_request_buffering on)", n.port),
+            None => println!("nginx peer: not installed (scripts/install.sh installs it); skipped"),
+        }
 
         println!("gateway: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
@@ -226,11 +330,11 @@ fn main() {
                 println!("\n### fake orq answers after {service_ms} ms (a service time; real image variations take seconds)\n");
                 upstream.set_mode(Mode::Delay(service));
             }
-            cases(&client, &direct_url, &gateway_url, duration).await;
+            cases(&client, &direct_url, &gateway_url, nginx_url.as_deref(), duration).await;
         }
         let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
         println!("\ngateway peak RSS (VmHWM): {hwm}");
         println!("requests the fake orq received: {}", upstream.count());
-        println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct");
+        println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct; ≥ 1.0× nginx, p50 within +0.5 ms of nginx at 100 KiB");
     });
 }

@@ -21,6 +21,17 @@ if ! need openssl || ! need cc; then
     exit 2
   fi
 fi
+# nginx: the plain reverse proxy the gateway benchmark runs next to the gateway (its own
+# process, its own config; the package's service is not used).
+if ! [ -x /usr/sbin/nginx ] && ! need nginx; then
+  if need apt-get && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } \
+      || echo "install.sh: could not install nginx: cargo bench --bench gateway will skip its nginx peer" >&2
+    pkill -x nginx 2>/dev/null || true
+  else
+    echo "install.sh: nginx is not installed: cargo bench --bench gateway will skip its nginx peer" >&2
+  fi
+fi
 
 tests/control-plane/build.sh >/dev/null
 tests/control-plane/build-helm.sh >/dev/null

@@ -237,18 +237,7 @@ async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, nginx_u
             let d = figures(&direct);
             let g = figures(&through);
             if !peer.is_empty() {
-                let n = figures(&peer);
-                peer_rows.push(format!(
-                    "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
-                    ms(n.p50),
-                    ms(n.p99),
-                    ms(g.p50),
-                    ms(g.p99),
-                    ms(g.p50) - ms(n.p50),
-                    n.rps,
-                    g.rps,
-                    g.rps / n.rps.max(1e-9),
-                ));
+                peer_rows.push(peer_row(label, in_flight, &figures(&peer), &g));
             }
             println!(
                 "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
@@ -273,15 +262,35 @@ async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, nginx_u
             }
         }
     }
-    if !peer_rows.is_empty() {
-        println!("\nnext to nginx (a plain reverse proxy, one worker; the gateway also rewrites the body):\n");
-        println!(
-            "| image | in flight | nginx p50 | nginx p99 | gateway p50 | gateway p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
-        for row in peer_rows {
-            println!("{row}");
-        }
+    print_peer_table(&peer_rows);
+}
+
+/// One row of the nginx table: nginx's figures `n` next to the gateway's `g`.
+fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures) -> String {
+    format!(
+        "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+        ms(n.p50),
+        ms(n.p99),
+        ms(g.p50),
+        ms(g.p99),
+        ms(g.p50) - ms(n.p50),
+        n.rps,
+        g.rps,
+        g.rps / n.rps.max(1e-9),
+    )
+}
+
+fn print_peer_table(rows: &[String]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("\nnext to nginx (a plain reverse proxy, one worker; the gateway also rewrites the body):\n");
+    println!(
+        "| image | in flight | nginx p50 | nginx p99 | gateway p50 | gateway p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
     }
 }
 

@@ -26,6 +26,7 @@ use crate::limits::*;
     shortname = "ivp",
     category = "routerpolicy",
     namespaced,
+    doc = "How a team's LLM image-variation calls are routed by orq: retry, fallbacks, cache, weighted load balancing, timeout, prompt and identity. routerpolicy validates it and writes it, as orq's router configuration, into the gateway ConfigMaps that spec.targetRefs names; status says whether it was accepted, written (Synced) and served by every reporting gateway replica (Served), and Ready when all hold.",
     status = "ImageVariationPolicyStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Targets","type":"string","description":"Targets synced / targets in spec","jsonPath":".status.syncedTargets"}"#,

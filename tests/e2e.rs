@@ -124,6 +124,9 @@ async fn crd_is_established_and_kubectl_explain_shows_descriptions() {
         })
         .await
     };
+    let text = explain("ivp").await;
+    assert!(text.contains("How a team's LLM image-variation calls are routed by orq"), "explain output: {text}");
+    assert!(!text.contains("Auto-generated derived type"), "explain output: {text}");
     let text = explain("imagevariationpolicies.spec.retry.count").await;
     assert!(text.contains("Number of retries, 1 to 5"), "explain output: {text}");
     let text = explain("ivp.spec.loadBalancer.models.weight").await;

@@ -93,16 +93,7 @@ impl Nginx {
 impl Drop for Nginx {
     /// SIGTERM: the master stops its worker too.
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        gwsupport::stop(&mut self.child, Duration::from_secs(5));
     }
 }
 

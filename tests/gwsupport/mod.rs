@@ -335,26 +335,38 @@ impl GatewayProcess {
 
     /// Waits up to `timeout` for the process to exit; its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_exit(&mut self.child, timeout)
     }
 }
 
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.signal("CONT");
-            self.sigterm();
-            if self.wait_exit(Duration::from_secs(10)).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+        stop(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; its exit code.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Stops `child` if it still runs: SIGCONT (it may be frozen), SIGTERM, and SIGKILL after
+/// `grace`.
+pub fn stop(child: &mut Child, grace: Duration) {
+    if let Ok(None) = child.try_wait() {
+        for signal in ["-CONT", "-TERM"] {
+            let _ = Command::new("kill").arg(signal).arg(child.id().to_string()).status();
+        }
+        if wait_exit(child, grace).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -153,7 +153,9 @@ for ns in team-a team-b gateway; do "$kubectl" create namespace "$ns" >/dev/null
 # The gateway of team-a, as deploy/gateway runs it: in API mode (--config-map), under its own
 # ServiceAccount's token (deploy/gateway's Role: its one ConfigMap, its report Lease), in
 # front of a fake orq. It reports what it serves, so team-a's policies are Ready only once it
-# serves them (Served); team-b's have no reporting gateway (Served Unknown).
+# serves them (Served); team-b's have no reporting gateway (Served Unknown). It runs with
+# --auth none, chosen here on purpose: the sandbox's callers (`fake-orq send`) carry no
+# ServiceAccount token. deploy/gateway and the chart run --auth serviceaccount.
 for file in serviceaccount.yaml rbac.yaml admission.yaml; do
   "$kubectl" apply --server-side -n team-a -f "deploy/gateway/$file" >/dev/null
 done
@@ -165,9 +167,9 @@ fake_port=$(free_port); gateway_port=$(free_port)
 "$fake" serve "127.0.0.1:$fake_port" >"$work/fake-orq.jsonl" 2>"$work/fake-orq.log" &
 pids+=($!)
 printf 'sk-sandbox-not-a-real-key\n' >"$work/orq-api-key"
-say "starting the gateway: routerpolicy gateway --config-map=team-a/image-gateway-policies --listen=127.0.0.1:$gateway_port --upstream=http://127.0.0.1:$fake_port (a fake orq)"
+say "starting the gateway: routerpolicy gateway --config-map=team-a/image-gateway-policies --listen=127.0.0.1:$gateway_port --upstream=http://127.0.0.1:$fake_port (a fake orq) --auth=none (the sandbox's callers send no token)"
 KUBECONFIG="$work/gateway.kubeconfig" "$operator" gateway --listen="127.0.0.1:$gateway_port" \
-  --config-map=team-a/image-gateway-policies --identity=sandbox-gateway \
+  --config-map=team-a/image-gateway-policies --identity=sandbox-gateway --auth=none \
   --upstream="http://127.0.0.1:$fake_port" --api-key-file="$work/orq-api-key" >"$work/gateway.log" 2>&1 &
 pids+=($!)
 wait_ready "$gateway_port" "${pids[-1]}" gateway "$work/gateway.log"

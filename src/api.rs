@@ -94,6 +94,32 @@ pub struct ImageVariationPolicySpec {
     /// Per-attempt timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
+
+    /// Who else may use this policy through a gateway that checks callers (`routerpolicy
+    /// gateway --auth serviceaccount`): ServiceAccounts of other namespaces (1 to 32 entries,
+    /// no duplicates). Callers of the policy's own namespace may always use it. The list
+    /// reaches the gateway beside the document, never inside what orq receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = CALLERS_MAX))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(x, self.exists_one(y, y.__namespace__ == x.__namespace__ && (has(y.serviceAccount) ? y.serviceAccount : '') == (has(x.serviceAccount) ? x.serviceAccount : '')))",
+        "message": "must not contain duplicate (namespace, serviceAccount) pairs",
+        "reason": "FieldValueDuplicate"
+    }]))]
+    pub callers: Option<Vec<Caller>>,
+}
+
+/// A caller admitted to a policy: every ServiceAccount of a namespace, or one of them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Caller {
+    /// Namespace of the calling ServiceAccounts (a DNS-1123 label).
+    #[schemars(length(min = 1, max = DNS1123_LABEL_MAX), regex(pattern = DNS1123_LABEL_PATTERN))]
+    pub namespace: String,
+    /// Only this ServiceAccount of the namespace (a DNS-1123 subdomain); every one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))]
+    pub service_account: Option<String>,
 }
 
 /// A gateway ConfigMap to write this policy into.

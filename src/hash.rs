@@ -10,6 +10,23 @@ pub fn short_hash(bytes: &[u8]) -> String {
     short_hex(&Sha256::digest(bytes))
 }
 
+/// The hash a policy is served under (`status.configHash`, the gateway's `policy_info{hash}`):
+/// of its document alone, or of its document and its callers entry when it has one, so a
+/// change of who may call is tracked like a change of the document.
+pub fn policy_hash(document: &[u8], callers: Option<&[u8]>) -> String {
+    match callers {
+        None => short_hash(document),
+        Some(callers) => {
+            // NUL never occurs in JSON text: the two parts cannot run into each other.
+            let mut hasher = Sha256::new();
+            hasher.update(document);
+            hasher.update([0]);
+            hasher.update(callers);
+            short_hex(&hasher.finalize())
+        }
+    }
+}
+
 /// The first 16 hex digits of a digest.
 fn short_hex(digest: &[u8]) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

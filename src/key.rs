@@ -14,6 +14,7 @@ use crate::limits::{DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_
 
 /// The suffix of a policy's data key and file name.
 const JSON_SUFFIX: &str = ".json";
+const CALLERS_SUFFIX: &str = ".callers";
 
 static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_LABEL_PATTERN).expect("valid pattern"));
 static SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_SUBDOMAIN_PATTERN).expect("valid pattern"));
@@ -62,6 +63,22 @@ impl PolicyKey {
     /// where the ConfigMap is mounted.
     pub fn data_key(&self) -> String {
         format!("{}.{}{JSON_SUFFIX}", self.namespace, self.name)
+    }
+
+    /// `<namespace>.<name>.callers`: the data key (and file name) of the policy's callers
+    /// entry, beside its document (see [`crate::callers`]).
+    pub fn callers_key(&self) -> String {
+        format!("{}.{}{CALLERS_SUFFIX}", self.namespace, self.name)
+    }
+
+    /// The policy whose callers entry `key` is (`<namespace>.<name>.callers`), if it is one.
+    pub fn from_callers_key(key: &str) -> Option<Self> {
+        PolicyKey::parse(key.strip_suffix(CALLERS_SUFFIX)?).ok()
+    }
+
+    /// The policy a data key belongs to: its document's or its callers entry's.
+    pub fn owner_of_data_key(key: &str) -> Option<Self> {
+        PolicyKey::from_data_key(key).or_else(|| PolicyKey::from_callers_key(key))
     }
 
     /// `<namespace>/<name>`: the operator's metric label, as kubectl names an object.
@@ -160,6 +177,19 @@ mod tests {
         let key = PolicyKey::new("team-a", "avatars.v2");
         assert_eq!(PolicyKey::from_data_key(&key.data_key()), Some(key.clone()));
         assert_eq!(PolicyKey::parse(&key.to_string()), Ok(key));
+    }
+
+    #[test]
+    fn a_callers_key_is_never_a_document_key_and_names_its_policy() {
+        let key = PolicyKey::new("team-a", "avatars");
+        assert_eq!(key.callers_key(), "team-a.avatars.callers");
+        assert_eq!(PolicyKey::from_callers_key(&key.callers_key()), Some(key.clone()));
+        assert_eq!(PolicyKey::from_data_key(&key.callers_key()), None);
+        // The document of a policy named `avatars.callers` is not `avatars`'s callers entry.
+        let other = PolicyKey::new("team-a", "avatars.callers");
+        assert_eq!(PolicyKey::from_callers_key(&other.data_key()), None);
+        assert_eq!(PolicyKey::owner_of_data_key(&other.data_key()), Some(other));
+        assert_eq!(PolicyKey::owner_of_data_key(&key.callers_key()), Some(key));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod callers;
 pub mod crd;
 pub mod gateway;
 pub mod hash;

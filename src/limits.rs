@@ -98,5 +98,8 @@ pub const CALL_TIMEOUT_MAX: i64 = 600_000;
 /// A per-attempt timeout shorter than this is a warning.
 pub const CALL_TIMEOUT_ADVISED_MIN: i64 = 1000;
 
+/// `spec.callers` upper bound.
+pub const CALLERS_MAX: u32 = 32;
+
 /// The API server's limit on a ConfigMap's data (sum of key and value lengths).
 pub const CONFIGMAP_MAX_BYTES: usize = 1024 * 1024;

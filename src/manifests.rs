@@ -403,7 +403,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         let name = policy.metadata.name.clone().unwrap_or_default();
         let document = render_policy(&policy.spec);
         for target in spec_targets(&namespace, &policy.spec) {
-            let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), Content::Document(document.json.clone()));
+            let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), Content::Document(document.clone()));
             by_target.entry(target).or_default().push(at);
         }
     }

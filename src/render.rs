@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{CacheType, Identity, ImageVariationPolicySpec, LoadBalancerType, PromptVersion};
-use crate::hash::short_hash;
+use crate::callers::{AdmittedCaller, Callers};
+use crate::hash::policy_hash;
 
 /// The orq router configuration object. Field order is the wire order.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -152,12 +153,16 @@ impl From<&ImageVariationPolicySpec> for OrqConfig {
     }
 }
 
-/// One policy's rendered document.
+/// One policy's rendered document, and its callers entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayDocument {
-    /// The JSON text.
+    /// The JSON text (what orq gets as the `orq` field).
     pub json: String,
-    /// Short hash of `json` (first 16 hex digits of SHA-256): `status.configHash`.
+    /// The callers entry written beside it (`<namespace>.<name>.callers`), when
+    /// `spec.callers` is set ([`crate::callers`]).
+    pub callers: Option<String>,
+    /// [`policy_hash`] of both (first 16 hex digits of SHA-256; of `json` alone when there
+    /// are no callers): `status.configHash`.
     pub hash: String,
 }
 
@@ -168,6 +173,13 @@ pub fn render_policy(spec: &ImageVariationPolicySpec) -> GatewayDocument {
     // Serializing plain structs of strings, integers and finite floats cannot fail; a
     // non-finite weight (refused by validation) would serialize as `null`.
     let json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
-    let hash = short_hash(json.as_bytes());
-    GatewayDocument { json, hash }
+    let callers = spec.callers.as_ref().and_then(|list| {
+        Callers::new(
+            list.iter()
+                .map(|c| AdmittedCaller { namespace: c.namespace.clone(), service_account: c.service_account.clone() }),
+        )
+        .to_entry()
+    });
+    let hash = policy_hash(json.as_bytes(), callers.as_deref().map(str::as_bytes));
+    GatewayDocument { json, callers, hash }
 }

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::api::{Fallback, Identity, ImageVariationPolicySpec, Retry, TargetRef, Timeout};
+use crate::api::{Caller, Fallback, Identity, ImageVariationPolicySpec, Retry, TargetRef, Timeout};
 use crate::limits::*;
 
 /// What kind of finding a [`Violation`] is, where code must tell findings apart.
@@ -263,6 +263,9 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
     if let Some(timeout) = &spec.timeout {
         check_timeout(&mut report, timeout);
     }
+    if let Some(callers) = &spec.callers {
+        check_callers(&mut report, callers);
+    }
     report
 }
 
@@ -362,6 +365,38 @@ fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
         let resolved = (target.resolved_namespace(namespace), target.name.as_str());
         if !seen.insert(resolved) {
             report.error("spec.targetRefs", msg::duplicate(format!("{}/{} (entry [{i}])", resolved.0, resolved.1)));
+        }
+    }
+}
+
+fn check_callers(report: &mut Report, callers: &[Caller]) {
+    report.check_items("spec.callers", callers.len(), 1, CALLERS_MAX);
+    let mut seen = BTreeSet::new();
+    for (i, caller) in callers.iter().enumerate() {
+        let path = format!("spec.callers[{i}]");
+        report.check_string(
+            &format!("{path}.namespace"),
+            &caller.namespace,
+            1,
+            DNS1123_LABEL_MAX,
+            Some(DNS1123_LABEL_PATTERN),
+        );
+        if let Some(sa) = &caller.service_account {
+            report.check_string(
+                &format!("{path}.serviceAccount"),
+                sa,
+                1,
+                DNS1123_SUBDOMAIN_MAX,
+                Some(DNS1123_SUBDOMAIN_PATTERN),
+            );
+        }
+        // Reported on the list, as the CRD's CEL rule does.
+        if !seen.insert((caller.namespace.as_str(), caller.service_account.as_deref())) {
+            let who = match &caller.service_account {
+                Some(sa) => format!("{}/{sa}", caller.namespace),
+                None => caller.namespace.clone(),
+            };
+            report.error("spec.callers", msg::duplicate(format!("{who} (entry [{i}])")));
         }
     }
 }

@@ -192,6 +192,7 @@ impl GatewayStartFailure {
             .arg("gateway")
             .arg("--listen=127.0.0.1:0")
             .args(args)
+            .env("ROUTERPOLICY_GATEWAY_AUTH", "none")
             .output()
             .expect("run gateway");
         assert_eq!(out.status.code(), Some(1), "exit 1");

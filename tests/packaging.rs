@@ -222,6 +222,21 @@ fn the_charts_rbac_admission_policies_and_security_settings_equal_deploy() {
         (find(&chart, "Role", "routerpolicy-gateway"), find(&deploy, "Role", "routerpolicy-gateway"));
     assert_eq!(chart_role["rules"], deploy_role["rules"], "gateway Role rules");
     assert_eq!(find(&chart, "RoleBinding", "routerpolicy-gateway")["roleRef"]["name"], "routerpolicy-gateway");
+    // Who calls (--auth serviceaccount, the default of both): TokenReviews, nothing else.
+    assert_eq!(
+        find(&chart, "ClusterRole", "routerpolicy-gateway-tokenreview")["rules"],
+        find(&deploy, "ClusterRole", "routerpolicy-gateway-tokenreview")["rules"],
+        "gateway TokenReview ClusterRole rules"
+    );
+    let (chart_binding, deploy_binding) = (
+        find(&chart, "ClusterRoleBinding", "routerpolicy-gateway-tokenreview-image-gateway"),
+        find(&deploy, "ClusterRoleBinding", "routerpolicy-gateway-tokenreview"),
+    );
+    assert_eq!(chart_binding["subjects"], deploy_binding["subjects"], "TokenReview binding subjects");
+    assert!(gw_args.contains(&serde_json::json!("--auth=serviceaccount")), "{gw_args:?}");
+    let without = documents(&template(&["--set", "gateway.enabled=true,gateway.auth.mode=none"]));
+    assert!(!without.iter().any(|d| d["kind"] == "ClusterRoleBinding"
+        && d["metadata"]["name"].as_str().is_some_and(|n| n.contains("tokenreview"))));
     for kind in ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] {
         assert_eq!(
             find(&chart, kind, "routerpolicy-gateway-reports")["spec"],

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::gateway::VARIATIONS_PATH;
+use crate::gateway::auth::{AuthError, Caller};
 use crate::gateway::rewrite::RewriteError;
 use crate::key::{KeyError, PolicyKey};
 
@@ -44,6 +45,20 @@ pub enum ProxyError {
         name = .0.to_string()
     )]
     PolicyNotFound(PolicyKey),
+    /// The caller is not authenticated (or could not be checked now).
+    #[error("{0}")]
+    Unauthenticated(#[source] AuthError),
+    /// The caller may not use the policy.
+    #[error(
+        "ServiceAccount {caller} may not use policy {policy:?}: it is not in namespace {namespace:?} and the policy's spec.callers does not admit it",
+        policy = .policy.to_string(), namespace = .policy.namespace
+    )]
+    Forbidden {
+        /// Who calls.
+        caller: Caller,
+        /// The policy.
+        policy: PolicyKey,
+    },
     /// The body is larger than `--max-body-bytes`.
     #[error("request body exceeds {0} bytes (--max-body-bytes)")]
     BodyTooLarge(u64),
@@ -88,6 +103,9 @@ impl ProxyError {
             | ProxyError::BodyUnreadable(_)
             | ProxyError::MultipartInvalid(_)
             | ProxyError::PathInvalid(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthenticated(AuthError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +123,15 @@ impl ProxyError {
             ProxyError::PolicyHeaderNotAscii | ProxyError::PolicyNameInvalid { .. } => "policy_name_invalid",
             ProxyError::PolicyRequired => "policy_required",
             ProxyError::PolicyNotFound(_) => "policy_not_found",
+            ProxyError::Unauthenticated(e) => match e {
+                AuthError::Missing => "unauthenticated",
+                AuthError::Malformed(_) => "token_malformed",
+                AuthError::WrongAudience(_) => "token_audience",
+                AuthError::Expired => "token_expired",
+                AuthError::Rejected(_) | AuthError::NotServiceAccount(_) => "token_rejected",
+                AuthError::Unavailable(_) => "auth_unavailable",
+            },
+            ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::Overloaded => "overloaded",
@@ -126,6 +153,19 @@ impl IntoResponse for ProxyError {
         match self {
             ProxyError::MethodNotAllowed => {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            ProxyError::Unauthenticated(AuthError::Unavailable(_)) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // RFC 6750: no error attribute when no credential was sent.
+            ProxyError::Unauthenticated(AuthError::Missing) => {
+                let challenge = HeaderValue::from_static("Bearer realm=\"routerpolicy-gateway\"");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            ProxyError::Unauthenticated(_) => {
+                let challenge =
+                    HeaderValue::from_static("Bearer realm=\"routerpolicy-gateway\", error=\"invalid_token\"");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
             }
             // Shed before the body was read: tell the client when to come back.
             ProxyError::Overloaded => {

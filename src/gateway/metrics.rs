@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::gateway::auth::AuthOutcome;
 use crate::key::PolicyKey;
 
 /// A policy label is `<namespace>.<name>`, the name a caller selects it by.
@@ -44,6 +45,13 @@ pub struct PolicyInfoLabels {
     pub hash: String,
 }
 
+/// Labels of an authentication count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// What came of it.
+    pub outcome: AuthOutcome,
+}
+
 /// The gateway's metrics.
 pub struct GatewayMetrics {
     registry: Registry,
@@ -69,6 +77,10 @@ pub struct GatewayMetrics {
     pub body_timeouts: Counter,
     /// Bytes of request bodies reserved now (of `--max-buffered-bytes`).
     pub buffered_bytes: Gauge,
+    /// Callers checked (`--auth serviceaccount`), by outcome.
+    pub auth: Family<AuthLabels, Counter>,
+    /// TokenReviews sent to the API server (tokens not in the cache).
+    pub token_reviews: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -118,7 +130,10 @@ impl Default for GatewayMetrics {
             "1 while the ConfigMap watch is healthy, 0 while it fails (--config-map)",
             source_up.clone(),
         );
+        let (auth, token_reviews) = register_auth(&mut registry);
         GatewayMetrics {
+            auth,
+            token_reviews,
             registry,
             requests,
             upstream_duration,
@@ -133,6 +148,18 @@ impl Default for GatewayMetrics {
             buffered_bytes,
         }
     }
+}
+
+fn register_auth(registry: &mut Registry) -> (Family<AuthLabels, Counter>, Counter) {
+    let auth = Family::<AuthLabels, Counter>::default();
+    let token_reviews = Counter::default();
+    registry.register("auth", "Callers checked (--auth serviceaccount), by outcome", auth.clone());
+    registry.register(
+        "token_reviews",
+        "TokenReviews sent to the API server (tokens not in the cache)",
+        token_reviews.clone(),
+    );
+    (auth, token_reviews)
 }
 
 impl GatewayMetrics {

@@ -13,13 +13,14 @@
 //! replica keeps a report Lease of what it serves ([`report`]).
 //!
 //! One concern per file: [`options`] (flags, start-up errors), [`server`] (connections),
-//! [`proxy`] (the request path), [`budget`] (request bodies held at once), [`error`] (every
+//! [`proxy`] (the request path), [`auth`] (who calls), [`budget`] (request bodies held at once), [`error`] (every
 //! refusal as its response), [`headers`]
 //! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new
 //! set of documents), [`source`] (the ConfigMap watch), [`report`] (the Lease), [`store`] and
 //! [`rewrite`] (pure), [`metrics`]. It imports nothing of the operator: only the leaves
 //! [`crate::key`], [`crate::hash`], [`crate::process`] and [`crate::report`].
 
+pub mod auth;
 pub mod budget;
 pub mod error;
 pub mod headers;
@@ -73,6 +74,8 @@ pub struct Gateway {
     body_timeout: Duration,
     budget: budget::Budget,
     request_timeout: Duration,
+    /// Checks callers (`--auth serviceaccount`); `None` with `--auth none`.
+    auth: Option<auth::Authenticator>,
     metrics: GatewayMetrics,
     loaded: AtomicBool,
     draining: AtomicBool,
@@ -97,8 +100,9 @@ impl Admin for Gateway {
 }
 
 impl Gateway {
-    /// The gateway of `options`, serving nothing until the first reload.
-    fn new(options: &GatewayOptions) -> Result<Gateway, GatewayError> {
+    /// The gateway of `options`, serving nothing until the first reload; `client` is the
+    /// Kubernetes client when a flag needs one.
+    fn new(options: &GatewayOptions, client: Option<kube::Client>) -> Result<Gateway, GatewayError> {
         let upstream = Upstream::parse(&options.upstream)?;
         let default_policy = match &options.default_policy {
             Some(name) => Some(
@@ -129,6 +133,7 @@ impl Gateway {
             body_timeout: options.body_timeout.0,
             budget: budget::Budget::new(options.max_buffered_bytes, metrics.buffered_bytes.clone()),
             request_timeout: options.request_timeout.0,
+            auth: authenticator(options, client),
             metrics,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -139,12 +144,16 @@ impl Gateway {
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains in-flight requests.
 pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
-    let gw = Arc::new(Gateway::new(&options)?);
+    let client = if options.config_map.is_some() || options.auth == auth::AuthMode::Serviceaccount {
+        Some(kube::Client::try_default().await.map_err(GatewayError::Kube)?)
+    } else {
+        None
+    };
+    let gw = Arc::new(Gateway::new(&options, client.clone())?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let dir = match &options.config_map {
-        Some(target) => {
-            let client = kube::Client::try_default().await.map_err(GatewayError::Kube)?;
+    let dir = match (&options.config_map, client) {
+        (Some(target), Some(client)) => {
             tasks.spawn(source::watch_configmap(gw.clone(), client.clone(), target.clone(), stop_rx.clone()));
             if options.report {
                 tasks.spawn(report::report(
@@ -155,7 +164,7 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             }
             None
         }
-        None => Some(options.config_dir.clone()),
+        _ => Some(options.config_dir.clone()),
     };
     tasks.spawn(reload::reloader(gw.clone(), dir, options.api_key_file.clone(), options.poll_interval.0, stop_rx));
     let app = Router::new()
@@ -174,6 +183,7 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         addr = %options.listen,
         upstream = %options.upstream,
         policies = %source,
+        auth = ?options.auth,
         "gateway serving POST {VARIATIONS_PATH}, /metrics, /healthz and /readyz"
     );
     let drain = {
@@ -189,6 +199,22 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     while tasks.join_next().await.is_some() {}
     info!("drained; stopped");
     Ok(())
+}
+
+/// The caller check of `--auth serviceaccount` (`None` with `--auth none`, said once in the
+/// log).
+fn authenticator(options: &GatewayOptions, client: Option<kube::Client>) -> Option<auth::Authenticator> {
+    let client = client.filter(|_| options.auth == auth::AuthMode::Serviceaccount);
+    if client.is_none() {
+        warn!("--auth none: anyone who reaches this gateway may use every policy it serves with its orq key");
+    }
+    let settings = auth::AuthSettings {
+        audience: options.auth_audience.clone(),
+        cache_ttl: options.auth_cache_ttl.0,
+        negative_ttl: options.auth_cache_ttl.0.min(Duration::from_secs(5)),
+        cache_size: options.auth_cache_size.max(1),
+    };
+    client.map(|client| auth::Authenticator::new(client, settings))
 }
 
 /// The report Lease writer of this replica: its identity (`--identity`, the pod name, or the

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::gateway::auth::AuthMode;
 use crate::key::{KeyError, TargetKey};
 use crate::process::LogFormat;
 
@@ -109,6 +110,24 @@ pub struct GatewayOptions {
     /// How often the config directory and the key file are checked for changes.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_POLL_INTERVAL", default_value = "1s")]
     pub poll_interval: DurationArg,
+    /// Who may call: `serviceaccount` — the caller's `Authorization: Bearer` must be a
+    /// Kubernetes ServiceAccount token for --auth-audience (checked by the API server with a
+    /// TokenReview, then cached), and it may use its own namespace's policies and those whose
+    /// `spec.callers` admit it; `none` — anyone who reaches the gateway may use any policy it
+    /// serves (choose it only where the network already decides who calls).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH", value_enum, default_value = "serviceaccount")]
+    pub auth: AuthMode,
+    /// The audience callers' tokens must be for (the `audience` of their projected token).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_AUDIENCE", default_value = "routerpolicy-gateway")]
+    pub auth_audience: String,
+    /// How long a token the API server accepted is trusted without asking again (never past
+    /// its expiry); a deleted ServiceAccount's token stops working within this long. Refusals
+    /// are remembered for the shorter of this and 5s.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_CACHE_TTL", default_value = "30s")]
+    pub auth_cache_ttl: DurationArg,
+    /// Tokens remembered at most (about 200 bytes each).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_CACHE_SIZE", default_value_t = 10_000)]
+    pub auth_cache_size: usize,
     /// Log format.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -140,8 +159,8 @@ pub enum GatewayError {
         /// What is wrong.
         reason: String,
     },
-    /// No Kubernetes client for --config-map.
-    #[error("--config-map needs a Kubernetes client: {0}")]
+    /// No Kubernetes client for --config-map or --auth serviceaccount.
+    #[error("--config-map and --auth serviceaccount need a Kubernetes client: {0}")]
     Kube(#[source] kube::Error),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
@@ -163,7 +182,7 @@ impl GatewayError {
             }
             GatewayError::Listen { .. } => Some("choose a free address with --listen"),
             GatewayError::Kube(_) => Some(
-                "run in a pod with a ServiceAccount token, or set KUBECONFIG; or mount the ConfigMap and use --config-dir",
+                "run in a pod with a ServiceAccount token, or set KUBECONFIG; or mount the ConfigMap and use --config-dir with --auth none",
             ),
             _ => None,
         }

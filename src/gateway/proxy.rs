@@ -14,9 +14,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tracing::{debug, warn};
 
+use crate::gateway::auth::{AuthOutcome, Caller};
 use crate::gateway::error::ProxyError;
 use crate::gateway::headers::strip_hop_by_hop;
-use crate::gateway::metrics::PolicyLabels;
+use crate::gateway::metrics::{AuthLabels, PolicyLabels};
 use crate::gateway::rewrite::{self, Rewritten};
 use crate::gateway::store::ServedPolicy;
 use crate::gateway::upstream::{Chunks, error_chain, is_timeout};
@@ -25,7 +26,14 @@ use crate::key::PolicyKey;
 
 /// `POST /v2/router/images/variations`.
 pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
-    let policy = match select_policy(&gw, request.method(), request.headers()) {
+    if request.method() != Method::POST {
+        return answer(&gw, None, ProxyError::MethodNotAllowed);
+    }
+    let caller = match authenticate(&gw, request.headers()).await {
+        Ok(caller) => caller,
+        Err(error) => return answer(&gw, None, error),
+    };
+    let policy = match select_policy(&gw, request.headers()).and_then(|p| authorize(&gw, caller.as_deref(), p)) {
         Ok(policy) => policy,
         Err(error) => return answer(&gw, None, error),
     };
@@ -49,11 +57,38 @@ fn answer(gw: &Gateway, policy: Option<&PolicyKey>, error: ProxyError) -> Respon
     error.into_response()
 }
 
-/// The served policy the request names (`X-Routerpolicy-Policy`, or `--default-policy`).
-fn select_policy(gw: &Gateway, method: &Method, headers: &HeaderMap) -> Result<Arc<ServedPolicy>, ProxyError> {
-    if method != Method::POST {
-        return Err(ProxyError::MethodNotAllowed);
+/// The caller (`--auth serviceaccount`; `None` with `--auth none`), or why it is refused.
+async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Option<Arc<Caller>>, ProxyError> {
+    let Some(auth) = &gw.auth else { return Ok(None) };
+    let (verdict, asked) = auth.authenticate(headers).await;
+    if asked {
+        gw.metrics.token_reviews.inc();
     }
+    verdict.map(Some).map_err(|error| {
+        gw.metrics.auth.get_or_create(&AuthLabels { outcome: error.outcome() }).inc();
+        debug!(reason = %error, "caller not authenticated");
+        ProxyError::Unauthenticated(error)
+    })
+}
+
+/// `policy`, if `caller` may use it: its own namespace's, or admitted by `spec.callers`.
+fn authorize(
+    gw: &Gateway,
+    caller: Option<&Caller>,
+    policy: Arc<ServedPolicy>,
+) -> Result<Arc<ServedPolicy>, ProxyError> {
+    let Some(caller) = caller else { return Ok(policy) };
+    if policy.callers.admits(&policy.key.namespace, &caller.namespace, &caller.service_account) {
+        gw.metrics.auth.get_or_create(&AuthLabels { outcome: AuthOutcome::Allowed }).inc();
+        return Ok(policy);
+    }
+    gw.metrics.auth.get_or_create(&AuthLabels { outcome: AuthOutcome::Forbidden }).inc();
+    debug!(caller = %caller, policy = %policy.key, "caller may not use the policy");
+    Err(ProxyError::Forbidden { caller: caller.clone(), policy: policy.key.clone() })
+}
+
+/// The served policy the request names (`X-Routerpolicy-Policy`, or `--default-policy`).
+fn select_policy(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<ServedPolicy>, ProxyError> {
     let named = match headers.get(POLICY_HEADER) {
         Some(value) => Some(value.to_str().map_err(|_| ProxyError::PolicyHeaderNotAscii)?.trim().to_string()),
         None => None,

@@ -34,7 +34,7 @@ fn fingerprint(dir: &Path) -> std::io::Result<Fingerprint> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if PolicyKey::from_data_key(&name).is_none() {
+        if PolicyKey::owner_of_data_key(&name).is_none() {
             continue;
         }
         let meta = std::fs::metadata(entry.path()).ok().map(|m| {

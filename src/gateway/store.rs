@@ -10,14 +10,18 @@
 //!   bytes, hashed as the operator hashes `status.configHash`;
 //! - a file that cannot be read or is not a JSON object keeps that policy's last good
 //!   document (or, never loaded, serves nothing) and is reported;
-//! - a file that is gone stops serving its policy.
+//! - a file that is gone stops serving its policy;
+//! - beside it, `<namespace>.<name>.callers` lists who else may use the policy
+//!   ([`crate::callers`]); it goes with its document: a broken one keeps the last good pair, and
+//!   the served hash covers both ([`policy_hash`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::hash::short_hash;
+use crate::callers::Callers;
+use crate::hash::policy_hash;
 use crate::key::PolicyKey;
 
 /// One served policy.
@@ -27,7 +31,12 @@ pub struct ServedPolicy {
     pub key: PolicyKey,
     /// The document, exactly as the file holds it.
     pub document: Bytes,
-    /// First 16 hex digits of its SHA-256, the same as the policy's `status.configHash`.
+    /// The callers entry's text, when the policy has one.
+    pub callers_entry: Option<Bytes>,
+    /// Who may use it besides its own namespace.
+    pub callers: Callers,
+    /// [`policy_hash`] of the document and callers entry, the same as the policy's
+    /// `status.configHash`.
     pub hash: String,
     /// Whether this is a last good document kept because the file is now broken.
     pub stale: bool,
@@ -69,8 +78,8 @@ pub struct Reload {
     pub errors: Vec<ReloadError>,
 }
 
-/// Why a file's bytes cannot be served, if they cannot: a document is a JSON object of at most
-/// `max_bytes`.
+/// Why a document's bytes cannot be served, if they cannot: a document is a JSON object of at
+/// most `max_bytes`.
 fn problem(read: &FileRead, max_bytes: usize) -> Option<String> {
     match read {
         Ok(bytes) if bytes.len() > max_bytes => {
@@ -85,36 +94,58 @@ fn problem(read: &FileRead, max_bytes: usize) -> Option<String> {
     }
 }
 
+/// A policy's files as read: its document and, if there is one, its callers entry.
+struct PolicyFiles {
+    document: FileRead,
+    callers: Option<FileRead>,
+}
+
+/// The policy the files make, or why they make none.
+fn served(policy: PolicyKey, files: PolicyFiles, max_bytes: usize) -> Result<ServedPolicy, String> {
+    if let Some(problem) = problem(&files.document, max_bytes) {
+        return Err(problem);
+    }
+    let document = Bytes::from(files.document?);
+    let (callers_entry, callers) = match files.callers {
+        None => (None, Callers::default()),
+        Some(read) => {
+            let bytes = read.map_err(|e| format!("callers entry: cannot read: {e}"))?;
+            let callers = Callers::parse(&bytes)?;
+            (Some(Bytes::from(bytes)), callers)
+        }
+    };
+    let hash = policy_hash(&document, callers_entry.as_deref());
+    Ok(ServedPolicy { key: policy, document, callers_entry, callers, hash, stale: false })
+}
+
 /// Builds the next snapshot from the previous one and the files of the directory (by file
-/// name; names that are not `<namespace>.<name>.json` are not policies); a document larger
-/// than `max_document_bytes` is refused like a broken one.
-pub fn reload(previous: &Snapshot, files: BTreeMap<String, FileRead>, max_document_bytes: usize) -> Reload {
+/// name; names that are not `<namespace>.<name>.json` are not policies, and a
+/// `<namespace>.<name>.callers` goes with its document); a document larger than
+/// `max_document_bytes` is refused like a broken one.
+pub fn reload(previous: &Snapshot, mut files: BTreeMap<String, FileRead>, max_document_bytes: usize) -> Reload {
     let mut next = BTreeMap::new();
     let mut out = Reload::default();
-    for (file, read) in files {
-        let Some(policy) = PolicyKey::from_data_key(&file) else { continue };
+    let documents: Vec<(PolicyKey, String)> =
+        files.keys().filter_map(|f| Some((PolicyKey::from_data_key(f)?, f.clone()))).collect();
+    for (policy, file) in documents {
+        let Some(document) = files.remove(&file) else { continue };
+        let read = PolicyFiles { document, callers: files.remove(&policy.callers_key()) };
         let before = previous.policies.get(&policy);
-        match (problem(&read, max_document_bytes), read) {
-            (None, Ok(bytes)) => {
-                let document = Bytes::from(bytes);
-                match before {
-                    Some(b) if b.document == document && !b.stale => {
-                        next.insert(policy, b.clone());
-                    }
-                    _ => {
-                        if before.is_some() {
-                            out.changed.push(policy.clone());
-                        } else {
-                            out.added.push(policy.clone());
-                        }
-                        let hash = short_hash(&document);
-                        let served = ServedPolicy { key: policy.clone(), document, hash, stale: false };
-                        next.insert(policy, Arc::new(served));
-                    }
+        match served(policy.clone(), read, max_document_bytes) {
+            Ok(now) => match before {
+                Some(b) if b.document == now.document && b.callers_entry == now.callers_entry && !b.stale => {
+                    next.insert(policy, b.clone());
                 }
-            }
-            (problem, _) => {
-                let message = problem.unwrap_or_default();
+                _ => {
+                    if before.is_some() {
+                        out.changed.push(policy.clone());
+                    } else {
+                        out.added.push(policy.clone());
+                    }
+                    next.insert(policy, Arc::new(now));
+                }
+            },
+            Err(message) => {
                 out.errors.push(ReloadError { policy: policy.clone(), message, kept_last_good: before.is_some() });
                 if let Some(b) = before {
                     let kept =
@@ -149,8 +180,29 @@ mod tests {
             reload(&Snapshot::default(), files(&[("team.a.json", r#"{"retry":{"count":2}}"#), ("..data", "x")]), MAX);
         assert_eq!(r.added, [key("team.a")]);
         let p = &r.snapshot.policies[&key("team.a")];
-        assert_eq!(p.hash, short_hash(br#"{"retry":{"count":2}}"#));
+        assert_eq!(p.hash, crate::hash::short_hash(br#"{"retry":{"count":2}}"#));
         assert_eq!(&p.document[..], br#"{"retry":{"count":2}}"#);
+    }
+
+    #[test]
+    fn a_callers_entry_goes_with_its_document_and_into_its_hash() {
+        let callers = r#"[{"namespace":"team-b"}]"#;
+        let first = reload(&Snapshot::default(), files(&[("team.a.json", "{}"), ("team.a.callers", callers)]), MAX);
+        let p = &first.snapshot.policies[&key("team.a")];
+        assert!(p.callers.admits("team", "team-b", "app"));
+        assert_eq!(p.hash, policy_hash(b"{}", Some(callers.as_bytes())));
+        assert_ne!(p.hash, crate::hash::short_hash(b"{}"));
+        // The list goes: same document, a new hash, nobody else admitted.
+        let second = reload(&first.snapshot, files(&[("team.a.json", "{}")]), MAX);
+        assert_eq!(second.changed, [key("team.a")]);
+        assert!(!second.snapshot.policies[&key("team.a")].callers.admits("team", "team-b", "app"));
+        // A broken list keeps the last good pair.
+        let third = reload(&first.snapshot, files(&[("team.a.json", "{\"a\":1}"), ("team.a.callers", "[1]")]), MAX);
+        assert!(third.errors[0].message.contains("callers"), "{:?}", third.errors);
+        let kept = &third.snapshot.policies[&key("team.a")];
+        assert!(kept.stale && &kept.document[..] == b"{}" && kept.callers.admits("team", "team-b", "x"));
+        // A list without its document serves nothing.
+        assert!(reload(&Snapshot::default(), files(&[("team.b.callers", callers)]), MAX).snapshot.policies.is_empty());
     }
 
     #[test]

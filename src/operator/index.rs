@@ -317,7 +317,7 @@ impl Index {
     fn set_live(&mut self, target: &TargetKey, live: Option<ExistingTarget>) {
         let entry = self.targets.entry(target.clone()).or_default();
         let held = |live: &Option<ExistingTarget>| -> Vec<PolicyKey> {
-            live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::from_data_key(k)).collect()
+            live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::owner_of_data_key(k)).collect()
         };
         let old_keys = held(&entry.live);
         entry.live = live;
@@ -402,11 +402,11 @@ impl Index {
         let entry = self.targets.get(target);
         let live = entry.and_then(|e| e.live.clone());
         let mut keys: BTreeSet<PolicyKey> = entry.map(|e| e.wanted_by.iter().cloned().collect()).unwrap_or_default();
-        keys.extend(live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::from_data_key(k)));
+        keys.extend(live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::owner_of_data_key(k)));
         let mut policies = Vec::new();
         let mut revisions = BTreeMap::new();
         for key in keys {
-            let holds = live.as_ref().is_some_and(|l| l.holds(&key.data_key()));
+            let holds = live.as_ref().is_some_and(|l| l.holds(&key.data_key()) || l.holds(&key.callers_key()));
             if !self.boundary.contains(&key.namespace) {
                 if holds {
                     policies.push(PolicyAtTarget::new(key, Content::NotWatched));
@@ -418,7 +418,7 @@ impl Index {
             };
             let named = policy.targets.contains(target);
             let content = match &policy.document {
-                Some(doc) if named => Content::Document(doc.json.clone()),
+                Some(doc) if named => Content::Document(doc.clone()),
                 Some(_) => continue, // retargeted: its key goes
                 None if named || holds => Content::KeepLastGood,
                 None => continue,
@@ -435,7 +435,7 @@ impl Index {
     fn unparsable_keys_outside(&self, live: Option<&ExistingTarget>) -> Vec<PolicyAtTarget> {
         live.iter()
             .flat_map(|l| l.owned.keys())
-            .filter(|k| PolicyKey::from_data_key(k).is_none() && !self.boundary.contains_data_key(k))
+            .filter(|k| PolicyKey::owner_of_data_key(k).is_none() && !self.boundary.contains_data_key(k))
             .map(|k| PolicyAtTarget {
                 policy: PolicyKey::new(PolicyKey::namespace_of_data_key(k), ""),
                 key: k.clone(),

@@ -16,6 +16,7 @@ use crate::limits::CONFIGMAP_MAX_BYTES;
 use crate::operator::configmap::{
     ALLOWED_NAMESPACES_ANNOTATION, CONFIG_HASH_ANNOTATION, ExistingTarget, GATEWAY_LABEL, entry_size,
 };
+use crate::render::GatewayDocument;
 
 /// The resolved, de-duplicated targets of a policy spec in `namespace`.
 pub fn spec_targets(namespace: &str, spec: &ImageVariationPolicySpec) -> Vec<TargetKey> {
@@ -32,7 +33,8 @@ pub fn spec_targets(namespace: &str, spec: &ImageVariationPolicySpec) -> Vec<Tar
 pub struct PolicyAtTarget {
     /// The policy.
     pub policy: PolicyKey,
-    /// Its data key (`policy.data_key()`, made once).
+    /// Its document's data key (`policy.data_key()`, made once); its callers entry, if any,
+    /// is under `policy.callers_key()`.
     pub key: String,
     /// What it wants there.
     pub content: Content,
@@ -43,13 +45,18 @@ impl PolicyAtTarget {
     pub fn new(policy: PolicyKey, content: Content) -> Self {
         PolicyAtTarget { key: policy.data_key(), policy, content }
     }
+
+    /// The data keys the policy may hold: its document's and its callers entry's.
+    fn keys(&self) -> [String; 2] {
+        [self.key.clone(), self.policy.callers_key()]
+    }
 }
 
 /// What a policy wants in the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
-    /// A valid policy's rendered document.
-    Document(String),
+    /// A valid policy's rendered document (and callers entry).
+    Document(GatewayDocument),
     /// An invalid policy: keep whatever good document is there already.
     KeepLastGood,
     /// A key of a policy in a namespace this operator instance does not watch: kept at its
@@ -223,25 +230,27 @@ fn fill(
 ) -> BTreeMap<String, String> {
     // Keys of policies this instance does not watch stay exactly as they are.
     let mut apply = BTreeMap::new();
-    for policy in policies.iter().filter(|p| p.content == Content::NotWatched) {
-        if let Some(value) = existing.and_then(|e| e.owned.get(&policy.key)) {
-            apply.insert(policy.key.clone(), value.clone());
+    let keep = |apply: &mut BTreeMap<String, String>, policy: &PolicyAtTarget| {
+        for key in policy.keys() {
+            if let Some(value) = existing.and_then(|e| e.owned.get(&key)) {
+                apply.insert(key, value.clone());
+            }
         }
+    };
+    for policy in policies.iter().filter(|p| p.content == Content::NotWatched) {
+        keep(&mut apply, policy);
     }
-    let mut used = foreign_bytes(existing, permitted) + apply.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>();
     // First pass: what already lives there stays (at its current value), so nothing served is
     // dropped; second pass: updates and newcomers, in key order, while they fit.
     for policy in permitted {
-        if let Some(value) = existing.and_then(|e| e.owned.get(&policy.key)) {
-            used += entry_size(&policy.key, value);
-            apply.insert(policy.key.clone(), value.clone());
-        }
+        keep(&mut apply, policy);
     }
+    let mut used = foreign_bytes(existing, permitted) + apply.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>();
     for policy in permitted {
         let outcome = match &policy.content {
             Content::NotWatched => continue,
             Content::KeepLastGood => Outcome::Retained { has_last_good: apply.contains_key(&policy.key) },
-            Content::Document(doc) => place(target, &mut apply, &mut used, &policy.key, doc),
+            Content::Document(doc) => place(target, &mut apply, &mut used, policy, doc),
         };
         outcomes.insert(policy.policy.clone(), outcome);
     }
@@ -251,7 +260,7 @@ fn fill(
 /// What other writers hold: their keys count against the size limit too (a key this plan
 /// writes is the operator's after the apply, whoever held it before).
 fn foreign_bytes(existing: Option<&ExistingTarget>, permitted: &[&PolicyAtTarget]) -> usize {
-    let writes: BTreeSet<&str> = permitted.iter().map(|p| p.key.as_str()).collect();
+    let writes: BTreeSet<String> = permitted.iter().flat_map(|p| p.keys()).collect();
     existing
         .map(|e| {
             e.binary_bytes
@@ -260,20 +269,35 @@ fn foreign_bytes(existing: Option<&ExistingTarget>, permitted: &[&PolicyAtTarget
         .unwrap_or(0)
 }
 
-/// Puts `doc` under `key` if it fits in what is left of 1 MiB (`used` bytes are taken).
-fn place(target: &TargetKey, apply: &mut BTreeMap<String, String>, used: &mut usize, key: &str, doc: &str) -> Outcome {
-    let old = apply.get(key).map(|v| entry_size(key, v)).unwrap_or(0);
-    let new = entry_size(key, doc);
+/// Puts the policy's document (and its callers entry, or no entry) in place of what it has
+/// there, both or neither, if they fit in what is left of 1 MiB (`used` bytes are taken).
+fn place(
+    target: &TargetKey,
+    apply: &mut BTreeMap<String, String>,
+    used: &mut usize,
+    policy: &PolicyAtTarget,
+    doc: &GatewayDocument,
+) -> Outcome {
+    let key = &policy.key;
+    let callers_key = policy.policy.callers_key();
+    let size_of = |apply: &BTreeMap<String, String>, k: &str| apply.get(k).map(|v| entry_size(k, v)).unwrap_or(0);
+    let had_document = apply.contains_key(key);
+    let old = size_of(apply, key) + size_of(apply, &callers_key);
+    let new = entry_size(key, &doc.json) + doc.callers.as_deref().map(|c| entry_size(&callers_key, c)).unwrap_or(0);
     if *used - old + new <= CONFIGMAP_MAX_BYTES {
         *used = *used - old + new;
-        apply.insert(key.to_string(), doc.to_string());
+        apply.insert(key.clone(), doc.json.clone());
+        match &doc.callers {
+            Some(callers) => apply.insert(callers_key, callers.clone()),
+            None => apply.remove(&callers_key),
+        };
         return Outcome::Synced;
     }
     Outcome::TargetFull {
-        has_last_good: old > 0,
+        has_last_good: had_document,
         message: format!(
             "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this document ({new} bytes); {}",
-            if old > 0 { "the previous document stays" } else { "it was not added" }
+            if had_document { "the previous document stays" } else { "it was not added" }
         ),
     }
 }
@@ -289,7 +313,9 @@ mod tests {
     }
 
     fn policy(namespace: &str, name: &str, doc: &str) -> PolicyAtTarget {
-        PolicyAtTarget::new(PolicyKey::new(namespace, name), Content::Document(doc.into()))
+        let document =
+            GatewayDocument { json: doc.into(), callers: None, hash: crate::hash::short_hash(doc.as_bytes()) };
+        PolicyAtTarget::new(PolicyKey::new(namespace, name), Content::Document(document))
     }
 
     fn invalid(namespace: &str, name: &str) -> PolicyAtTarget {

@@ -266,8 +266,9 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Starts the binary's `gateway` with `--listen` on a free port, `--log-level info`, the
-    /// given flags, its log in `log_dir`; waits until `/healthz` answers.
+    /// Starts the binary's `gateway` with `--listen` on a free port, `--log-level info`,
+    /// `--auth none` (a flag in `args` or `env` overrides it), the given flags, its log in
+    /// `log_dir`; waits until `/healthz` answers.
     pub fn start(log_dir: &Path, args: &[String]) -> GatewayProcess {
         GatewayProcess::start_with_env(log_dir, args, &[])
     }
@@ -287,6 +288,7 @@ impl GatewayProcess {
             .arg(format!("--listen={addr}"))
             .args(args)
             .env("ROUTERPOLICY_GATEWAY_LOG_LEVEL", "info")
+            .env("ROUTERPOLICY_GATEWAY_AUTH", "none")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)

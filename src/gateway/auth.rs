@@ -1,0 +1,379 @@
+//! Who calls (`--auth serviceaccount`): the caller's `Authorization: Bearer` must be a
+//! Kubernetes ServiceAccount token for the gateway's audience, and the caller may use the
+//! policies of its own namespace and those whose `spec.callers` admit it.
+//!
+//! The API server decides: a token the gateway has not seen is sent to it in a TokenReview
+//! (which checks the signature, the audience, the expiry, and that the ServiceAccount — and,
+//! for a bound token, its pod — still exist), and the answer is cached for `--auth-cache-ttl`
+//! (never past the token's expiry), so steady traffic makes no API call. Cheap checks come
+//! first and need no API call at all: a missing or malformed token, another audience, an
+//! expired token. The cache is keyed by the token's SHA-256, bounded by `--auth-cache-size`;
+//! no token is ever logged or kept in clear.
+//!
+//! Why TokenReview and not local JWT verification: a signature check alone cannot see that a
+//! ServiceAccount or a bound pod was deleted (it would need a cluster-wide watch of both), and
+//! the issuer's keys are often not reachable from pods; one TokenReview per token per TTL costs
+//! about a millisecond (docs/benchmarks.md), a cached answer a few microseconds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use kube::api::{Api, PostParams};
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+/// How callers are checked.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// ServiceAccount tokens, checked by the API server (TokenReview), cached.
+    Serviceaccount,
+    /// Nobody is checked: anyone who reaches the gateway may use any policy it serves.
+    None,
+}
+
+/// An authenticated caller: a ServiceAccount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub service_account: String,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service_account)
+    }
+}
+
+/// Why a caller is not authenticated (401), or could not be checked (503). Never holds the
+/// token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("no credential: send a ServiceAccount token as Authorization: Bearer <token> (the orq SDK's apiKey)")]
+    Missing,
+    /// Not `Bearer <JWT>`.
+    #[error("the Authorization header is not a bearer token in JWT form ({0})")]
+    Malformed(&'static str),
+    /// The token is for another audience.
+    #[error("the token is not for the audience {0:?}; request a projected token with that audience")]
+    WrongAudience(String),
+    /// The token has expired.
+    #[error("the token has expired")]
+    Expired,
+    /// The API server does not authenticate the token (bad signature, deleted ServiceAccount
+    /// or pod, revoked).
+    #[error("the token was not accepted by the API server: {0}")]
+    Rejected(String),
+    /// Authenticated, but not as a ServiceAccount.
+    #[error("the token does not belong to a ServiceAccount (user {0:?})")]
+    NotServiceAccount(String),
+    /// The API server could not be asked.
+    #[error("the token could not be checked now (the API server did not answer: {0}); retry shortly")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// The outcome label of `routerpolicy_gateway_auth_total`.
+    pub fn outcome(&self) -> AuthOutcome {
+        match self {
+            AuthError::Missing => AuthOutcome::Missing,
+            AuthError::Malformed(_) => AuthOutcome::Malformed,
+            AuthError::WrongAudience(_) => AuthOutcome::WrongAudience,
+            AuthError::Expired => AuthOutcome::Expired,
+            AuthError::Rejected(_) | AuthError::NotServiceAccount(_) => AuthOutcome::Rejected,
+            AuthError::Unavailable(_) => AuthOutcome::Unavailable,
+        }
+    }
+}
+
+/// The outcome of checking one request's caller.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Authenticated and allowed to use the policy.
+    Allowed,
+    /// Authenticated, but the policy does not admit the caller (403).
+    Forbidden,
+    /// No credential.
+    Missing,
+    /// Not a bearer JWT.
+    Malformed,
+    /// Another audience.
+    WrongAudience,
+    /// Expired.
+    Expired,
+    /// Refused by the API server.
+    Rejected,
+    /// The API server could not be asked.
+    Unavailable,
+}
+
+impl EncodeLabelValue for AuthOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let label = match self {
+            AuthOutcome::Allowed => "allowed",
+            AuthOutcome::Forbidden => "forbidden",
+            AuthOutcome::Missing => "missing",
+            AuthOutcome::Malformed => "malformed",
+            AuthOutcome::WrongAudience => "wrong_audience",
+            AuthOutcome::Expired => "expired",
+            AuthOutcome::Rejected => "rejected",
+            AuthOutcome::Unavailable => "unavailable",
+        };
+        encoder.write_str(label)
+    }
+}
+
+/// The claims read before asking the API server (unverified: they can only refuse).
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    aud: Audience,
+    exp: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    Absent,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::Absent => false,
+            Audience::One(a) => a == audience,
+            Audience::Many(list) => list.iter().any(|a| a == audience),
+        }
+    }
+}
+
+/// The bearer token of `headers`.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = value.to_str().map_err(|_| AuthError::Malformed("not ASCII"))?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Malformed("no Bearer scheme"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed("not the Bearer scheme"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Malformed("empty token"));
+    }
+    Ok(token)
+}
+
+/// The checks that need no API call: a JWT of three parts whose claims name `audience` and
+/// have not expired at `now` (seconds since the epoch). Returns the expiry.
+pub fn precheck(token: &str, audience: &str, now: u64) -> Result<Option<u64>, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(AuthError::Malformed("not three dot-separated parts"));
+    };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("claims are not base64url"))?;
+    let claims: Claims = serde_json::from_slice(&json).map_err(|_| AuthError::Malformed("claims are not JSON"))?;
+    if !claims.aud.contains(audience) {
+        return Err(AuthError::WrongAudience(audience.to_string()));
+    }
+    match claims.exp {
+        Some(exp) if exp <= now => Err(AuthError::Expired),
+        exp => Ok(exp),
+    }
+}
+
+/// The caller a TokenReview's status names, or why none.
+pub fn caller_of(status: &TokenReviewStatus, audience: &str) -> Result<Caller, AuthError> {
+    if status.authenticated != Some(true) {
+        let reason = status.error.clone().filter(|e| !e.is_empty()).unwrap_or_else(|| "not authenticated".into());
+        return Err(AuthError::Rejected(reason));
+    }
+    // An audience-aware API server answers the audiences it checked (an empty list would mean
+    // the API server's own audience, which is not ours).
+    if !status.audiences.iter().flatten().any(|a| a == audience) {
+        return Err(AuthError::WrongAudience(audience.to_string()));
+    }
+    let username = status.user.as_ref().and_then(|u| u.username.clone()).unwrap_or_default();
+    match username.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':')) {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+            Ok(Caller { namespace: namespace.to_string(), service_account: name.to_string() })
+        }
+        _ => Err(AuthError::NotServiceAccount(username)),
+    }
+}
+
+/// A cached verdict and until when it holds.
+struct Cached {
+    verdict: Result<Arc<Caller>, AuthError>,
+    until: Instant,
+}
+
+/// The settings of [`Authenticator`].
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// The audience tokens must be for.
+    pub audience: String,
+    /// How long an accepted token is trusted without asking again.
+    pub cache_ttl: Duration,
+    /// How long a refused token is refused without asking again.
+    pub negative_ttl: Duration,
+    /// Tokens remembered at most.
+    pub cache_size: usize,
+}
+
+/// Checks callers' tokens against the API server, with a bounded cache.
+pub struct Authenticator {
+    reviews: Api<TokenReview>,
+    settings: AuthSettings,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl Authenticator {
+    /// An authenticator asking the API server of `client`.
+    pub fn new(client: kube::Client, settings: AuthSettings) -> Self {
+        Authenticator { reviews: Api::all(client), settings, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The caller of a request with `headers`, or why it is not authenticated. The second
+    /// value says whether the API server was asked.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> (Result<Arc<Caller>, AuthError>, bool) {
+        let token = match bearer(headers) {
+            Ok(token) => token,
+            Err(e) => return (Err(e), false),
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let exp = match precheck(token, &self.settings.audience, now) {
+            Ok(exp) => exp,
+            Err(e) => return (Err(e), false),
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(verdict) = self.cached(&digest) {
+            return (verdict, false);
+        }
+        let verdict = self.review(token).await;
+        if !matches!(verdict, Err(AuthError::Unavailable(_))) {
+            let ttl = if verdict.is_ok() { self.settings.cache_ttl } else { self.settings.negative_ttl };
+            let left = exp.map(|exp| Duration::from_secs(exp.saturating_sub(now))).unwrap_or(ttl);
+            self.remember(digest, verdict.clone(), ttl.min(left));
+        }
+        (verdict, true)
+    }
+
+    fn cached(&self, digest: &[u8; 32]) -> Option<Result<Arc<Caller>, AuthError>> {
+        let cache = self.cache.lock().ok()?;
+        cache.get(digest).filter(|c| c.until > Instant::now()).map(|c| c.verdict.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], verdict: Result<Arc<Caller>, AuthError>, ttl: Duration) {
+        let Ok(mut cache) = self.cache.lock() else { return };
+        let now = Instant::now();
+        if cache.len() >= self.settings.cache_size {
+            cache.retain(|_, c| c.until > now);
+            if cache.len() >= self.settings.cache_size {
+                // Full of live entries: start over rather than grow (each token costs one more
+                // TokenReview); the bound holds whatever callers do.
+                cache.clear();
+            }
+        }
+        cache.insert(digest, Cached { verdict, until: now + ttl });
+    }
+
+    /// Tokens remembered now.
+    pub fn cache_len(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    async fn review(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: Some(vec![self.settings.audience.clone()]),
+            },
+            ..Default::default()
+        };
+        match self.reviews.create(&PostParams::default(), &review).await {
+            Ok(answer) => caller_of(&answer.status.unwrap_or_default(), &self.settings.audience).map(Arc::new),
+            Err(e) => {
+                warn!(error = %e, "TokenReview failed; the caller gets 503");
+                Err(AuthError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use k8s_openapi::api::authentication::v1::UserInfo;
+
+    fn jwt(claims: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims))
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn a_bearer_token_is_required() {
+        assert_eq!(bearer(&HeaderMap::new()), Err(AuthError::Missing));
+        assert_eq!(bearer(&headers("Basic abc")), Err(AuthError::Malformed("not the Bearer scheme")));
+        assert_eq!(bearer(&headers("Bearer")), Err(AuthError::Malformed("no Bearer scheme")));
+        assert_eq!(bearer(&headers("bearer  abc ")), Ok("abc"));
+    }
+
+    #[test]
+    fn garbage_other_audiences_and_expired_tokens_are_refused_without_asking() {
+        let aud = "routerpolicy-gateway";
+        assert!(matches!(precheck("garbage", aud, 10), Err(AuthError::Malformed(_))));
+        assert!(matches!(precheck("a.!!!.c", aud, 10), Err(AuthError::Malformed(_))));
+        assert!(matches!(precheck(&jwt("[1]"), aud, 10), Err(AuthError::Malformed(_))));
+        let other = jwt(r#"{"aud":["https://kubernetes.default.svc"],"exp":100}"#);
+        assert_eq!(precheck(&other, aud, 10), Err(AuthError::WrongAudience(aud.into())));
+        let expired = jwt(r#"{"aud":["routerpolicy-gateway"],"exp":100}"#);
+        assert_eq!(precheck(&expired, aud, 100), Err(AuthError::Expired));
+        assert_eq!(precheck(&expired, aud, 99), Ok(Some(100)));
+        assert_eq!(precheck(&jwt(r#"{"aud":"routerpolicy-gateway"}"#), aud, 99), Ok(None));
+    }
+
+    #[test]
+    fn a_review_names_the_service_account_or_says_why_not() {
+        let status = |authenticated: bool, user: &str, audiences: &[&str]| TokenReviewStatus {
+            authenticated: Some(authenticated),
+            audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+            user: Some(UserInfo { username: Some(user.into()), ..Default::default() }),
+            error: (!authenticated).then(|| "service account team-a/gone has been deleted".into()),
+        };
+        let aud = "routerpolicy-gateway";
+        assert_eq!(
+            caller_of(&status(true, "system:serviceaccount:team-a:app", &[aud]), aud),
+            Ok(Caller { namespace: "team-a".into(), service_account: "app".into() })
+        );
+        assert!(
+            matches!(caller_of(&status(false, "", &[]), aud), Err(AuthError::Rejected(m)) if m.contains("deleted"))
+        );
+        assert!(matches!(
+            caller_of(&status(true, "system:serviceaccount:a:b", &[]), aud),
+            Err(AuthError::WrongAudience(_))
+        ));
+        assert!(
+            matches!(caller_of(&status(true, "alice", &[aud]), aud), Err(AuthError::NotServiceAccount(u)) if u == "alice")
+        );
+    }
+}

@@ -347,6 +347,23 @@ impl ControlPlane {
         self.wait_ready();
     }
 
+    /// Rotates the ServiceAccount issuer's signing key as a cluster operator does: a new key
+    /// signs from now on, and the old public key stays trusted beside the new one (the key
+    /// file holds both), then kube-apiserver restarts. Panics for an external cluster.
+    pub fn rotate_service_account_key(&self) {
+        let (key, public) = (self.dir.join("sa.key"), self.dir.join("sa.pub"));
+        let fresh = self.dir.join("sa-next.key");
+        let ok = Command::new("openssl").args(["genrsa", "-out"]).arg(&fresh).arg("2048").stderr(Stdio::null()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "openssl genrsa failed");
+        let out = Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&fresh).stderr(Stdio::null()).output();
+        let fresh_public = out.expect("openssl rsa -pubout").stdout;
+        let mut both = std::fs::read(&public).expect("read sa.pub");
+        both.extend_from_slice(&fresh_public);
+        std::fs::write(&public, both).expect("write sa.pub");
+        std::fs::rename(&fresh, &key).expect("replace sa.key");
+        self.restart_apiserver();
+    }
+
     /// Compacts etcd's history at its current revision, so every watch that resumes from an
     /// older resource version gets 410 Gone (once kube-apiserver's watch cache is rebuilt).
     pub fn compact_etcd(&self) -> u64 {

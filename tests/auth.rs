@@ -1,0 +1,270 @@
+//! The gateway knows who calls (PRODUCT §10, `--auth serviceaccount`), on the real control
+//! plane with real processes: the operator writes a team's policies (one with `spec.callers`)
+//! into the gateway ConfigMap, the gateway reads it through the API under deploy/gateway's
+//! ServiceAccount (with tokenreview.yaml's ClusterRole), and callers present ServiceAccount
+//! tokens from TokenRequest (`kubectl create token --audience=routerpolicy-gateway`) or signed
+//! here with the issuer's key (an expiry shorter than TokenRequest's ten-minute minimum).
+
+mod gwsupport;
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use gwsupport::{FakeUpstream, GatewayProcess, HttpResponse, image, multipart, post_head, send};
+use kube::{Api, Client};
+use routerpolicy::api::ImageVariationPolicy;
+use serde_json::json;
+use support::{Instance, control_plane, eventually, kubeconfig_yaml};
+
+const WAIT: Duration = Duration::from_secs(60);
+const CONFIGMAP: &str = "image-gateway-policies";
+const AUDIENCE: &str = "routerpolicy-gateway";
+const PATH: &str = "/v2/router/images/variations";
+
+/// The tests share one gateway namespace's setup and the rotation restarts the API server:
+/// one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// deploy/gateway's ServiceAccount, Role, RoleBinding and TokenReview ClusterRole applied for
+/// `ns`, and a kubeconfig holding a token of that ServiceAccount.
+fn gateway_credentials(ns: &str) -> PathBuf {
+    let cp = control_plane();
+    let dir = support::repo_root().join("deploy/gateway");
+    for file in ["serviceaccount.yaml", "rbac.yaml"] {
+        cp.kubectl_ok(&["apply", "--server-side", "-n", ns, "-f", dir.join(file).to_str().expect("utf-8")]);
+    }
+    // Cluster-scoped: what kustomize does with the kustomization's namespace, done here.
+    let tokenreview = std::fs::read_to_string(dir.join("tokenreview.yaml")).expect("tokenreview.yaml");
+    let tokenreview = tokenreview
+        .replace("name: routerpolicy-gateway-tokenreview\nroleRef", &format!("name: tokenreview-{ns}\nroleRef"))
+        .replace("    name: routerpolicy-gateway\n", &format!("    name: routerpolicy-gateway\n    namespace: {ns}\n"));
+    let out = cp.apply(&tokenreview);
+    assert!(out.status.success(), "apply tokenreview.yaml: {}", String::from_utf8_lossy(&out.stderr));
+    let token = cp.kubectl_ok(&["create", "token", "routerpolicy-gateway", "-n", ns, "--duration=1h"]);
+    let path = cp.dir.join(format!("gateway-{ns}.kubeconfig"));
+    std::fs::write(&path, kubeconfig_yaml(&cp.server, token.trim(), ns)).expect("write kubeconfig");
+    path
+}
+
+fn apply_policy(ns: &str, name: &str, extra: serde_json::Value) {
+    let mut spec = json!({"targetRefs": [{"name": CONFIGMAP}], "retry": {"count": 2}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let yaml = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    let out = control_plane().apply(&yaml.to_string());
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TokenRequest token of `ns`/`sa` (created if missing) for `audience`.
+fn token(ns: &str, sa: &str, audience: &str) -> String {
+    let cp = control_plane();
+    let _ = cp.kubectl(&["create", "serviceaccount", sa, "-n", ns]);
+    cp.kubectl_ok(&["create", "token", sa, "-n", ns, &format!("--audience={audience}"), "--duration=10m"])
+        .trim()
+        .to_string()
+}
+
+/// A bound token of `ns`/`sa` for the gateway's audience that expires in `seconds`, signed
+/// with the issuer's key as the API server signs them.
+fn short_lived_token(ns: &str, sa: &str, seconds: u64) -> String {
+    let cp = control_plane();
+    let uid = cp.kubectl_ok(&["get", "serviceaccount", sa, "-n", ns, "-o", "jsonpath={.metadata.uid}"]);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let claims = json!({"aud": [AUDIENCE], "exp": now + seconds, "iat": now, "nbf": now, "iss": cp.server,
+        "sub": format!("system:serviceaccount:{ns}:{sa}"),
+        "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": uid.trim()}}});
+    let signing_input = format!("{}.{}", b64(br#"{"alg":"RS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let input = cp.dir.join(format!("jwt-{ns}-{sa}-{now}.txt"));
+    std::fs::write(&input, &signing_input).expect("write signing input");
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(cp.dir.join("sa.key"))
+        .arg(&input)
+        .output()
+        .expect("openssl dgst");
+    assert!(out.status.success(), "openssl dgst -sign failed");
+    format!("{signing_input}.{}", b64(&out.stdout))
+}
+
+struct Setup {
+    ns: String,
+    other: String,
+    gateway: GatewayProcess,
+    upstream: FakeUpstream,
+    _operator: Instance,
+}
+
+impl Setup {
+    async fn start(client: &Client) -> Setup {
+        let cp = control_plane();
+        let ns = cp.namespace(client, "auth-a").await;
+        let other = cp.namespace(client, "auth-b").await;
+        let kubeconfig = gateway_credentials(&ns);
+        let operator = Instance::start(&cp.kubeconfig, "auth-op", &[&format!("--namespaces={ns}")]);
+        let upstream = FakeUpstream::start(true).await;
+        std::fs::write(cp.dir.join("orq-key"), "sk-platform").expect("key");
+        let args = [
+            format!("--config-map={ns}/{CONFIGMAP}"),
+            format!("--upstream={}", upstream.url()),
+            format!("--api-key-file={}", cp.dir.join("orq-key").display()),
+            "--auth=serviceaccount".into(),
+            "--auth-cache-ttl=1s".into(),
+        ];
+        let env = [("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))];
+        let gateway = GatewayProcess::start_with_env(&cp.dir, &args, &env);
+        apply_policy(&ns, "own", json!({}));
+        apply_policy(&ns, "shared", json!({"callers": [{"namespace": other, "serviceAccount": "app"}]}));
+        let setup = Setup { ns, other, gateway, upstream, _operator: operator };
+        for name in ["own", "shared"] {
+            setup.wait_served(client, name).await;
+        }
+        setup
+    }
+
+    /// Waits until the gateway serves the policy's `status.configHash` of its current
+    /// generation.
+    async fn wait_served(&self, client: &Client, name: &str) {
+        let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &self.ns);
+        let policy = format!("{}.{name}", self.ns);
+        eventually(WAIT, &format!("the gateway serves {policy}"), || async {
+            let current = api.get(name).await.ok()?;
+            let status = current.status?;
+            let hash = status.config_hash.filter(|_| status.observed_generation == current.metadata.generation)?;
+            (self.gateway.served_hash(&policy) == Some(hash)).then_some(())
+        })
+        .await;
+    }
+
+    /// POSTs an image for `policy` (`<name>` of the gateway's namespace) with `authorization`.
+    async fn call(&self, policy: &str, authorization: Option<&str>) -> HttpResponse {
+        let addr = self.gateway.addr;
+        let policy = format!("{}.{policy}", self.ns);
+        let authorization = authorization.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(4096))]);
+            let mut extra = vec![("X-Routerpolicy-Policy", policy.as_str())];
+            if let Some(value) = &authorization {
+                extra.push(("Authorization", value.as_str()));
+            }
+            send(addr, &post_head(PATH, "XyZ", body.len(), &extra), &body, None).expect("a response")
+        })
+        .await
+        .expect("request task")
+    }
+
+    /// The call is refused with `status` and `code`, and nothing reaches orq.
+    async fn refused(&self, policy: &str, authorization: Option<&str>, status: u16, code: &str) -> HttpResponse {
+        let before = self.upstream.count();
+        let response = self.call(policy, authorization).await;
+        assert_eq!((response.status, response.error_code()), (status, code.to_string()), "{}", response.text());
+        assert_eq!(self.upstream.count(), before, "nothing is sent upstream for a refused call");
+        response
+    }
+
+    /// The call reaches orq with the gateway's key, not the caller's token.
+    async fn allowed(&self, policy: &str, token: &str) {
+        let before = self.upstream.count();
+        let response = self.call(policy, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(self.upstream.count(), before + 1);
+        let received = self.upstream.last();
+        assert_eq!(received.headers.get("authorization").map(String::as_str), Some("Bearer sk-platform"));
+        assert!(!format!("{received:?}").contains(token), "the caller's token reached orq");
+    }
+
+    fn metric(&self, outcome: &str) -> f64 {
+        self.gateway.metric(&format!("routerpolicy_gateway_auth_total{{outcome=\"{outcome}\"}}")).unwrap_or(0.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_use_their_own_namespaces_policies_and_those_that_admit_them() {
+    let _serial = SERIAL.lock().await;
+    let client = control_plane().client().await;
+    let s = Setup::start(&client).await;
+    let own = token(&s.ns, "app", AUDIENCE);
+    let other_app = token(&s.other, "app", AUDIENCE);
+    let other_worker = token(&s.other, "worker", AUDIENCE);
+
+    // Own namespace: every policy; orq gets the gateway's key. A second call is answered from
+    // the cache: one TokenReview for the token.
+    s.allowed("own", &own).await;
+    s.allowed("shared", &own).await;
+    let reviews = s.gateway.metric("routerpolicy_gateway_token_reviews_total").unwrap_or(0.0);
+    s.allowed("own", &own).await;
+    assert_eq!(s.gateway.metric("routerpolicy_gateway_token_reviews_total"), Some(reviews), "answered from the cache");
+
+    // Another namespace: only where spec.callers admits it, and only that ServiceAccount.
+    let forbidden = s.refused("own", Some(&format!("Bearer {other_app}")), 403, "forbidden").await;
+    assert!(forbidden.text().contains(&format!("{}/app", s.other)), "{}", forbidden.text());
+    s.allowed("shared", &other_app).await;
+    s.refused("shared", Some(&format!("Bearer {other_worker}")), 403, "forbidden").await;
+
+    // No token, garbage, another audience (the API server's own): 401, and each says why.
+    let missing = s.refused("own", None, 401, "unauthenticated").await;
+    assert!(missing.headers.get("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+    s.refused("own", Some("Bearer garbage"), 401, "token_malformed").await;
+    s.refused("own", Some("Basic dXNlcjpwYXNz"), 401, "token_malformed").await;
+    let api_audience = token(&s.ns, "app", "https://kubernetes.default.svc");
+    s.refused("own", Some(&format!("Bearer {api_audience}")), 401, "token_audience").await;
+
+    // A token that expires: accepted until it does, refused after (never served from the cache).
+    let short = short_lived_token(&s.ns, "app", 3);
+    s.allowed("own", &short).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    s.refused("own", Some(&format!("Bearer {short}")), 401, "token_expired").await;
+
+    // A deleted ServiceAccount: its token stops working once the gateway's cache entry (1 s)
+    // and the API server's own token cache (10 s) have let it go.
+    let doomed = token(&s.ns, "doomed", AUDIENCE);
+    s.allowed("own", &doomed).await;
+    control_plane().kubectl_ok(&["delete", "serviceaccount", "doomed", "-n", &s.ns]);
+    let bearer = format!("Bearer {doomed}");
+    eventually(Duration::from_secs(20), "the deleted ServiceAccount's token is refused", || async {
+        (s.call("own", Some(&bearer)).await.status == 401).then_some(())
+    })
+    .await;
+    s.refused("own", Some(&bearer), 401, "token_rejected").await;
+
+    assert!(s.metric("allowed") >= 6.0 && s.metric("forbidden") >= 2.0 && s.metric("rejected") >= 1.0);
+    let log = s.gateway.log();
+    for secret in [&own, &other_app, &doomed, &short] {
+        assert!(!log.contains(secret.as_str()), "a caller's token is in the gateway's log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_list_changes_are_served_and_the_issuers_key_rotation_needs_no_restart() {
+    let _serial = SERIAL.lock().await;
+    let client = control_plane().client().await;
+    let s = Setup::start(&client).await;
+    let outsider = token(&s.other, "batch", AUDIENCE);
+    s.refused("shared", Some(&format!("Bearer {outsider}")), 403, "forbidden").await;
+    // The list grows: the policy's hash changes, the gateway serves it, the caller is admitted.
+    apply_policy(&s.ns, "shared", json!({"callers": [{"namespace": s.other}]}));
+    s.wait_served(&client, "shared").await;
+    s.allowed("shared", &outsider).await;
+
+    // The issuer's signing key rotates (the old public key stays trusted): tokens of both keys
+    // work against the same gateway process.
+    let before = token(&s.ns, "app", AUDIENCE);
+    control_plane().rotate_service_account_key();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the cache entry
+    let after = token(&s.ns, "app", AUDIENCE);
+    assert_ne!(kid(&before), kid(&after), "the new token is signed with the new key");
+    s.allowed("own", &before).await;
+    s.allowed("own", &after).await;
+}
+
+/// The key id in a JWT's header.
+fn kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap_or_default();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap_or_default();
+    let header: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+    header["kid"].as_str().unwrap_or_default().to_string()
+}

@@ -27,6 +27,8 @@
 
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,17 +113,31 @@ async fn drive(
     in_flight: usize,
     duration: Duration,
 ) -> Run {
+    drive_as(client, url, body, policy, "Bearer caller", in_flight, duration).await
+}
+
+/// [`drive`] with the caller's `Authorization` header.
+async fn drive_as(
+    client: &HttpClient,
+    url: &str,
+    body: &Bytes,
+    policy: bool,
+    authorization: &str,
+    in_flight: usize,
+    duration: Duration,
+) -> Run {
     let started = Instant::now();
     let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
         let (client, url, body, failures) = (client.clone(), url.to_string(), body.clone(), failures.clone());
+        let authorization = authorization.to_string();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while started.elapsed() < duration {
                 let mut request = hyper::Request::post(&url)
                     .header("content-type", "multipart/form-data; boundary=benchBoundary")
-                    .header("authorization", "Bearer caller");
+                    .header("authorization", authorization.as_str());
                 if policy {
                     request = request.header("x-routerpolicy-policy", "team.bench");
                 }
@@ -336,5 +352,69 @@ fn main() {
         println!("\ngateway peak RSS (VmHWM): {hwm}");
         println!("requests the fake orq received: {}", upstream.count());
         println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct; ≥ 1.0× nginx, p50 within +0.5 ms of nginx at 100 KiB");
+        upstream.set_mode(Mode::Ok);
+        auth_overhead(&client, &upstream, &gateway_url, dir.path(), &mount.path, duration).await;
     });
+}
+
+/// `--auth serviceaccount` next to `--auth none` (the gateway above) at 100 KiB, one in flight,
+/// alternating rounds, on the test control plane (TokenReview by its API server); and what a
+/// token's first call costs (its TokenReview) against a cached one.
+async fn auth_overhead(
+    client: &HttpClient,
+    upstream: &FakeUpstream,
+    none_url: &str,
+    dir: &std::path::Path,
+    config_dir: &std::path::Path,
+    duration: Duration,
+) {
+    println!("\n### --auth serviceaccount vs --auth none (100 KiB, 1 in flight, fake orq at once)\n");
+    let cp = support::control_plane();
+    let _ = cp.kubectl(&["create", "namespace", "team"]);
+    let _ = cp.kubectl(&["create", "serviceaccount", "app", "-n", "team"]);
+    let token = |_: usize| cp.kubectl_ok(&["create", "token", "app", "-n", "team", "--audience=routerpolicy-gateway"]);
+    let kubeconfig = cp.kubeconfig.to_str().expect("utf-8").to_string();
+    let args = [
+        format!("--config-dir={}", config_dir.display()),
+        format!("--upstream={}", upstream.url()),
+        format!("--api-key-file={}", dir.join("key").display()),
+        "--log-level=warn".into(),
+        "--auth=serviceaccount".into(),
+    ];
+    let gateway = GatewayProcess::start_with_env(dir, &args, &[("KUBECONFIG", &kubeconfig)]);
+    while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let auth_url = format!("http://{}{PATH}", gateway.addr);
+    let picture = image(100 * 1024);
+    let body = Bytes::from(multipart("benchBoundary", &[("image", Some("image.png"), Some("image/png"), &picture)]));
+    let bearer = format!("Bearer {}", token(0).trim());
+    drive_as(client, &auth_url, &body, true, &bearer, 1, Duration::from_millis(200)).await;
+    drive(client, none_url, &body, true, 1, Duration::from_millis(200)).await;
+    let (mut none, mut checked) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        none.push(drive(client, none_url, &body, true, 1, duration).await);
+        checked.push(drive_as(client, &auth_url, &body, true, &bearer, 1, duration).await);
+    }
+    let (n, a) = (figures(&none), figures(&checked));
+    println!("| path | p50 | p99 | req/s | failures |\n|---|---|---|---|---|");
+    for (label, f) in [("--auth none", &n), ("--auth serviceaccount (cached token)", &a)] {
+        println!("| {label} | {:.3} ms | {:.3} ms | {:.0} | {} |", ms(f.p50), ms(f.p99), f.rps, f.failures);
+    }
+    println!("\nadded p50 by --auth serviceaccount: {:+.3} ms (target ≤ 0.2 ms)", ms(a.p50) - ms(n.p50));
+    // A token's first call: one TokenReview.
+    let mut first = Vec::new();
+    for i in 0..20 {
+        let bearer = format!("Bearer {}", token(i).trim());
+        let run = drive_as(client, &auth_url, &body, true, &bearer, 1, Duration::from_millis(1)).await;
+        first.extend(run.latencies.first().copied());
+    }
+    first.sort();
+    println!(
+        "a new token's first call (20 tokens): p50 {:.2} ms, max {:.2} ms ({:+.2} ms over a cached one: its TokenReview)",
+        ms(percentile(&first, 0.5)),
+        ms(first.last().copied().unwrap_or_default()),
+        ms(percentile(&first, 0.5)) - ms(a.p50)
+    );
+    println!("TokenReviews sent: {:?}", gateway.metric("routerpolicy_gateway_token_reviews_total"));
 }

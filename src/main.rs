@@ -31,7 +31,7 @@ enum Command {
     Run(RunOptions),
     /// Run the reference gateway: a proxy for orq's image-variation endpoint that puts each
     /// team's policy document (from the mounted gateway ConfigMap) on its requests.
-    Gateway(routerpolicy::gateway::GatewayOptions),
+    Gateway(Box<routerpolicy::gateway::GatewayOptions>),
     /// Print the CustomResourceDefinition YAML (the source of crds/).
     Crd,
     /// Check manifests offline against the CRD schema and every rule; exit 1 if any is invalid.
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         }
         Command::Gateway(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);
-            serve(routerpolicy::gateway::run(options), routerpolicy::gateway::GatewayError::hint)
+            serve(routerpolicy::gateway::run(*options), routerpolicy::gateway::GatewayError::hint)
         }
         Command::Run(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);

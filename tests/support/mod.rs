@@ -353,7 +353,8 @@ impl ControlPlane {
     pub fn rotate_service_account_key(&self) {
         let (key, public) = (self.dir.join("sa.key"), self.dir.join("sa.pub"));
         let fresh = self.dir.join("sa-next.key");
-        let ok = Command::new("openssl").args(["genrsa", "-out"]).arg(&fresh).arg("2048").stderr(Stdio::null()).status();
+        let ok =
+            Command::new("openssl").args(["genrsa", "-out"]).arg(&fresh).arg("2048").stderr(Stdio::null()).status();
         assert!(ok.is_ok_and(|s| s.success()), "openssl genrsa failed");
         let out = Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&fresh).stderr(Stdio::null()).output();
         let fresh_public = out.expect("openssl rsa -pubout").stdout;

@@ -148,6 +148,10 @@ async fn valid_policy_reaches_its_configmap_with_the_rendered_bytes_and_becomes_
     let expected = rendered(policy["spec"].clone());
     let key = format!("{ns}.avatars.json");
     wait_for_key(&client, &ns, "image-gateway-policies", &key, &expected).await;
+    // Its spec.callers goes beside the document, never into it.
+    let callers = r#"[{"namespace":"team-b","serviceAccount":"thumbnailer"}]"#;
+    wait_for_key(&client, &ns, "image-gateway-policies", &format!("{ns}.avatars.callers"), callers).await;
+    assert!(!expected.contains("thumbnailer"), "the callers list is not in orq's document");
 
     let out = cp.kubectl(&["wait", "-n", &ns, "--for=condition=Ready", "--timeout=60s", "ivp/avatars"]);
     assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
@@ -156,7 +160,8 @@ async fn valid_policy_reaches_its_configmap_with_the_rendered_bytes_and_becomes_
     let status = p.status.expect("status");
     assert_eq!(status.observed_generation, p.metadata.generation);
     assert_eq!(status.synced_targets.as_deref(), Some("1/1"));
-    assert_eq!(status.config_hash, Some(routerpolicy::hash::short_hash(expected.as_bytes())));
+    let hash = routerpolicy::hash::policy_hash(expected.as_bytes(), Some(callers.as_bytes()));
+    assert_eq!(status.config_hash, Some(hash), "the hash covers the document and its callers");
     assert_eq!(status.targets.len(), 1);
     assert!(status.targets[0].synced);
     assert_eq!(status.targets[0].key, key);

@@ -17,6 +17,11 @@
 //! parser (multer, whose field-name reading is lenient): the policy's document is the one
 //! `orq` field, and no part a lenient reader could take for router configuration survives.
 //!
+//! A third target checks the streaming splitter (`gateway::stream`) against the buffered
+//! rewrite on the same inputs, each fed in pieces cut at random points: both refuse, or both
+//! give bodies with the same fields (read back by multer), and the splitter never holds more
+//! than its bound between pieces.
+//!
 //! The slowest input's time is printed (a figure, not an assertion); docs/fuzzing.md has the
 //! campaign's results.
 
@@ -309,6 +314,107 @@ fn rewrite_checked(input: &[u8], document: &bytes::Bytes) -> Result<bool, String
         }
     }
     Ok(true)
+}
+
+/// The fields of a multipart body, read by multer.
+fn fields_of(wire: Vec<u8>, boundary: &str) -> Result<Vec<(Option<String>, bytes::Bytes)>, String> {
+    let boundary = boundary.to_string();
+    futures::executor::block_on(async move {
+        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(wire)) });
+        let mut m = multer::Multipart::new(stream, boundary);
+        let mut fields = Vec::new();
+        loop {
+            match m.next_field().await {
+                Ok(Some(f)) => {
+                    let name = f.name().map(str::to_string);
+                    fields.push((name, f.bytes().await.map_err(|e| e.to_string())?));
+                }
+                Ok(None) => return Ok(fields),
+                Err(e) => return Err(format!("multer cannot read the body: {e}")),
+            }
+        }
+    })
+}
+
+/// The streaming rewrite of `input`, fed in pieces cut at random points, against the buffered
+/// one. `Ok(true)` when both rewrote it (and agree), `Ok(false)` when both refused it.
+fn stream_agrees(input: &[u8], document: &bytes::Bytes, rng: &mut Rng) -> Result<bool, String> {
+    use routerpolicy::gateway::rewrite::rewrite;
+    use routerpolicy::gateway::stream::{MAX_HEAD_BYTES, StreamRewrite};
+    let buffered = rewrite(&bytes::Bytes::copy_from_slice(input), "b", document);
+    let Some(mut stream) = StreamRewrite::new("b", document) else {
+        return Err("the document does not hold the boundary, yet the stream declined".into());
+    };
+    let mut out = Vec::new();
+    let mut rest = input;
+    let streamed = loop {
+        if rest.is_empty() {
+            break stream.finish(&mut out);
+        }
+        let cut = 1 + rng.below(rest.len().min(64));
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        if let Err(e) = stream.feed(bytes::Bytes::copy_from_slice(piece), &mut out) {
+            break Err(e);
+        }
+        if stream.held() > MAX_HEAD_BYTES + 64 {
+            return Err(format!("the splitter holds {} bytes between pieces", stream.held()));
+        }
+    };
+    match (buffered, streamed) {
+        (Err(_), Err(_)) => Ok(false),
+        (Ok(b), Ok(())) => {
+            let boundary = b.content_type.rsplit_once("boundary=").map(|(_, x)| x.to_string()).unwrap_or_default();
+            let expected = fields_of(b.to_vec(), &boundary)?;
+            let got = fields_of(out.concat(), "b")?;
+            if expected != got {
+                return Err(format!("the stream's fields differ: {got:?} vs {expected:?}"));
+            }
+            Ok(true)
+        }
+        (b, s) => Err(format!("buffered {:?}, streamed {s:?}", b.map(|_| "ok"))),
+    }
+}
+
+#[test]
+fn the_streaming_rewrite_agrees_with_the_buffered_one_at_any_cut() {
+    let inputs: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let seeds = seeds_from(&["tests/fuzz-corpus/gateway"], 5);
+    let document = bytes::Bytes::from_static(br#"{"retry":{"count":3,"on_codes":[429]}}"#);
+    let mut rng = Rng(seed.wrapping_mul(3) | 1);
+    let mut cuts = Rng(seed.wrapping_mul(5) | 1);
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let (mut agreed, mut failures) = (0u64, Vec::new());
+    for n in 0..inputs {
+        let input = match seeds.get(n as usize) {
+            Some(seed) => seed.clone(),
+            None => mutate_with(&mut rng, &seeds, MULTIPART_TOKENS),
+        };
+        let problem = match catch_unwind(AssertUnwindSafe(|| stream_agrees(&input, &document, &mut cuts))) {
+            Ok(Ok(done)) => {
+                agreed += u64::from(done);
+                None
+            }
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("panic".to_string()),
+        };
+        if let Some(problem) = problem {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
+            let _ = std::fs::create_dir_all(&dir);
+            let file = dir.join(format!("stream-{seed}-{n}.multipart"));
+            let _ = std::fs::write(&file, &input);
+            failures.push(format!("{}: {problem}", file.display()));
+        }
+    }
+    let _ = std::panic::take_hook();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{inputs} multipart inputs (seed {seed}) streamed in random pieces in {elapsed:.1} s; {agreed} rewritten alike; {} failures",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "stream and buffered rewrite disagree; inputs saved:\n{}", failures.join("\n"));
 }
 
 #[test]

@@ -7,7 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use gwsupport::{FakeUpstream, GatewayProcess, HttpResponse, KubeletDir, Mode, get, image, multipart, post_head, send};
+use gwsupport::{
+    FakeUpstream, GatewayProcess, HttpResponse, KubeletDir, Mode, Received, get, image, multipart, post_head, send,
+};
 use routerpolicy::hash::short_hash;
 use support::eventually;
 
@@ -534,14 +536,57 @@ fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// A multipart upload of an image of `len` bytes that sends all but its last 16 bytes and
+/// stalls (the stream is returned, still open).
+fn stalled_image_upload(addr: std::net::SocketAddr, len: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(len))]);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(&post_head(PATH, "XyZ", body.len(), &[("X-Routerpolicy-Policy", "team.a")])).expect("head");
+    let _ = stream.write_all(&body[..body.len() - 16]).and_then(|()| stream.flush());
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_stalled_large_uploads_stays_within_the_budget_and_small_requests_are_served() {
-    const BUDGET_MIB: u64 = 32;
-    let budget = format!("--max-buffered-bytes={}", BUDGET_MIB * 1024 * 1024);
-    let s = Setup::start(&[&budget, "--body-idle-timeout=30s"]).await;
+async fn a_flood_of_stalled_large_uploads_pins_a_small_window_each_and_small_requests_are_served() {
+    // The default budget (256 MiB) would admit 192 MiB of large bodies if they were held
+    // whole; streamed, each holds at most its window.
+    let s = Setup::start(&["--body-idle-timeout=30s"]).await;
     let (addr, pid) = (s.gateway.addr, s.gateway.child.id());
     let baseline = peak_rss_mib(pid);
-    // 48 clients announce 4 MiB each (192 MiB in all) and send all but the last byte.
+    // 48 clients send a 4 MiB image (192 MiB in all) but its last bytes.
+    const CLIENTS: usize = 48;
+    let flood: Vec<_> =
+        (0..CLIENTS).map(|_| std::thread::spawn(move || stalled_image_upload(addr, 4 * 1024 * 1024))).collect();
+    let clients: Vec<_> = flood.into_iter().filter_map(|t| t.join().ok()).collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(ok.status, 200, "a small request is served during the flood: {}", ok.text());
+    let shed = s.gateway.metric("routerpolicy_gateway_shed_total").unwrap_or(0.0);
+    let reserved = s.gateway.metric("routerpolicy_gateway_buffered_bytes").unwrap_or(0.0) / 1048576.0;
+    let peak = peak_rss_mib(pid);
+    assert_eq!(shed, 0.0, "every stalled upload was admitted: each holds a window, not its body");
+    assert!(reserved <= CLIENTS as f64 + 0.5, "{reserved:.1} MiB reserved for {CLIENTS} uploads");
+    assert!(
+        peak < baseline + CLIENTS as f64 + 32.0,
+        "peak RSS {peak:.1} MiB: at most a 1 MiB window per upload above the {baseline:.1} MiB at start (plus 32 MiB of runtime)"
+    );
+    assert_eq!(s.upstream.count(), 1, "only the small request reached orq whole");
+    eprintln!(
+        "flood of {CLIENTS} x 4 MiB stalled: baseline {baseline:.1} MiB, peak {peak:.1} MiB, reserved {reserved:.1} MiB"
+    );
+    drop(clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_over_the_budget_is_shed_and_small_requests_are_served() {
+    const BUDGET_MIB: u64 = 32;
+    let budget = format!("--max-buffered-bytes={}", BUDGET_MIB * 1024 * 1024);
+    let s = Setup::start(&[&budget, "--body-idle-timeout=30s", "--upstream-content-length"]).await;
+    let (addr, pid) = (s.gateway.addr, s.gateway.child.id());
+    let baseline = peak_rss_mib(pid);
+    // Buffered mode: 48 clients announce 4 MiB each (192 MiB in all) and send all but the
+    // last byte; large bodies may take three quarters of the budget.
     let body = 4 * 1024 * 1024;
     let flood: Vec<_> = (0..48).map(|_| std::thread::spawn(move || stalled_upload(addr, body, body - 1))).collect();
     let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
@@ -557,6 +602,63 @@ async fn a_flood_of_stalled_large_uploads_stays_within_the_budget_and_small_requ
     );
     let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    eprintln!("flood: baseline {baseline:.1} MiB, peak {peak:.1} MiB, shed {shed}");
+    eprintln!("flood (buffered): baseline {baseline:.1} MiB, peak {peak:.1} MiB, shed {shed}");
     drop(clients);
+}
+
+/// A 30 MiB image through the gateway in `extra`'s mode: orq gets it byte for byte (read back
+/// by multer in the fake orq), after the policy's document; the upstream request's framing.
+async fn thirty_mib_image_arrives_whole(extra: &[&str]) -> Received {
+    let s = Setup::start(extra).await;
+    let picture = image(30 * 1024 * 1024);
+    let body = multipart(
+        "XyZ",
+        &[
+            ("orq", None, None, br#"{"retry":{"count":9}}"#),
+            ("image", Some("big.png"), Some("image/png"), &picture),
+            ("model", None, None, b"openai/dall-e-2"),
+        ],
+    );
+    let response = s.post(body, &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let received = s.upstream.last();
+    assert_eq!(received.names(), ["orq", "image", "model"]);
+    assert_eq!(received.orq(), DOC_A);
+    assert!(received.fields("image")[0].data == picture, "the image arrives byte for byte");
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_mib_image_streams_through_byte_identical_and_chunked() {
+    let received = thirty_mib_image_arrives_whole(&[]).await;
+    assert_eq!(received.headers.get("transfer-encoding").map(String::as_str), Some("chunked"));
+    assert!(!received.headers.contains_key("content-length"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_content_length_mode_sends_the_same_body_with_its_length() {
+    let received = thirty_mib_image_arrives_whole(&["--upstream-content-length"]).await;
+    assert!(received.headers.get("content-length").is_some_and(|l| l.parse::<u64>().is_ok_and(|l| l > 30 << 20)));
+    assert!(!received.headers.contains_key("transfer-encoding"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_refused_midway_never_reaches_orq_complete() {
+    let s = Setup::start(&[]).await;
+    // A large first part streams toward orq before the smuggled part is seen.
+    let picture = image(2 * 1024 * 1024);
+    let mut body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &picture)]);
+    body.truncate(body.len() - b"--XyZ--\r\n".len());
+    body.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; filename=\"x; name=orq\"; name=a\r\n\r\n{}\r\n--XyZ--\r\n",
+    );
+    let response = s.post(body, &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!((response.status, response.error_code()), (400, "multipart_invalid".to_string()), "{}", response.text());
+    // A truncated body cut off mid-image: the caller's connection ends, orq gets nothing whole.
+    let addr = s.gateway.addr;
+    tokio::task::spawn_blocking(move || drop(stalled_image_upload(addr, 2 * 1024 * 1024))).await.expect("client");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.upstream.count(), 0, "orq never received a complete request");
+    let ok = s.post(simple_body(), &[("X-Routerpolicy-Policy", "team.a")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
 }

@@ -1,6 +1,7 @@
 //! Budget: how many bytes of request bodies the gateway holds at once
-//! (`--max-buffered-bytes`). A request reserves its `Content-Length` (or `--max-body-bytes`
-//! when it sends none) before its body is read; one that does not fit is shed — 503
+//! (`--max-buffered-bytes`). A request reserves what it can hold before its body is read — a
+//! streamed body its window (1 MiB at most), a buffered one (`--upstream-content-length`) its
+//! `Content-Length`, or `--max-body-bytes` when it sends none; one that does not fit is shed — 503
 //! `overloaded` with `Retry-After`, its body unread — so a flood of large or stalled uploads
 //! cannot take the replica's memory. Bodies over 1 MiB may hold at most three quarters of the
 //! budget: the last quarter is for small requests, which keep being served through a flood of
@@ -60,11 +61,11 @@ impl Budget {
         }
     }
 
-    /// Reserves `bytes` now, or `None` when they do not fit (the request is shed; logged once
-    /// per burst).
-    pub fn reserve(&self, bytes: u64) -> Option<Reservation> {
+    /// Reserves `bytes` now for a body of `body_bytes` (which decides whether it is a large
+    /// one), or `None` when they do not fit (the request is shed; logged once per burst).
+    pub fn reserve(&self, bytes: u64, body_bytes: u64) -> Option<Reservation> {
         let units = units(bytes);
-        let large = match bytes > SMALL {
+        let large = match body_bytes > SMALL {
             true => match self.large.clone().try_acquire_many_owned(units) {
                 Ok(permit) => Some(permit),
                 Err(_) => return self.shed(),
@@ -107,23 +108,23 @@ mod tests {
     #[test]
     fn reservations_fit_until_the_budget_is_spent_and_come_back_when_dropped() {
         let budget = Budget::new(10 * 1024, Gauge::default());
-        let first = budget.reserve(6 * 1024).expect("fits");
-        assert!(budget.reserve(6 * 1024).is_none(), "6 + 6 KiB do not fit in 10");
-        let small = budget.reserve(100).expect("a small body still fits");
+        let first = budget.reserve(6 * 1024, 6 * 1024).expect("fits");
+        assert!(budget.reserve(6 * 1024, 6 * 1024).is_none(), "6 + 6 KiB do not fit in 10");
+        let small = budget.reserve(100, 100).expect("a small body still fits");
         assert_eq!(budget.gauge.get(), 7 * 1024);
         drop(first);
         drop(small);
         assert_eq!(budget.gauge.get(), 0);
-        assert!(budget.reserve(10 * 1024).is_some(), "the whole budget is free again");
+        assert!(budget.reserve(10 * 1024, 10 * 1024).is_some(), "the whole budget is free again");
     }
 
     #[test]
     fn large_bodies_leave_a_quarter_of_the_budget_to_small_ones() {
         let budget = Budget::new(8 * SMALL, Gauge::default());
-        let large: Vec<_> = (0..3).filter_map(|_| budget.reserve(2 * SMALL)).collect();
+        let large: Vec<_> = (0..3).filter_map(|_| budget.reserve(2 * SMALL, 2 * SMALL)).collect();
         assert_eq!(large.len(), 3, "three quarters: 6 of 8 MiB");
-        assert!(budget.reserve(2 * SMALL).is_none(), "a fourth large body is shed");
-        let small: Vec<_> = (0..2).filter_map(|_| budget.reserve(SMALL)).collect();
+        assert!(budget.reserve(2 * SMALL, 2 * SMALL).is_none(), "a fourth large body is shed");
+        let small: Vec<_> = (0..2).filter_map(|_| budget.reserve(SMALL, SMALL)).collect();
         assert_eq!(small.len(), 2, "small bodies still fit in the last quarter");
     }
 }

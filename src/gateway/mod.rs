@@ -33,6 +33,7 @@ pub mod rewrite;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod stream;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +70,7 @@ pub struct Gateway {
     upstream: Upstream,
     default_policy: Option<PolicyKey>,
     max_body_bytes: u64,
+    upstream_content_length: bool,
     max_document_bytes: usize,
     body_idle_timeout: Duration,
     body_timeout: Duration,
@@ -128,6 +130,7 @@ impl Gateway {
             upstream,
             default_policy,
             max_body_bytes: options.max_body_bytes,
+            upstream_content_length: options.upstream_content_length,
             max_document_bytes: options.max_document_bytes,
             body_idle_timeout: options.body_idle_timeout.0,
             body_timeout: options.body_timeout.0,

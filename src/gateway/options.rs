@@ -99,6 +99,12 @@ pub struct GatewayOptions {
     /// unread. Bounds the memory that bodies in flight can take.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_buffered_bytes: u64,
+    /// Buffer each request body whole (within --max-body-bytes and --max-buffered-bytes) and
+    /// send it to orq with a Content-Length, for upstreams that do not take chunked bodies. By
+    /// default the body is rewritten as it arrives and streamed to orq chunked, so a request
+    /// holds a small window of its body, not all of it.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_CONTENT_LENGTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub upstream_content_length: bool,
     /// Time to open a TCP connection to orq before answering 504 (the TLS handshake counts
     /// toward --request-timeout).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONNECT_TIMEOUT", default_value = "5s")]

@@ -12,17 +12,27 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::gateway::auth::{AuthOutcome, Caller};
 use crate::gateway::error::ProxyError;
 use crate::gateway::headers::strip_hop_by_hop;
 use crate::gateway::metrics::{AuthLabels, PolicyLabels};
-use crate::gateway::rewrite::{self, Rewritten};
+use crate::gateway::rewrite;
 use crate::gateway::store::ServedPolicy;
-use crate::gateway::upstream::{Chunks, error_chain, is_timeout};
+use crate::gateway::stream::StreamRewrite;
+use crate::gateway::upstream::{Chunks, UploadSender, UpstreamBody, error_chain, is_timeout, upload};
 use crate::gateway::{Gateway, HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
 use crate::key::PolicyKey;
+
+/// What a streamed request holds at most, and reserves of the budget: hyper's read buffer
+/// (about 400 KiB), the frame being split, up to [`UPLOAD_QUEUE`] chunks on their way to orq and
+/// the splitter's carry-over (a header block of at most 64 KiB). Measured in tests/gateway.rs.
+pub const STREAM_WINDOW: u64 = 1024 * 1024;
+
+/// Chunks queued toward orq per streamed request.
+const UPLOAD_QUEUE: usize = 4;
 
 /// `POST /v2/router/images/variations`.
 pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
@@ -110,8 +120,14 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let boundary = rewrite::boundary_of(content_type).map_err(ProxyError::NotMultipart)?;
-    // Held until orq has the request: the body's bytes are in memory until then.
-    let Some(_reservation) = gw.budget.reserve(declared.unwrap_or(gw.max_body_bytes)) else {
+    let streaming = if gw.upstream_content_length { None } else { StreamRewrite::new(&boundary, &policy.document) };
+    // What the request may hold at once, reserved before its body is read: a streamed body
+    // holds at most a window of it; a buffered one all of it until orq has it.
+    let holds = match streaming {
+        Some(_) => declared.unwrap_or(STREAM_WINDOW).min(STREAM_WINDOW),
+        None => declared.unwrap_or(gw.max_body_bytes),
+    };
+    let Some(_reservation) = gw.budget.reserve(holds, declared.unwrap_or(gw.max_body_bytes)) else {
         gw.metrics.shed.inc();
         return Err(ProxyError::Overloaded);
     };
@@ -120,42 +136,16 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
         idle: gw.body_idle_timeout,
         deadline: tokio::time::Instant::now() + gw.body_timeout,
     };
-    let body = read_body(body, &limits, declared).await.inspect_err(|e| {
+    let answer = match streaming {
+        Some(rewrite) => send_streamed(gw, policy, parts, body, &boundary, rewrite, &limits).await,
+        None => send_buffered(gw, policy, parts, body, &boundary, &limits, declared).await,
+    }
+    .inspect_err(|e| {
         if matches!(e, ProxyError::BodyTimeout(_)) {
             gw.metrics.body_timeouts.inc();
         }
     })?;
-    let rewritten = rewrite::rewrite(&body, &boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
-    if !rewritten.removed.is_empty() {
-        debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
-    }
-    let upstream_request = upstream_request(gw, parts, rewritten)?;
-    gw.metrics.in_flight.inc();
-    let started = Instant::now();
-    let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(upstream_request)).await;
-    gw.metrics.in_flight.dec();
-    gw.metrics
-        .upstream_duration
-        .get_or_create(&PolicyLabels { policy: policy.key.clone() })
-        .observe(started.elapsed().as_secs_f64());
-    let upstream_response = match sent {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let cause = error_chain(&e);
-            let error = if is_timeout(&e) {
-                ProxyError::UpstreamConnectTimeout(cause.clone())
-            } else {
-                ProxyError::UpstreamUnreachable(cause.clone())
-            };
-            warn!(policy = %policy.key, error = %cause, code = error.code(), "upstream request failed");
-            return Err(error);
-        }
-        Err(_) => {
-            warn!(policy = %policy.key, timeout = ?gw.request_timeout, "upstream request timed out");
-            return Err(ProxyError::UpstreamTimeout(gw.request_timeout));
-        }
-    };
-    let (mut head, incoming) = upstream_response.into_parts();
+    let (mut head, incoming) = answer.into_parts();
     strip_hop_by_hop(&mut head.headers);
     if let Ok(hash) = HeaderValue::from_str(&policy.hash) {
         head.headers.insert(HASH_HEADER, hash);
@@ -164,9 +154,161 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     Ok(Response::from_parts(head, Body::new(incoming)))
 }
 
+/// `--upstream-content-length`, or a document holding the caller's boundary: the whole body
+/// is read, rewritten, and sent with its length.
+async fn send_buffered(
+    gw: &Gateway,
+    policy: &ServedPolicy,
+    parts: Parts,
+    body: Body,
+    boundary: &str,
+    limits: &BodyLimits,
+    declared: Option<u64>,
+) -> Result<hyper::Response<Incoming>, ProxyError> {
+    let body = read_body(body, limits, declared).await?;
+    let rewritten = rewrite::rewrite(&body, boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
+    if !rewritten.removed.is_empty() {
+        debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
+    }
+    let length = Some(rewritten.len);
+    let body = UpstreamBody::Buffered(Chunks::new(rewritten.chunks, rewritten.len));
+    let request = upstream_request(gw, parts, &rewritten.content_type, body, length)?;
+    let started = Instant::now();
+    gw.metrics.in_flight.inc();
+    let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(request)).await;
+    upstream_answer(gw, policy, started, sent)
+}
+
+/// The default: the body is rewritten as it arrives and streamed to orq (chunked). A body the
+/// rewrite refuses, that stalls, or that grows too large aborts the upload, so orq never gets
+/// a complete request for it, and the caller gets the refusal.
+async fn send_streamed(
+    gw: &Gateway,
+    policy: &ServedPolicy,
+    parts: Parts,
+    body: Body,
+    boundary: &str,
+    rewrite: StreamRewrite,
+    limits: &BodyLimits,
+) -> Result<hyper::Response<Incoming>, ProxyError> {
+    let (sender, upload) = upload(UPLOAD_QUEUE);
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let request = upstream_request(gw, parts, &content_type, UpstreamBody::Streamed(upload), None)?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let pumping = pump(body, rewrite, limits, (sender, first_tx), gw.request_timeout);
+    tokio::pin!(pumping);
+    // orq is called once the caller's first part is judged: garbage or a stall from the first
+    // byte never opens a connection upstream.
+    tokio::select! {
+        biased;
+        pumped = &mut pumping => {
+            pumped?;
+        }
+        _ = first_rx => {}
+    }
+    let started = Instant::now();
+    gw.metrics.in_flight.inc();
+    let sending = gw.client.request(request);
+    tokio::pin!(sending);
+    let pumped = tokio::select! {
+        biased;
+        pumped = &mut pumping => pumped,
+        // orq answered (or failed) before the body was all sent.
+        early = &mut sending => return upstream_answer(gw, policy, started, Ok(early)),
+    };
+    if let Err(error) = pumped {
+        gw.metrics.in_flight.dec();
+        return Err(error);
+    }
+    let sent = tokio::time::timeout(gw.request_timeout, sending).await;
+    upstream_answer(gw, policy, started, sent)
+}
+
+/// Feeds the caller's body through the streaming rewrite into the upload, within `limits`;
+/// marks the upload complete only when the body was whole and well-formed.
+async fn pump(
+    mut body: Body,
+    mut rewrite: StreamRewrite,
+    limits: &BodyLimits,
+    (sender, first): (UploadSender, tokio::sync::oneshot::Sender<()>),
+    send_timeout: std::time::Duration,
+) -> Result<(), ProxyError> {
+    let mut first = Some(first);
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    loop {
+        for chunk in out.drain(..) {
+            match tokio::time::timeout(send_timeout, sender.chunks.send(chunk)).await {
+                Ok(Ok(())) => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(());
+                    }
+                }
+                Ok(Err(_)) => return Ok(()), // orq is done with the request (it answered)
+                Err(_) => return Err(ProxyError::UpstreamTimeout(send_timeout)),
+            }
+        }
+        let Some(data) = next_data(&mut body, limits).await? else { break };
+        total += data.len() as u64;
+        if total > limits.max {
+            return Err(ProxyError::BodyTooLarge(limits.max));
+        }
+        rewrite.feed(data, &mut out).map_err(ProxyError::MultipartInvalid)?;
+    }
+    rewrite.finish(&mut out).map_err(ProxyError::MultipartInvalid)?;
+    for chunk in out {
+        if sender.chunks.send(chunk).await.is_err() {
+            return Ok(());
+        }
+    }
+    if !rewrite.removed.is_empty() {
+        debug!(removed = ?rewrite.removed, "removed the caller's router fields");
+    }
+    sender.complete();
+    Ok(())
+}
+
+/// orq's answer to a sent request (counted, timed), or the error it became.
+fn upstream_answer(
+    gw: &Gateway,
+    policy: &ServedPolicy,
+    started: Instant,
+    sent: Result<Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
+) -> Result<hyper::Response<Incoming>, ProxyError> {
+    gw.metrics.in_flight.dec();
+    gw.metrics
+        .upstream_duration
+        .get_or_create(&PolicyLabels { policy: policy.key.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    match sent {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            let cause = error_chain(&e);
+            let error = if is_timeout(&e) {
+                ProxyError::UpstreamConnectTimeout(cause.clone())
+            } else {
+                ProxyError::UpstreamUnreachable(cause.clone())
+            };
+            warn!(policy = %policy.key, error = %cause, code = error.code(), "upstream request failed");
+            Err(error)
+        }
+        Err(_) => {
+            warn!(policy = %policy.key, timeout = ?gw.request_timeout, "upstream request timed out");
+            Err(ProxyError::UpstreamTimeout(gw.request_timeout))
+        }
+    }
+}
+
 /// The request orq gets: the caller's path, query and end-to-end headers, the rewritten body
-/// and its type and length, and the gateway's key instead of the caller's `Authorization`.
-fn upstream_request(gw: &Gateway, parts: Parts, rewritten: Rewritten) -> Result<hyper::Request<Chunks>, ProxyError> {
+/// and its type (and length, when buffered), and the gateway's key instead of the caller's
+/// `Authorization`.
+fn upstream_request(
+    gw: &Gateway,
+    parts: Parts,
+    content_type: &str,
+    body: UpstreamBody,
+    length: Option<u64>,
+) -> Result<hyper::Request<UpstreamBody>, ProxyError> {
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(VARIATIONS_PATH);
     let uri = gw.upstream.uri(path_and_query).map_err(ProxyError::PathInvalid)?;
     let mut headers = parts.headers;
@@ -175,14 +317,16 @@ fn upstream_request(gw: &Gateway, parts: Parts, rewritten: Rewritten) -> Result<
         headers.remove(name);
     }
     headers.remove(POLICY_HEADER);
-    if let Ok(ct) = HeaderValue::from_str(&rewritten.content_type) {
+    if let Ok(ct) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if let Some(key) = gw.api_key.read().ok().and_then(|k| k.clone()) {
         headers.insert(header::AUTHORIZATION, key);
     }
-    let mut request = hyper::Request::new(Chunks::new(rewritten.chunks, rewritten.len));
+    let mut request = hyper::Request::new(body);
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -196,27 +340,35 @@ struct BodyLimits {
     deadline: tokio::time::Instant,
 }
 
-/// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
-/// from hyper's read buffer into this one), refusing more than `limits.max` bytes, a body
-/// that makes no progress for `limits.idle`, and one not complete by `limits.deadline`.
-async fn read_body(mut body: Body, limits: &BodyLimits, declared: Option<u64>) -> Result<Bytes, ProxyError> {
-    // A caller's Content-Length reserves at most 8 MiB up front; larger bodies grow the buffer.
-    let capacity = declared.unwrap_or(64 * 1024).min(limits.max).min(8 * 1024 * 1024) as usize;
-    let mut buffer = bytes::BytesMut::with_capacity(capacity);
+/// The next bytes of the body (`None` at its end), refusing a body that makes no progress for
+/// `limits.idle` and one not complete by `limits.deadline`.
+async fn next_data(body: &mut Body, limits: &BodyLimits) -> Result<Option<Bytes>, ProxyError> {
     loop {
         let next = tokio::time::timeout(limits.idle, body.frame());
         let frame = match tokio::time::timeout_at(limits.deadline, next).await {
             Err(_) => return Err(ProxyError::BodyTimeout("did not arrive within --body-timeout")),
             Ok(Err(_)) => return Err(ProxyError::BodyTimeout("made no progress within --body-idle-timeout")),
-            Ok(Ok(None)) => break,
+            Ok(Ok(None)) => return Ok(None),
             Ok(Ok(Some(frame))) => frame.map_err(ProxyError::BodyUnreadable)?,
         };
         if let Ok(data) = frame.into_data() {
-            if (buffer.len() + data.len()) as u64 > limits.max {
-                return Err(ProxyError::BodyTooLarge(limits.max));
-            }
-            buffer.extend_from_slice(&data);
+            return Ok(Some(data));
         }
+    }
+}
+
+/// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
+/// from hyper's read buffer into this one), refusing more than `limits.max` bytes and a body
+/// that stalls or is late ([`next_data`]).
+async fn read_body(mut body: Body, limits: &BodyLimits, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+    // A caller's Content-Length reserves at most 8 MiB up front; larger bodies grow the buffer.
+    let capacity = declared.unwrap_or(64 * 1024).min(limits.max).min(8 * 1024 * 1024) as usize;
+    let mut buffer = bytes::BytesMut::with_capacity(capacity);
+    while let Some(data) = next_data(&mut body, limits).await? {
+        if (buffer.len() + data.len()) as u64 > limits.max {
+            return Err(ProxyError::BodyTooLarge(limits.max));
+        }
+        buffer.extend_from_slice(&data);
     }
     Ok(buffer.freeze())
 }

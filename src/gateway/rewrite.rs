@@ -271,13 +271,29 @@ fn split(body: &Bytes, boundary: &str) -> Result<Vec<Part>, RewriteError> {
 }
 
 fn part(body: &Bytes, start: usize, end: usize, index: usize) -> Result<Part, RewriteError> {
-    let raw = &body[start..end];
+    let Some(head) = part_head(&body[start..end], index)? else {
+        return Err(RewriteError::Malformed(format!("part {index}: header block not terminated")));
+    };
+    Ok(Part { head: head.head, data: body.slice(start + head.len..end), name: head.name })
+}
+
+/// A part's header block, judged: its length in the body, its lines re-serialized, its name.
+pub(crate) struct PartHead {
+    /// Bytes of the header block, the blank line included.
+    pub len: usize,
+    /// The header lines as forwarded (re-serialized from what was parsed), blank line included.
+    pub head: Bytes,
+    /// The field name.
+    pub name: String,
+}
+
+/// Parses and judges the header block at the start of `raw` (a part's bytes); `None` when
+/// `raw` holds no complete header block.
+pub(crate) fn part_head(raw: &[u8], index: usize) -> Result<Option<PartHead>, RewriteError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let (header_len, headers) = match httparse::parse_headers(raw, &mut headers) {
         Ok(httparse::Status::Complete((len, headers))) => (len, headers),
-        Ok(httparse::Status::Partial) => {
-            return Err(RewriteError::Malformed(format!("part {index}: header block not terminated")));
-        }
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(RewriteError::Malformed(format!("part {index}: {e}"))),
     };
     let mut dispositions = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-disposition"));
@@ -307,7 +323,18 @@ fn part(body: &Bytes, start: usize, end: usize, index: usize) -> Result<Part, Re
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    Ok(Part { head: Bytes::from(head), data: body.slice(start + header_len..end), name })
+    Ok(Some(PartHead { len: header_len, head: Bytes::from(head), name }))
+}
+
+/// The first chunks of every rewritten body with `boundary`: the policy's document as the
+/// `orq` part.
+pub(crate) fn orq_part(boundary: &str, document: &Bytes) -> [Bytes; 4] {
+    [
+        Bytes::from(format!("--{boundary}\r\n")),
+        Bytes::from_static(b"Content-Disposition: form-data; name=\"orq\"\r\n\r\n"),
+        document.clone(),
+        Bytes::from_static(b"\r\n"),
+    ]
 }
 
 /// Rewrites `body` (multipart with `boundary`) so that `document` is its `orq` field.
@@ -325,10 +352,7 @@ pub fn rewrite(body: &Bytes, boundary: &str, document: &Bytes) -> Result<Rewritt
     let delimiter = Bytes::from(format!("--{boundary}\r\n"));
     let separator = Bytes::from_static(b"\r\n");
     let mut chunks = Vec::with_capacity(parts.len() * 4 + 5);
-    chunks.push(delimiter.clone());
-    chunks.push(Bytes::from_static(b"Content-Disposition: form-data; name=\"orq\"\r\n\r\n"));
-    chunks.push(document.clone());
-    chunks.push(separator.clone());
+    chunks.extend(orq_part(&boundary, document));
     let mut kept = Vec::with_capacity(parts.len());
     for part in parts {
         chunks.push(delimiter.clone());

@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +22,89 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::gateway::options::GatewayError;
 
-/// The body sent upstream: the rewritten chunks, with an exact length.
+/// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or
+/// the rewrite as it streams (chunked).
+pub enum UpstreamBody {
+    /// Buffered: the chunks, with an exact length.
+    Buffered(Chunks),
+    /// Streamed: chunks as the rewrite gives them.
+    Streamed(Upload),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Buffered(chunks) => match Pin::new(chunks).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            UpstreamBody::Streamed(upload) => upload.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Buffered(chunks) => chunks.is_end_stream(),
+            UpstreamBody::Streamed(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Buffered(chunks) => chunks.size_hint(),
+            UpstreamBody::Streamed(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// The streamed body's receiving end. It ends cleanly only when the sender marked the body
+/// complete: a rewrite that stops (refused, timed out, the caller gone) turns into an error,
+/// so hyper aborts the request and orq never sees a truncated body end well-formed.
+pub struct Upload {
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    complete: Arc<AtomicBool>,
+}
+
+/// The sending end of an [`Upload`].
+pub struct UploadSender {
+    /// Chunks to send.
+    pub chunks: tokio::sync::mpsc::Sender<Bytes>,
+    complete: Arc<AtomicBool>,
+}
+
+impl UploadSender {
+    /// The body was sent whole: end it cleanly.
+    pub fn complete(self) {
+        self.complete.store(true, Ordering::Release);
+    }
+}
+
+/// A streamed body holding at most `queued` chunks on their way to orq.
+pub fn upload(queued: usize) -> (UploadSender, Upload) {
+    let (tx, rx) = tokio::sync::mpsc::channel(queued);
+    let complete = Arc::new(AtomicBool::new(false));
+    (UploadSender { chunks: tx, complete: complete.clone() }, Upload { chunks: rx, complete })
+}
+
+impl Upload {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.chunks.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(None) if self.complete.load(Ordering::Acquire) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                Poll::Ready(Some(Err(std::io::Error::other("the request body was refused or cut off; upload aborted"))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The buffered body: the rewritten chunks, with an exact length.
 pub struct Chunks {
     chunks: VecDeque<Bytes>,
     remaining: u64,
@@ -57,7 +141,7 @@ impl http_body::Body for Chunks {
 }
 
 /// The client that talks to orq.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Chunks>;
+pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// A pooled HTTP/1 client, TLS or plain, with a TCP connect timeout.
 pub fn client(connect_timeout: Duration) -> UpstreamClient {

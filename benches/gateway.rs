@@ -215,7 +215,12 @@ async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, nginx_u
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut peer_rows = Vec::new();
+    // GATEWAY_BENCH_ONLY=100KiB or 4MiB runs one size (for quick comparisons).
+    let only = std::env::var("GATEWAY_BENCH_ONLY").unwrap_or_default().to_ascii_lowercase().replace(' ', "");
     for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
+        if !only.is_empty() && only != label.to_ascii_lowercase().replace(' ', "") {
+            continue;
+        }
         let picture = image(size);
         let body = Bytes::from(multipart(
             "benchBoundary",
@@ -318,6 +323,8 @@ fn main() {
                 format!("--upstream={}", upstream.url()),
                 format!("--api-key-file={}", dir.path().join("key").display()),
                 "--log-level=warn".into(),
+                // One worker, as nginx runs here (GATEWAY_BENCH_THREADS to change).
+                format!("--worker-threads={}", std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "1".into())),
             ],
         );
         while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
@@ -335,7 +342,11 @@ fn main() {
             None => println!("nginx peer: not installed (scripts/install.sh installs it); skipped"),
         }
 
-        println!("gateway: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
+        println!(
+            "gateway: {} (release build, its own process, --worker-threads={})",
+            env!("CARGO_BIN_EXE_routerpolicy"),
+            std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "1".into())
+        );
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
         let service_ms: u64 = std::env::var("GATEWAY_BENCH_SERVICE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
         for service in [Duration::ZERO, Duration::from_millis(service_ms)] {
@@ -380,6 +391,7 @@ async fn auth_overhead(
         format!("--api-key-file={}", dir.join("key").display()),
         "--log-level=warn".into(),
         "--auth=serviceaccount".into(),
+        format!("--worker-threads={}", std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "1".into())),
     ];
     let gateway = GatewayProcess::start_with_env(dir, &args, &[("KUBECONFIG", &kubeconfig)]);
     while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {

@@ -112,22 +112,28 @@ fn main() -> ExitCode {
         }
         Command::Gateway(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);
-            serve(routerpolicy::gateway::run(*options), routerpolicy::gateway::GatewayError::hint)
+            let threads = options.worker_threads;
+            serve(routerpolicy::gateway::run(*options), routerpolicy::gateway::GatewayError::hint, threads)
         }
         Command::Run(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);
-            serve(routerpolicy::operator::runtime::run(options), routerpolicy::operator::runtime::RunError::hint)
+            serve(routerpolicy::operator::runtime::run(options), routerpolicy::operator::runtime::RunError::hint, 0)
         }
     }
 }
 
-/// Runs a long-lived command (`run`, `gateway`) on a multi-threaded runtime; its error, with a
-/// hint where one helps, is exit code 1.
+/// Runs a long-lived command (`run`, `gateway`) on a multi-threaded runtime of `threads`
+/// workers (0: one per CPU); its error, with a hint where one helps, is exit code 1.
 fn serve<E: std::fmt::Display>(
     command: impl std::future::Future<Output = Result<(), E>>,
     hint: fn(&E) -> Option<&'static str>,
+    threads: usize,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -261,6 +261,17 @@ async fn callers_list_changes_are_served_and_the_issuers_key_rotation_needs_no_r
     s.allowed("own", &after).await;
 }
 
+#[test]
+fn the_example_caller_deployment_is_accepted_by_the_api_server() {
+    let cp = control_plane();
+    let _ = cp.kubectl(&["create", "namespace", "team-a"]);
+    let example = support::repo_root().join("docs/examples/gateway-caller.yaml");
+    let out = cp.kubectl(&["apply", "--dry-run=server", "-f", example.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&example).expect("example");
+    assert!(text.contains("audience: routerpolicy-gateway"), "a projected token for the gateway's audience");
+}
+
 /// The key id in a JWT's header.
 fn kid(token: &str) -> String {
     let header = token.split('.').next().unwrap_or_default();

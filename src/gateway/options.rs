@@ -134,6 +134,10 @@ pub struct GatewayOptions {
     /// Tokens remembered at most (about 200 bytes each).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_CACHE_SIZE", default_value_t = 10_000)]
     pub auth_cache_size: usize,
+    /// Threads serving requests (0: one per CPU). Like nginx's `worker_processes`: one is the
+    /// lowest latency on a small node; more scale with cores.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Log format.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

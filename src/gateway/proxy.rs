@@ -31,6 +31,9 @@ use crate::key::PolicyKey;
 /// the splitter's carry-over (a header block of at most 64 KiB). Measured in tests/gateway.rs.
 pub const STREAM_WINDOW: u64 = 1024 * 1024;
 
+/// Bodies that declare at most this many bytes are read whole and sent with their length.
+const SMALL_BODY: u64 = 256 * 1024;
+
 /// Chunks queued toward orq per streamed request.
 const UPLOAD_QUEUE: usize = 4;
 
@@ -120,7 +123,13 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let boundary = rewrite::boundary_of(content_type).map_err(ProxyError::NotMultipart)?;
-    let streaming = if gw.upstream_content_length { None } else { StreamRewrite::new(&boundary, &policy.document) };
+    // A body that declares no more than a window is read whole: it holds no more than a
+    // streamed one, and one write with its length costs orq and the gateway less.
+    let small = declared.is_some_and(|length| length <= SMALL_BODY);
+    let streaming = match gw.upstream_content_length || small {
+        true => None,
+        false => StreamRewrite::new(&boundary, &policy.document),
+    };
     // What the request may hold at once, reserved before its body is read: a streamed body
     // holds at most a window of it; a buffered one all of it until orq has it.
     let holds = match streaming {
@@ -357,18 +366,27 @@ async fn next_data(body: &mut Body, limits: &BodyLimits) -> Result<Option<Bytes>
     }
 }
 
-/// Reads the body into one buffer, sized up front from Content-Length (one copy of the bytes,
-/// from hyper's read buffer into this one), refusing more than `limits.max` bytes and a body
-/// that stalls or is late ([`next_data`]).
+/// Reads the whole body, refusing more than `limits.max` bytes and a body that stalls or is
+/// late ([`next_data`]). A body that came in one frame is used as it is; more are joined into
+/// one buffer sized from Content-Length (one copy).
 async fn read_body(mut body: Body, limits: &BodyLimits, declared: Option<u64>) -> Result<Bytes, ProxyError> {
-    // A caller's Content-Length reserves at most 8 MiB up front; larger bodies grow the buffer.
-    let capacity = declared.unwrap_or(64 * 1024).min(limits.max).min(8 * 1024 * 1024) as usize;
-    let mut buffer = bytes::BytesMut::with_capacity(capacity);
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut total = 0u64;
     while let Some(data) = next_data(&mut body, limits).await? {
-        if (buffer.len() + data.len()) as u64 > limits.max {
+        total += data.len() as u64;
+        if total > limits.max {
             return Err(ProxyError::BodyTooLarge(limits.max));
         }
-        buffer.extend_from_slice(&data);
+        frames.push(data);
+    }
+    if frames.len() == 1 {
+        return Ok(frames.pop().unwrap_or_default());
+    }
+    // A caller's Content-Length sizes the buffer up to 8 MiB; larger bodies grow it.
+    let capacity = declared.unwrap_or(total).min(total.max(1)).min(8 * 1024 * 1024) as usize;
+    let mut buffer = bytes::BytesMut::with_capacity(capacity);
+    for frame in frames {
+        buffer.extend_from_slice(&frame);
     }
     Ok(buffer.freeze())
 }

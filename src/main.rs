@@ -58,7 +58,27 @@ enum Command {
         /// Namespace for manifests without metadata.namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Output format: a multi-document YAML stream, or one JSON `List`.
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: OutputFormat,
     },
+    /// Print a shell completion script: `source <(routerpolicy completions bash)`, or save it
+    /// where your shell loads completions (zsh: a `_routerpolicy` file on `$fpath`; fish:
+    /// `~/.config/fish/completions/routerpolicy.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How `render` prints the ConfigMaps.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum OutputFormat {
+    /// Multi-document YAML (`---` between ConfigMaps).
+    Yaml,
+    /// One JSON `v1` `List` of the ConfigMaps.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -90,7 +110,12 @@ fn main() -> ExitCode {
             print!("{}", manifests::format_results(&results, output));
             if results.iter().any(|r| !r.report.is_valid()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
-        Command::Render { paths, namespace } => {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "routerpolicy", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Render { paths, namespace, output } => {
             let docs = if paths.is_empty() {
                 eprintln!("note: no -f given; rendering the built-in example (examples/full.yaml)");
                 manifests::parse_documents("<built-in example>", EMBEDDED_EXAMPLE)
@@ -104,7 +129,10 @@ fn main() -> ExitCode {
                 }
             };
             let rendered = manifests::render_configmaps(&docs, &routerpolicy::crd::openapi_schema(), &namespace);
-            print!("{}", rendered.yaml);
+            match output {
+                OutputFormat::Yaml => print!("{}", rendered.yaml),
+                OutputFormat::Json => print!("{}", rendered.json()),
+            }
             for note in &rendered.notes {
                 eprintln!("note: {note}");
             }

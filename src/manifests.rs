@@ -352,6 +352,8 @@ fn escape_property(s: &str) -> String {
 pub struct Rendered {
     /// One multi-document YAML text of ConfigMaps.
     pub yaml: String,
+    /// The same ConfigMaps as objects, in the same order.
+    pub configmaps: Vec<Value>,
     /// Why some policies are not (fully) in the output.
     pub notes: Vec<String>,
     /// Whether any policy was invalid.
@@ -432,7 +434,16 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         }
         out.push_str("---\n");
         out.push_str(&serde_norway::to_string(&value).unwrap_or_default());
+        rendered.configmaps.push(value);
     }
     rendered.yaml = out;
     rendered
+}
+
+impl Rendered {
+    /// The ConfigMaps as one JSON `v1` `List`, as `kubectl get -o json` prints several objects.
+    pub fn json(&self) -> String {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": self.configmaps});
+        serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
+    }
 }

@@ -174,6 +174,51 @@ fn render_documents_are_the_orq_wire_object_under_namespace_name_keys() {
 }
 
 #[test]
+fn render_output_json_is_one_list_of_the_same_configmaps() {
+    let args = ["render", "-f", "examples/minimal.yaml", "-f", "examples/full.yaml"];
+    let yaml = routerpolicy(&args, None);
+    let json = routerpolicy(&[&args[..], &["-o", "json"]].concat(), None);
+    assert_eq!(json.status.code(), Some(0), "{}", String::from_utf8_lossy(&json.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    assert_eq!((list["apiVersion"].as_str(), list["kind"].as_str()), (Some("v1"), Some("List")));
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_slice(&yaml.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    assert_eq!(list["items"].as_array(), Some(&docs), "the same ConfigMaps as the YAML output");
+    let bad = routerpolicy(&["render", "-o", "xml"], None);
+    assert_eq!(bad.status.code(), Some(2), "an unknown format is a usage error");
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for (shell, marker) in
+        [("bash", "complete -F"), ("zsh", "#compdef routerpolicy"), ("fish", "complete -c routerpolicy")]
+    {
+        let out = routerpolicy(&["completions", shell], None);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for subcommand in ["run", "gateway", "validate", "render", "crd"] {
+            assert!(script.contains(subcommand), "{shell} completes {subcommand}");
+        }
+    }
+    // The bash script loads in bash and registers the completion.
+    let script = stdout(&routerpolicy(&["completions", "bash"], None));
+    let out = Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p routerpolicy"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("bash");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("routerpolicy"), "bash registers it");
+}
+
+#[test]
 fn render_without_files_uses_the_built_in_example() {
     let out = routerpolicy(&["render"], None);
     assert_eq!(out.status.code(), Some(0));

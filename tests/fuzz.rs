@@ -286,22 +286,7 @@ fn rewrite_checked(input: &[u8], document: &bytes::Bytes) -> Result<bool, String
         return Err("length differs from the chunks".into());
     }
     let boundary = out.content_type.rsplit_once("boundary=").map(|(_, b)| b.to_string()).unwrap_or_default();
-    let fields = futures::executor::block_on(async move {
-        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(wire) });
-        let mut m = multer::Multipart::new(stream, boundary);
-        let mut fields = Vec::new();
-        loop {
-            match m.next_field().await {
-                Ok(Some(f)) => {
-                    let name = f.name().map(str::to_string);
-                    let data = f.bytes().await.map_err(|e| e.to_string())?;
-                    fields.push((name, data));
-                }
-                Ok(None) => return Ok(fields),
-                Err(e) => return Err(format!("multer cannot read the rewritten body: {e}")),
-            }
-        }
-    })?;
+    let fields = fields_of(wire.to_vec(), &boundary).map_err(|e| format!("the rewritten body: {e}"))?;
     match fields.first() {
         Some((Some(name), data)) if name == "orq" && data == document => {}
         other => return Err(format!("first field is not the document: {other:?}")),
@@ -376,65 +361,30 @@ fn stream_agrees(input: &[u8], document: &bytes::Bytes, rng: &mut Rng) -> Result
     }
 }
 
-#[test]
-fn the_streaming_rewrite_agrees_with_the_buffered_one_at_any_cut() {
+/// A multipart campaign: the gateway corpus as it is, then mutations of it (`FUZZ_INPUTS`,
+/// `FUZZ_SEED`), each checked by `check` under `catch_unwind` (`Ok(true)`: rewritten and
+/// checked; `Ok(false)`: refused, as it may be). Failing inputs are saved to
+/// `target/fuzz-crashes/<name>-<seed>-<n>.multipart`. Returns the failures and how many inputs
+/// were rewritten.
+fn multipart_campaign(
+    name: &str,
+    seed_salt: u64,
+    mut check: impl FnMut(&[u8], &bytes::Bytes) -> Result<bool, String>,
+) -> (Vec<String>, u64) {
     let inputs: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let seeds = seeds_from(&["tests/fuzz-corpus/gateway"], 5);
     let document = bytes::Bytes::from_static(br#"{"retry":{"count":3,"on_codes":[429]}}"#);
-    let mut rng = Rng(seed.wrapping_mul(3) | 1);
-    let mut cuts = Rng(seed.wrapping_mul(5) | 1);
-    std::panic::set_hook(Box::new(|_| {}));
-    let started = Instant::now();
-    let (mut agreed, mut failures) = (0u64, Vec::new());
-    for n in 0..inputs {
-        let input = match seeds.get(n as usize) {
-            Some(seed) => seed.clone(),
-            None => mutate_with(&mut rng, &seeds, MULTIPART_TOKENS),
-        };
-        let problem = match catch_unwind(AssertUnwindSafe(|| stream_agrees(&input, &document, &mut cuts))) {
-            Ok(Ok(done)) => {
-                agreed += u64::from(done);
-                None
-            }
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some("panic".to_string()),
-        };
-        if let Some(problem) = problem {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
-            let _ = std::fs::create_dir_all(&dir);
-            let file = dir.join(format!("stream-{seed}-{n}.multipart"));
-            let _ = std::fs::write(&file, &input);
-            failures.push(format!("{}: {problem}", file.display()));
-        }
-    }
-    let _ = std::panic::take_hook();
-    let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "{inputs} multipart inputs (seed {seed}) streamed in random pieces in {elapsed:.1} s; {agreed} rewritten alike; {} failures",
-        failures.len()
-    );
-    assert!(failures.is_empty(), "stream and buffered rewrite disagree; inputs saved:\n{}", failures.join("\n"));
-}
-
-#[test]
-fn the_gateway_rewrite_never_panics_and_never_lets_a_router_field_through() {
-    let inputs: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
-    let seeds = seeds_from(&["tests/fuzz-corpus/gateway"], 5);
-    let document = bytes::Bytes::from_static(br#"{"retry":{"count":3,"on_codes":[429]}}"#);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(seed.wrapping_mul(seed_salt) | 1);
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let (mut rewritten, mut failures) = (0u64, Vec::new());
     for n in 0..inputs {
-        // The seeds as they are first, then mutations.
         let input = match seeds.get(n as usize) {
             Some(seed) => seed.clone(),
             None => mutate_with(&mut rng, &seeds, MULTIPART_TOKENS),
         };
-        let outcome = catch_unwind(AssertUnwindSafe(|| rewrite_checked(&input, &document)));
-        let problem = match outcome {
+        let problem = match catch_unwind(AssertUnwindSafe(|| check(&input, &document))) {
             Ok(Ok(done)) => {
                 rewritten += u64::from(done);
                 None
@@ -445,7 +395,7 @@ fn the_gateway_rewrite_never_panics_and_never_lets_a_router_field_through() {
         if let Some(problem) = problem {
             let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
             let _ = std::fs::create_dir_all(&dir);
-            let file = dir.join(format!("rewrite-{seed}-{n}.multipart"));
+            let file = dir.join(format!("{name}-{seed}-{n}.multipart"));
             let _ = std::fs::write(&file, &input);
             failures.push(format!("{}: {problem}", file.display()));
         }
@@ -453,9 +403,23 @@ fn the_gateway_rewrite_never_panics_and_never_lets_a_router_field_through() {
     let _ = std::panic::take_hook();
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "{inputs} multipart inputs (seed {seed}) in {elapsed:.1} s ({:.0}/s); {rewritten} rewritten and checked; {} failures",
+        "{name}: {inputs} multipart inputs (seed {seed}) in {elapsed:.1} s ({:.0}/s); {rewritten} rewritten and checked; {} failures",
         inputs as f64 / elapsed,
         failures.len()
     );
+    (failures, rewritten)
+}
+
+#[test]
+fn the_streaming_rewrite_agrees_with_the_buffered_one_at_any_cut() {
+    let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let mut cuts = Rng(seed.wrapping_mul(5) | 1);
+    let (failures, _) = multipart_campaign("stream", 3, |input, document| stream_agrees(input, document, &mut cuts));
+    assert!(failures.is_empty(), "stream and buffered rewrite disagree; inputs saved:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_gateway_rewrite_never_panics_and_never_lets_a_router_field_through() {
+    let (failures, _) = multipart_campaign("rewrite", 1, rewrite_checked);
     assert!(failures.is_empty(), "rewrite failures; inputs saved:\n{}", failures.join("\n"));
 }

@@ -643,6 +643,27 @@ async fn upstream_content_length_mode_sends_the_same_body_with_its_length() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_holding_the_callers_boundary_is_sent_under_a_fresh_one() {
+    let mut s = Setup::start(&[]).await;
+    let document = r#"{"name":"trace --XyZ tag"}"#;
+    s.mount.set("team.b.json", document.as_bytes());
+    let served = s.served("team.b").await;
+    let served = match served {
+        Some(served) => served,
+        None => {
+            tokio::time::sleep(Duration::from_secs(2)).await; // the next poll
+            s.served("team.b").await.expect("served after the reload")
+        }
+    };
+    assert_eq!(served, document);
+    let received = s.upstream.last();
+    let content_type = received.headers.get("content-type").cloned().unwrap_or_default();
+    assert!(!content_type.ends_with("boundary=XyZ"), "a fresh boundary: {content_type}");
+    assert_eq!(received.names(), ["orq", "image", "model"]);
+    assert!(received.fields("image")[0].data == image(1024), "the image arrives byte for byte");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_refused_midway_never_reaches_orq_complete() {
     let s = Setup::start(&[]).await;
     // A large first part streams toward orq before the smuggled part is seen.

@@ -148,8 +148,8 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     };
     let answer = match mode {
         Mode::Stream(rewrite) => send_streamed(gw, policy, parts, body, &boundary, rewrite, &limits).await,
-        Mode::Collect(rewrite) => match collect(body, rewrite, &limits).await {
-            Ok(rewritten) => send_whole(gw, policy, parts, &boundary, rewritten).await,
+        Mode::Collect(rewrite) => match collect(body, rewrite, &boundary, &limits).await {
+            Ok(rewritten) => send_whole(gw, policy, parts, rewritten).await,
             Err(error) => Err(error),
         },
         Mode::Whole => send_rewritten_whole(gw, policy, parts, body, &boundary, &limits, declared).await,
@@ -180,7 +180,12 @@ enum Mode {
 }
 
 /// The body through the streaming rewrite, kept: the chunks to send and their length.
-async fn collect(mut body: Body, mut rewrite: StreamRewrite, limits: &BodyLimits) -> Result<Rewritten, ProxyError> {
+async fn collect(
+    mut body: Body,
+    mut rewrite: StreamRewrite,
+    boundary: &str,
+    limits: &BodyLimits,
+) -> Result<Rewritten, ProxyError> {
     let mut chunks = Vec::new();
     let mut total = 0u64;
     while let Some(data) = next_data(&mut body, limits).await? {
@@ -192,7 +197,8 @@ async fn collect(mut body: Body, mut rewrite: StreamRewrite, limits: &BodyLimits
     }
     rewrite.finish(&mut chunks).map_err(ProxyError::MultipartInvalid)?;
     let len = chunks.iter().map(|c| c.len() as u64).sum();
-    Ok(Rewritten { content_type: String::new(), chunks, len, removed: rewrite.removed, kept: rewrite.kept })
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    Ok(Rewritten { content_type, chunks, len, removed: rewrite.removed, kept: rewrite.kept })
 }
 
 /// A document holding the caller's boundary: the body is read whole and rewritten with a
@@ -208,8 +214,7 @@ async fn send_rewritten_whole(
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     let body = read_body(body, limits, declared).await?;
     let rewritten = rewrite::rewrite(&body, boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
-    let fresh = rewrite::boundary_of(Some(&rewritten.content_type)).map_err(ProxyError::MultipartInvalid)?;
-    send_whole(gw, policy, parts, &fresh, rewritten).await
+    send_whole(gw, policy, parts, rewritten).await
 }
 
 /// Sends a rewritten body whole, with its length.
@@ -217,15 +222,13 @@ async fn send_whole(
     gw: &Gateway,
     policy: &ServedPolicy,
     parts: Parts,
-    boundary: &str,
     rewritten: Rewritten,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     if !rewritten.removed.is_empty() {
         debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
     }
-    let content_type = format!("multipart/form-data; boundary={boundary}");
     let body = UpstreamBody::Buffered(Chunks::new(rewritten.chunks, rewritten.len));
-    let request = upstream_request(gw, parts, &content_type, body, Some(rewritten.len))?;
+    let request = upstream_request(gw, parts, &rewritten.content_type, body, Some(rewritten.len))?;
     let started = Instant::now();
     gw.metrics.in_flight.inc();
     let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(request)).await;

@@ -123,8 +123,8 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let boundary = rewrite::boundary_of(content_type).map_err(ProxyError::NotMultipart)?;
-    // A body that declares no more than a window is read whole: it holds no more than a
-    // streamed one, and one write with its length costs orq and the gateway less.
+    // A body that declares at most SMALL_BODY is kept whole (as frame slices) and sent with
+    // its length: it holds no more than a streamed one, and one write costs both sides less.
     let small = declared.is_some_and(|length| length <= SMALL_BODY);
     let mode = match StreamRewrite::new(&boundary, &policy.document) {
         None => Mode::Whole,
@@ -255,22 +255,24 @@ async fn send_streamed(
     tokio::pin!(pumping);
     // orq is called once the caller's first part is judged: garbage or a stall from the first
     // byte never opens a connection upstream.
-    tokio::select! {
+    let pumped_first = tokio::select! {
         biased;
-        pumped = &mut pumping => {
-            pumped?;
-        }
-        _ = first_rx => {}
-    }
+        pumped = &mut pumping => Some(pumped?),
+        _ = first_rx => None,
+    };
     let started = Instant::now();
     gw.metrics.in_flight.inc();
     let sending = gw.client.request(request);
     tokio::pin!(sending);
-    let pumped = tokio::select! {
-        biased;
-        pumped = &mut pumping => pumped,
-        // orq answered (or failed) before the body was all sent.
-        early = &mut sending => return upstream_answer(gw, policy, started, Ok(early)),
+    // A pump that already finished is not polled again (a finished future must not be).
+    let pumped = match pumped_first {
+        Some(()) => Ok(()),
+        None => tokio::select! {
+            biased;
+            pumped = &mut pumping => pumped,
+            // orq answered (or failed) before the body was all sent.
+            early = &mut sending => return upstream_answer(gw, policy, started, Ok(early)),
+        },
     };
     if let Err(error) = pumped {
         gw.metrics.in_flight.dec();

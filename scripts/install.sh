@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for routerpolicy development: the Rust components the checks use,
-# the system tools the tests use, the test control plane (kube-apiserver, etcd, kubectl built
-# from the Go module proxy, cached under target/control-plane/), helm for the chart's tests and
-# the kstatus check (both cached under target/tools/), and a release build.
+# the system tools the tests use (openssl, a C compiler, nginx, promtool), the test control
+# plane (kube-apiserver, kube-controller-manager, etcd, kubectl built from the Go module proxy,
+# cached under target/control-plane/), helm, helm-docs and helm-unittest for the chart's tests
+# and the kstatus check (cached under target/tools/), and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +34,21 @@ if ! [ -x /usr/sbin/nginx ] && ! need nginx; then
   fi
 fi
 
+# promtool (Debian's prometheus package): the alerts' unit tests and the rendered
+# PrometheusRule's check. Only the tool is used; the package's server is not started.
+if ! need promtool; then
+  if need apt-get && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    pkill -x prometheus 2>/dev/null || true
+  else
+    echo "install.sh: please install promtool (Debian: apt-get install prometheus)" >&2
+    exit 2
+  fi
+fi
+
 tests/control-plane/build.sh >/dev/null
 tests/control-plane/build-helm.sh >/dev/null
+tests/control-plane/build-chart-tools.sh >/dev/null
 tests/control-plane/build-kstatus.sh >/dev/null
 cargo build --release --locked --bin routerpolicy --example fake-orq
 echo "ready: target/release/routerpolicy"

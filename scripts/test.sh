@@ -13,6 +13,7 @@ export ROUTERPOLICY_CONTROL_PLANE_BIN="${ROUTERPOLICY_CONTROL_PLANE_BIN:-$(tests
 export ROUTERPOLICY_HELM="${ROUTERPOLICY_HELM:-$(tests/control-plane/build-helm.sh | tail -n 1)}"
 "$ROUTERPOLICY_HELM" version --short
 export ROUTERPOLICY_KSTATUS="${ROUTERPOLICY_KSTATUS:-$(tests/control-plane/build-kstatus.sh | tail -n 1)}"
+export ROUTERPOLICY_CHART_TOOLS="${ROUTERPOLICY_CHART_TOOLS:-$(tests/control-plane/build-chart-tools.sh | tail -n 1)}"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -29,6 +30,9 @@ diff -u crds/imagevariationpolicies.routerpolicy.io.yaml <(target/release/router
   || { echo "crds/ drifted: run 'target/release/routerpolicy crd > crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
 diff -u crds/imagevariationpolicies.routerpolicy.io.yaml charts/routerpolicy/crds/imagevariationpolicies.routerpolicy.io.yaml \
   || { echo "the chart's CRD drifted: run 'target/release/routerpolicy crd > charts/routerpolicy/crds/imagevariationpolicies.routerpolicy.io.yaml'" >&2; exit 1; }
+
+step "charts/routerpolicy/README.md is generated from values.yaml (helm-docs)"
+scripts/gen-chart-docs.sh --check
 
 step "cargo test (unit, property, CLI, end-to-end on the real control plane)"
 cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"

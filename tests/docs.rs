@@ -102,36 +102,119 @@ fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
     assert!(message.starts_with("ServePending"), "{message}");
 }
 
-#[test]
-fn prometheus_alerts_only_use_metrics_the_operator_and_gateway_serve() {
-    let metrics = routerpolicy::operator::metrics::Metrics::default();
-    metrics.reconciled(routerpolicy::operator::metrics::ReconcileOutcome::Success, 0.01);
-    metrics.set_ready(&PolicyKey::new("ns", "p"), Some(routerpolicy::operator::metrics::Readiness::NotReady));
-    let gateway = routerpolicy::gateway::GatewayMetrics::default();
-    let policy = routerpolicy::gateway::PolicyLabels { policy: PolicyKey::new("ns", "p") };
+/// The sample names the operator's and the gateway's /metrics serve, every family populated.
+fn served_metric_names() -> std::collections::BTreeSet<String> {
+    use routerpolicy::gateway::{GatewayMetrics, PolicyInfoLabels, PolicyLabels, RequestLabels};
+    use routerpolicy::operator::metrics::{Metrics, Queue, QueueLabels, Readiness, ReconcileOutcome};
+    let metrics = Metrics::default();
+    metrics.reconciled(ReconcileOutcome::Success, 0.01);
+    metrics.set_ready(&PolicyKey::new("ns", "p"), Some(Readiness::NotReady));
+    metrics.pending.get_or_create(&QueueLabels { queue: Queue::Targets }).set(1);
+    let gateway = GatewayMetrics::default();
+    let policy = PolicyLabels { policy: PolicyKey::new("ns", "p") };
     gateway.reload_errors.get_or_create(&policy).inc();
     gateway.upstream_duration.get_or_create(&policy).observe(0.1);
-    gateway
-        .requests
-        .get_or_create(&routerpolicy::gateway::RequestLabels { policy: Some(PolicyKey::new("ns", "p")), code: 502 })
-        .inc();
+    gateway.policy_info.get_or_create(&PolicyInfoLabels { policy: PolicyKey::new("ns", "p"), hash: "h".into() }).set(1);
+    gateway.requests.get_or_create(&RequestLabels { policy: Some(PolicyKey::new("ns", "p")), code: 502 }).inc();
+    let outcome = routerpolicy::gateway::auth::AuthOutcome::Unavailable;
+    gateway.auth.get_or_create(&routerpolicy::gateway::metrics::AuthLabels { outcome }).inc();
     let exposition = format!("{}{}", metrics.encode(), gateway.encode());
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus-alerts.yaml")).expect("alerts");
-    let alerts: Value = serde_norway::from_str(&text).expect("yaml");
-    let rules = alerts["spec"]["groups"][0]["rules"].as_array().expect("rules");
-    assert!(!rules.is_empty());
-    let name = regex::Regex::new(r"routerpolicy_[a-z_]+").expect("regex");
-    for rule in rules {
-        let expr = rule["expr"].as_str().expect("expr");
-        for m in name.find_iter(expr) {
-            assert!(
-                exposition.contains(m.as_str()),
-                "alert {} uses {} which /metrics does not serve",
-                rule["alert"],
-                m.as_str()
-            );
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every `expr` string anywhere in a YAML or JSON document.
+fn expressions(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::String(e) if k == "expr" || k == "query" => out.push(e.clone()),
+                    _ => expressions(v, out),
+                }
+            }
         }
+        Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        _ => {}
+    }
+}
+
+/// The alerts, the recording rules and the Grafana dashboard use only metrics the binaries
+/// serve (histograms by their `_bucket` series, counters by `_total`) and recording rules
+/// that the rule file defines.
+#[test]
+fn alerts_recording_rules_and_dashboard_only_use_metrics_the_binaries_serve() {
+    let served = served_metric_names();
+    let rules: Value = serde_norway::from_str(&read("charts/routerpolicy/files/prometheus-rules.yaml")).expect("rules");
+    assert_eq!(
+        read("docs/prometheus-alerts.yaml"),
+        read("charts/routerpolicy/files/prometheus-rules.yaml"),
+        "one source"
+    );
+    let groups = rules["groups"].as_array().expect("groups");
+    let recorded: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .filter_map(|r| r["record"].as_str())
+        .collect();
+    assert!(recorded.len() >= 6, "recording rules for the dashboard's heavy queries");
+    let dashboard: Value =
+        serde_json::from_str(&read("charts/routerpolicy/files/grafana-dashboard.json")).expect("json");
+    let mut exprs = Vec::new();
+    expressions(&rules, &mut exprs);
+    let from_rules = exprs.len();
+    expressions(&dashboard, &mut exprs);
+    assert!(
+        from_rules >= 15 && exprs.len() > from_rules + 15,
+        "{} rule and {} dashboard expressions",
+        from_rules,
+        exprs.len() - from_rules
+    );
+    let name = regex::Regex::new(r"routerpolicy[a-zA-Z0-9_:]*").expect("regex");
+    let mut checked = 0;
+    for expr in &exprs {
+        for m in name.find_iter(expr).map(|m| m.as_str()) {
+            checked += 1;
+            if m.contains(':') {
+                assert!(recorded.contains(&m), "`{expr}` uses {m}, which no recording rule defines");
+            } else {
+                assert!(served.contains(m), "`{expr}` uses {m}, which /metrics does not serve: {served:?}");
+            }
+        }
+    }
+    assert!(checked > 30, "{checked} metric names checked");
+}
+
+/// Every alert has a runbook_url whose anchor is a section of docs/runbooks.md.
+#[test]
+fn every_alert_links_a_runbook_section_that_exists() {
+    let rules: Value = serde_norway::from_str(&read("charts/routerpolicy/files/prometheus-rules.yaml")).expect("rules");
+    let runbooks = read("docs/runbooks.md");
+    let sections: Vec<String> =
+        runbooks.lines().filter_map(|l| l.strip_prefix("## ")).map(|h| h.trim().to_lowercase()).collect();
+    let alerts: Vec<&Value> = rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .filter(|r| r.get("alert").is_some())
+        .collect();
+    assert!(alerts.len() >= 9, "{} alerts", alerts.len());
+    for alert in alerts {
+        let name = alert["alert"].as_str().expect("alert name");
+        let url = alert["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        let (base, anchor) = url.split_once('#').unwrap_or_else(|| panic!("{name}: {url} has no anchor"));
+        assert!(base.ends_with("docs/runbooks.md"), "{name}: {url}");
+        assert_eq!(anchor, name.to_lowercase(), "{name}: the anchor is the alert's name");
+        assert!(sections.contains(&anchor.to_string()), "docs/runbooks.md has no section `## {name}`");
     }
 }
 

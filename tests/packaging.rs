@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -91,6 +91,131 @@ fn kustomize(dir: &str) -> Vec<Value> {
     documents(&control_plane().kubectl_ok(&["kustomize", repo_root().join(dir).to_str().expect("utf-8")]))
 }
 
+/// The chart's tools (helm-docs, helm-unittest): `ROUTERPOLICY_CHART_TOOLS`, else built (or
+/// reused) by build-chart-tools.sh.
+fn chart_tool(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(path) = std::env::var_os("ROUTERPOLICY_CHART_TOOLS") {
+            return PathBuf::from(path);
+        }
+        let out = Command::new(repo_root().join("tests/control-plane/build-chart-tools.sh"))
+            .output()
+            .expect("build-chart-tools.sh");
+        assert!(out.status.success(), "build-chart-tools.sh: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("tools dir").trim())
+    })
+    .join(name)
+}
+
+fn run_ok(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("{} (scripts/install.sh installs it): {e}", program.display()));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} {args:?}:\n{text}", program.display());
+    text
+}
+
+/// Debian's prometheus package ships promtool (scripts/install.sh installs it).
+fn promtool() -> PathBuf {
+    std::env::var_os("ROUTERPOLICY_PROMTOOL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("promtool"))
+}
+
+#[test]
+fn the_charts_unit_suites_pass() {
+    let out = run_ok(&chart_tool("helm-unittest"), &["--color=false", "charts/routerpolicy"]);
+    let passed = regex::Regex::new(r"Tests:\s+(\d+) passed").expect("regex");
+    let count: usize = passed.captures(&out).and_then(|c| c[1].parse().ok()).unwrap_or(0);
+    assert!(count >= 20, "helm-unittest ran {count} tests:\n{out}");
+}
+
+#[test]
+fn every_alert_passes_its_promtool_unit_test() {
+    let out = run_ok(&promtool(), &["test", "rules", "tests/prometheus/alerts.test.yaml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// The PrometheusRule the chart renders holds rules promtool accepts, with the runbook base
+/// the values give.
+#[test]
+fn the_rendered_prometheus_rule_passes_promtool_check_rules() {
+    let rendered = template(&[
+        "--show-only",
+        "templates/monitoring.yaml",
+        "--set",
+        "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.runbookBaseURL=https://runbooks.example.com/rp",
+    ]);
+    let docs = documents(&rendered);
+    let rule = find(&docs, "PrometheusRule", "routerpolicy");
+    let file = std::env::temp_dir().join(format!("routerpolicy-rendered-rules-{}.yaml", std::process::id()));
+    std::fs::write(&file, serde_norway::to_string(&rule["spec"]).expect("yaml")).expect("write rules");
+    let out = run_ok(&promtool(), &["check", "rules", file.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_file(&file);
+    assert!(out.contains("SUCCESS: 15 rules found"), "{out}");
+    let alerts = rule["spec"]["groups"][1]["rules"].as_array().expect("alerts");
+    for alert in alerts {
+        let url = alert["annotations"]["runbook_url"].as_str().expect("runbook_url");
+        assert!(url.starts_with("https://runbooks.example.com/rp#routerpolicy"), "{url}");
+    }
+}
+
+/// Every key of values.yaml is in values.schema.json and back, at every level, each with a
+/// description; objects the schema closes (`additionalProperties: false`) are compared key by key.
+fn compare_keys(path: &str, values: &Value, schema: &Value) {
+    assert!(schema["description"].is_string() || path.is_empty(), "{path}: no description in values.schema.json");
+    if schema["additionalProperties"] != json!(false) {
+        return;
+    }
+    let props = schema["properties"].as_object().unwrap_or_else(|| panic!("{path}: no properties"));
+    let keys = values.as_object().unwrap_or_else(|| panic!("{path}: values.yaml has no object here"));
+    for key in keys.keys() {
+        assert!(props.contains_key(key), "values.yaml's {path}{key} is not in values.schema.json");
+    }
+    for (key, sub) in props {
+        let value = keys.get(key).unwrap_or_else(|| panic!("values.schema.json's {path}{key} is not in values.yaml"));
+        compare_keys(&format!("{path}{key}."), value, sub);
+    }
+}
+
+#[test]
+fn values_yaml_and_its_schema_name_the_same_keys() {
+    let root = repo_root().join("charts/routerpolicy");
+    let values: Value = serde_norway::from_str(&std::fs::read_to_string(root.join("values.yaml")).expect("values"))
+        .expect("values.yaml");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("values.schema.json")).expect("schema")).expect("json");
+    compare_keys("", &values, &schema);
+}
+
+#[test]
+fn a_mistyped_value_fails_the_install_naming_it() {
+    for (set, named) in [
+        ("replicaCount=3", "'replicaCount' not allowed"),
+        ("gateway.enable=true", "at '/gateway': additional properties 'enable' not allowed"),
+        ("logFormat=xml", "at '/logFormat'"),
+        ("logLevel=infoo", "at '/logLevel'"),
+        ("replicas=two", "at '/replicas': got string, want integer"),
+        ("gateway.auth.mode=mtls", "at '/gateway/auth/mode'"),
+    ] {
+        let out = helm(&["template", "rp", "charts/routerpolicy", "--kube-version", "1.35.4", "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(stderr.contains(named), "{set}: {stderr}");
+    }
+    helm_ok(&[
+        "template",
+        "rp",
+        "charts/routerpolicy",
+        "--kube-version",
+        "1.35.4",
+        "--set",
+        "logLevel=info\\,routerpolicy=debug",
+    ]);
+}
+
 #[test]
 fn helm_lint_passes_with_default_and_optional_values() {
     helm_ok(&["lint", "charts/routerpolicy", "--strict", "--kube-version", "1.35.4"]);
@@ -103,6 +228,27 @@ fn helm_lint_passes_with_default_and_optional_values() {
         "--set",
         "gateway.enabled=true,gateway.defaultPolicy=team.a,namespaces={a,b},leaderElection.enabled=false,replicas=1,logFormat=text",
     ]);
+    helm_ok(&[
+        "lint",
+        "charts/routerpolicy",
+        "--strict",
+        "--kube-version",
+        "1.35.4",
+        "-f",
+        "docs/examples/chart-values-production.yaml",
+    ]);
+}
+
+/// Server-side dry run of rendered objects as the test's admin; the applied objects' names.
+fn apply_dry_run(rendered: &str, what: &str) -> String {
+    let cp = control_plane();
+    let out = cp.kubectl_with(
+        &cp.kubeconfig,
+        &["apply", "--server-side", "--dry-run=server", "--field-manager=chart-test", "-f", "-"],
+        Some(rendered),
+    );
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,16 +269,53 @@ async fn helm_template_is_accepted_by_the_api_server() {
             "--set",
             values,
         ]);
-        let out = cp.kubectl_with(
-            &cp.kubeconfig,
-            &["apply", "--server-side", "--dry-run=server", "--field-manager=chart-test", "-f", "-"],
-            Some(&rendered),
-        );
-        assert!(out.status.success(), "{values}: {}", String::from_utf8_lossy(&out.stderr));
-        let applied = String::from_utf8_lossy(&out.stdout);
+        let applied = apply_dry_run(&rendered, values);
         for object in ["customresourcedefinition", "deployment.apps/rp-routerpolicy", "validatingadmissionpolicy"] {
             assert!(applied.contains(object), "{values}: {object} not applied:\n{applied}");
         }
+    }
+}
+
+/// The production example (HA, monitoring, NetworkPolicies) renders objects the real API
+/// server accepts, the Prometheus Operator's ServiceMonitor and PrometheusRule validated
+/// against that project's own CRDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_production_values_example_is_accepted_by_the_api_server() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "chart-prod").await;
+    let out =
+        Command::new(repo_root().join("tests/control-plane/monitoring-crds.sh")).output().expect("monitoring-crds.sh");
+    assert!(out.status.success(), "monitoring-crds.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let crds = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("crd dir").trim());
+    for kind in ["servicemonitors", "prometheusrules"] {
+        let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
+        cp.kubectl_ok(&["apply", "--server-side", "-f", file.to_str().expect("utf-8")]);
+        cp.kubectl_ok(&["wait", "--for=condition=Established", &format!("crd/{kind}.monitoring.coreos.com")]);
+    }
+    let rendered = helm_ok(&[
+        "template",
+        "rp",
+        "charts/routerpolicy",
+        "-n",
+        &ns,
+        "--kube-version",
+        "1.35.4",
+        "-f",
+        "docs/examples/chart-values-production.yaml",
+    ]);
+    let applied = apply_dry_run(&rendered, "docs/examples/chart-values-production.yaml");
+    for object in [
+        "networkpolicy.networking.k8s.io/rp-routerpolicy ",
+        "networkpolicy.networking.k8s.io/rp-routerpolicy-gateway ",
+        "poddisruptionbudget.policy/rp-routerpolicy ",
+        "poddisruptionbudget.policy/rp-routerpolicy-gateway ",
+        "servicemonitor.monitoring.coreos.com/rp-routerpolicy ",
+        "servicemonitor.monitoring.coreos.com/rp-routerpolicy-gateway ",
+        "prometheusrule.monitoring.coreos.com/rp-routerpolicy ",
+        "configmap/rp-routerpolicy-dashboard ",
+    ] {
+        assert!(applied.contains(object), "{object}not applied:\n{applied}");
     }
 }
 
@@ -198,6 +381,11 @@ fn the_charts_rbac_admission_policies_and_security_settings_equal_deploy() {
         find(&chart, "Service", "routerpolicy-metrics")["spec"]["ports"],
         find(&deploy, "Service", "routerpolicy-metrics")["spec"]["ports"]
     );
+    let budget = |docs: &[Value], name: &str| {
+        let spec = &find(docs, "PodDisruptionBudget", name)["spec"];
+        (spec["maxUnavailable"].clone(), spec["minAvailable"].clone())
+    };
+    assert_eq!(budget(&chart, "routerpolicy"), budget(&deploy, "routerpolicy"), "operator PodDisruptionBudget");
 
     // The optional gateway equals deploy/gateway/ (names aside).
     let chart = documents(&template(&["--set", "gateway.enabled=true,gateway.namespace=image-gateway"]));
@@ -218,6 +406,15 @@ fn the_charts_rbac_admission_policies_and_security_settings_equal_deploy() {
     for arg in deploy_gw["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default() {
         assert!(gw_args.contains(&arg), "the chart's gateway args lack {arg}: {gw_args:?}");
     }
+    assert_eq!(
+        budget(&chart, "routerpolicy-gateway"),
+        budget(&deploy, "routerpolicy-gateway"),
+        "gateway PodDisruptionBudget"
+    );
+    assert_eq!(
+        find(&chart, "PodDisruptionBudget", "routerpolicy-gateway")["spec"]["selector"],
+        find(&deploy, "PodDisruptionBudget", "routerpolicy-gateway")["spec"]["selector"]
+    );
     let (chart_role, deploy_role) =
         (find(&chart, "Role", "routerpolicy-gateway"), find(&deploy, "Role", "routerpolicy-gateway"));
     assert_eq!(chart_role["rules"], deploy_role["rules"], "gateway Role rules");

@@ -46,9 +46,17 @@ if ! need promtool; then
   fi
 fi
 
+# The default control plane (the whole suite runs on it); the other supported versions
+# (tests/control-plane/versions.sh) build in the background while the release build compiles.
 tests/control-plane/build.sh >/dev/null
+. tests/control-plane/versions.sh
+mkdir -p target
+( for version in $K8S_MATRIX; do K8S_VERSION=$version tests/control-plane/build.sh || exit 1; done ) \
+  >target/control-plane-matrix.log 2>&1 &
+matrix=$!
 tests/control-plane/build-helm.sh >/dev/null
 tests/control-plane/build-chart-tools.sh >/dev/null
 tests/control-plane/build-kstatus.sh >/dev/null
 cargo build --release --locked --bin routerpolicy --example fake-orq
+wait "$matrix" || { echo "install.sh: a matrix control plane did not build; see target/control-plane-matrix.log" >&2; exit 1; }
 echo "ready: target/release/routerpolicy"

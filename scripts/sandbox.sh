@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a machine without a cluster (PRODUCT §11): the whole product, locally.
 #
-# Starts etcd and kube-apiserver (the test control plane, built from the Go module proxy and
+# Starts etcd, kube-apiserver and kube-controller-manager (the test control plane, built from the Go module proxy and
 # cached under target/control-plane/), installs the CRD, runs the release operator as its own
 # process with its normal flags, runs team-a's gateway (`routerpolicy gateway`) in API mode
 # under its own ServiceAccount token in front of a fake orq, applies examples/ (and shows the
@@ -138,6 +138,13 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 "$kubectl" get --raw /readyz >/dev/null || { echo "kube-apiserver did not start; see $work/kube-apiserver.log" >&2; tail -20 "$work/kube-apiserver.log" >&2; exit 1; }
+
+# Namespace lifecycle and garbage collection, as in a real cluster: a deleted namespace is
+# emptied and goes; a gateway replica's report Lease goes with its Pod.
+say "starting kube-controller-manager (namespace, garbage collector)"
+"$bin/kube-controller-manager" --kubeconfig="$KUBECONFIG" --controllers=namespace,garbagecollector \
+  --leader-elect=false --secure-port=0 >"$work/kube-controller-manager.log" 2>&1 &
+pids+=($!)
 
 say "installing the CRD"
 "$kubectl" apply --server-side -f crds/ >/dev/null

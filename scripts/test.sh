@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and every test, the same on a laptop and in CI:
 # formatting, clippy, generated-file drift, unit/property/CLI tests, and the end-to-end
-# tests against a real kube-apiserver + etcd (built once by tests/control-plane/build.sh).
+# tests against a real kube-apiserver + etcd + kube-controller-manager (built once by
+# tests/control-plane/build.sh) at the default Kubernetes version, then the API-server suites
+# at the other supported versions (scripts/test-k8s-versions.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,3 +38,6 @@ scripts/gen-chart-docs.sh --check
 
 step "cargo test (unit, property, CLI, end-to-end on the real control plane)"
 cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+
+step "API-server suites on the other supported Kubernetes versions"
+scripts/test-k8s-versions.sh

@@ -550,6 +550,41 @@ async fn each_rule_is_refused_at_admission_with_the_path_validate_reports() {
     assert!(failures.is_empty(), "{} of {} rules failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
 
+/// deploy/admission.yaml's targetRefs policy refuses a repeat with validate's first error,
+/// word for word, wherever the repeat is (it indexes entries with a list literal, as CEL's
+/// list `slice` needs Kubernetes 1.31, so the literal must cover the schema's maxItems).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_targetrefs_admission_message_is_validates_first_error() {
+    let text = std::fs::read_to_string(support::repo_root().join("deploy/admission.yaml")).expect("admission.yaml");
+    let max = routerpolicy::limits::TARGETS_MAX as usize;
+    let literal = format!("[{}]", (0..max).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    assert!(text.contains(&format!("\"{literal}.filter(")), "the index literal covers maxItems {max}");
+
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "repeats").await;
+    install_targetrefs_admission_policy(&ns);
+    let own = |name: &str| json!({"name": name, "namespace": ns});
+    let mut longest: Vec<_> = (0..max - 1).map(|i| json!({"name": format!("gw{i}")})).collect();
+    longest.push(json!({"name": "gw0", "namespace": ns}));
+    for refs in [
+        vec![json!({"name": "a"}), json!({"name": "b"}), own("b"), own("a")],
+        vec![json!({"name": "x"}), json!({"name": "gw"}), own("x"), own("gw")],
+        longest,
+    ] {
+        let manifest = policy_yaml(&ns, "repeats", json!({"targetRefs": refs}));
+        let schema = routerpolicy::crd::openapi_schema();
+        let docs = routerpolicy::manifests::parse_documents("repeats.yaml", &manifest);
+        let checked = routerpolicy::manifests::check_document(&docs[0], &schema, &ns);
+        let first = checked.report.errors.first().expect("validate refuses a repeat");
+        let expected = format!("{}: {}", first.path, first.message);
+        let out = cp.kubectl_with(&cp.kubeconfig, &["create", "--dry-run=server", "-f", "-"], Some(&manifest));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "admitted: {manifest}");
+        assert!(stderr.contains(&expected), "the API server says\n{stderr}\nvalidate says\n{expected}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_target_keeps_what_it_serves_and_refuses_newcomers() {
     let cp = control_plane();

@@ -228,7 +228,7 @@ async fn a_namespace_holding_policies_is_deleted_with_no_operator_installed() {
     converged(&client, &ns, POLICIES, 2, &[], || operator.log()).await;
     operator.terminate();
 
-    cp.delete_namespace_as_its_controller(&ns).await;
+    cp.delete_namespace(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

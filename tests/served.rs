@@ -40,6 +40,16 @@ fn gateway_credentials(ns: &str) -> PathBuf {
 
 /// A gateway replica in API mode, reporting every second.
 fn gateway(kubeconfig: &std::path::Path, ns: &str, identity: &str, extra: &[&str]) -> GatewayProcess {
+    gateway_with_env(kubeconfig, ns, identity, extra, &[])
+}
+
+fn gateway_with_env(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    identity: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> GatewayProcess {
     let mut args = vec![
         format!("--config-map={ns}/{CONFIGMAP}"),
         format!("--identity={identity}"),
@@ -48,7 +58,8 @@ fn gateway(kubeconfig: &std::path::Path, ns: &str, identity: &str, extra: &[&str
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let kubeconfig = kubeconfig.to_str().expect("utf-8");
-    GatewayProcess::start_with_env(&control_plane().dir, &args, &[("KUBECONFIG", kubeconfig)])
+    let env = [&[("KUBECONFIG", kubeconfig)][..], env].concat();
+    GatewayProcess::start_with_env(&control_plane().dir, &args, &env)
 }
 
 /// The operator, for this namespace only, with `extra` flags.
@@ -221,7 +232,8 @@ async fn replicas_starting_dying_or_the_operator_restarting_write_no_status() {
         (!report_leases(&client, &ns).await.iter().any(|l| l.ends_with("gw-leaving"))).then_some(())
     })
     .await;
-    // The dead replica's Lease stays (outside a pod no owner collects it); the operator stops
+    // The dead replica's Lease stays (outside a pod no owner collects it; with a pod the
+    // garbage collector does, see a_dead_replicas_report_goes_with_its_pod); the operator stops
     // counting it when it expires (4 s), at its next sweep (2 s).
     tokio::time::sleep(Duration::from_secs(8)).await;
 
@@ -241,6 +253,48 @@ async fn replicas_starting_dying_or_the_operator_restarting_write_no_status() {
     assert_eq!(second_operator.metric("routerpolicy_status_writes_total"), Some(0.0));
     assert_eq!(condition(&p, "Ready").map(|c| c.status), Some("True".into()));
     assert_eq!(third.served_hash(&format!("{ns}.p")), p.status.and_then(|s| s.config_hash));
+}
+
+/// A replica in a pod owns its report Lease through that Pod: when the replica dies without
+/// releasing it and its Pod is deleted, the garbage collector of the test control plane's
+/// kube-controller-manager deletes the report, as in a real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_report_goes_with_its_pod() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "podgc").await;
+    let kubeconfig = gateway_credentials(&ns);
+    let _operator = operator(&ns, "podgc-op", &[]);
+    apply_policy(&ns, "p", spec(json!({})));
+    // The replica's Pod (nothing schedules it here; it only has to exist and own the report).
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gw-pod", "namespace": ns},
+        "spec": {"containers": [{"name": "gateway", "image": "routerpolicy/routerpolicy"}]}});
+    let out = cp.apply(&pod.to_string());
+    assert!(out.status.success(), "create pod: {}", String::from_utf8_lossy(&out.stderr));
+    let uid = cp.kubectl_ok(&["get", "pod", "gw-pod", "-n", &ns, "-o", "jsonpath={.metadata.uid}"]);
+    let replica = gateway_with_env(&kubeconfig, &ns, "gw-pod", &[], &[("POD_NAME", "gw-pod"), ("POD_UID", uid.trim())]);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let owned = || async {
+        let list = leases.list(&ListParams::default().labels("routerpolicy.io/gateway-replica=true")).await.ok()?;
+        let owners: Vec<String> = list
+            .items
+            .iter()
+            .flat_map(|l| l.metadata.owner_references.clone().unwrap_or_default())
+            .map(|o| format!("{}/{}/{}", o.kind, o.name, o.uid))
+            .collect();
+        Some(owners)
+    };
+    eventually(WAIT, "the replica reports, its Lease owned by its Pod", || async {
+        owned().await.filter(|o| o.contains(&format!("Pod/gw-pod/{}", uid.trim())))
+    })
+    .await;
+
+    replica.signal("KILL");
+    cp.kubectl_ok(&["delete", "pod", "gw-pod", "-n", &ns]);
+    eventually(WAIT, "the garbage collector deleted the dead replica's report with its Pod", || async {
+        owned().await.filter(|o| o.is_empty())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

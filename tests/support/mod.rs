@@ -1,5 +1,6 @@
-//! Test support: a real control plane (etcd + kube-apiserver, built by
-//! `tests/control-plane/build.sh`), shared by the tests of one test binary.
+//! Test support: a real control plane (etcd, kube-apiserver and kube-controller-manager with
+//! the namespace and garbage-collector controllers, built by `tests/control-plane/build.sh`),
+//! shared by the tests of one test binary.
 //!
 //! - [`control_plane`] starts it once per test binary (or uses the cluster of
 //!   `ROUTERPOLICY_TEST_KUBECONFIG`), installs the CRD from `crds/` and waits for it.
@@ -40,6 +41,7 @@ pub struct ControlPlane {
     pub etcd_url: String,
     etcd: Mutex<Option<Child>>,
     apiserver: Mutex<Option<Child>>,
+    controller_manager: Mutex<Option<Child>>,
     apiserver_args: Vec<String>,
 }
 
@@ -113,6 +115,7 @@ impl ControlPlane {
             etcd_url: String::new(),
             etcd: Mutex::new(None),
             apiserver: Mutex::new(None),
+            controller_manager: Mutex::new(None),
             apiserver_args: Vec::new(),
         }
     }
@@ -197,10 +200,30 @@ impl ControlPlane {
             etcd_url,
             etcd: Mutex::new(Some(etcd)),
             apiserver: Mutex::new(Some(apiserver)),
+            controller_manager: Mutex::new(None),
             apiserver_args: args,
         };
         cp.wait_ready();
+        cp.start_controller_manager();
         cp
+    }
+
+    /// kube-controller-manager with the controllers the tests rely on: namespace lifecycle
+    /// (a deleted namespace is emptied and finalized) and the garbage collector (objects
+    /// owned by a deleted owner go). No serving port, so control planes of parallel test
+    /// binaries do not collide.
+    fn start_controller_manager(&self) {
+        let bin = self.bin.as_ref().expect("a control plane started by the tests");
+        let args = [
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--controllers=namespace,garbagecollector".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--v=0".into(),
+        ];
+        let child =
+            spawn_watched(&bin.join("kube-controller-manager"), &args, &self.dir.join("kube-controller-manager.log"));
+        *self.controller_manager.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
     fn wait_ready(&self) {
@@ -293,7 +316,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for child in [&self.apiserver, &self.etcd] {
+        for child in [&self.controller_manager, &self.apiserver, &self.etcd] {
             if let Some(mut child) = child.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -303,30 +326,25 @@ impl Drop for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Deletes a namespace that holds policies as the namespace controller would (the test
-    /// control plane runs no kube-controller-manager): mark it deleted, delete its policies
-    /// (which must go with no operator: no finalizer) and ConfigMaps, finalize; returns once
-    /// the namespace is gone.
-    pub async fn delete_namespace_as_its_controller(&self, ns: &str) {
+    /// Deletes a namespace and waits until the namespace controller has emptied and finalized
+    /// it: everything in it must go on its own (a policy with a finalizer that nothing removes
+    /// would keep it Terminating, and this panics with what is left).
+    pub async fn delete_namespace(&self, ns: &str) {
         self.kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
-        let out = self.kubectl(&["delete", "ivp", "--all", "-n", ns, "--timeout=20s"]);
-        assert!(out.status.success(), "policies must go without an operator: {}", String::from_utf8_lossy(&out.stderr));
-        let left = self.kubectl_ok(&["get", "ivp", "-n", ns, "-o", "name"]);
-        assert!(left.trim().is_empty(), "policies left behind: {left}");
-        self.kubectl_ok(&["delete", "configmaps", "--all", "-n", ns, "--timeout=20s"]);
-        let finalize = format!(
-            r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}},"spec":{{"finalizers":[]}}}}"#
-        );
-        let out = self.kubectl_with(
-            &self.kubeconfig,
-            &["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", "-"],
-            Some(&finalize),
-        );
-        assert!(out.status.success(), "finalize: {}", String::from_utf8_lossy(&out.stderr));
-        eventually(Duration::from_secs(20), &format!("namespace {ns} to be gone"), || async {
-            (!self.kubectl(&["get", "namespace", ns]).status.success()).then_some(())
-        })
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.kubectl(&["get", "namespace", ns]).status.success() {
+            if Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let left = self.kubectl(&["get", "namespace", ns, "-o", "jsonpath={.status.conditions}"]);
+            let policies = self.kubectl(&["get", "ivp", "-n", ns, "-o", "name"]);
+            panic!(
+                "namespace {ns} still there after 60 s: {} {}",
+                String::from_utf8_lossy(&left.stdout),
+                String::from_utf8_lossy(&policies.stdout)
+            );
+        }
     }
 }
 

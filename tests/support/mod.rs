@@ -83,15 +83,24 @@ fn control_plane_bin() -> PathBuf {
 
 /// Starts `program` under a watchdog that kills it when this process exits.
 fn spawn_watched(program: &Path, args: &[String], log: &Path) -> Child {
+    spawn_watched_then_remove(program, args, log, None)
+}
+
+/// Starts `program` under a watchdog that kills it when this process exits, then removes
+/// `scratch` (etcd's data: a control plane per test binary would otherwise leave hundreds of
+/// megabytes behind in the temporary directory on every run).
+fn spawn_watched_then_remove(program: &Path, args: &[String], log: &Path, scratch: Option<&Path>) -> Child {
     let parent = std::process::id();
     let script = format!(
         r#""$0" "$@" & child=$!
-trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM INT
+cleanup() {{ [ -n "$RP_WATCHDOG_SCRATCH" ] && rm -rf "$RP_WATCHDOG_SCRATCH"; }}
+trap 'kill $child 2>/dev/null; wait $child; cleanup; exit 0' TERM INT
 while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done
-kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; wait $child"#
+kill $child 2>/dev/null; sleep 1; kill -9 $child 2>/dev/null; wait $child; cleanup"#
     );
     let logfile = std::fs::File::create(log).expect("create log file");
     Command::new("bash")
+        .env("RP_WATCHDOG_SCRATCH", scratch.map(|p| p.as_os_str().to_owned()).unwrap_or_default())
         .arg("-c")
         .arg(script)
         .arg(program)
@@ -129,7 +138,7 @@ impl ControlPlane {
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd = spawn_watched(
+        let etcd = spawn_watched_then_remove(
             &bin.join("etcd"),
             &[
                 format!("--data-dir={}", dir.join("etcd").display()),
@@ -142,6 +151,7 @@ impl ControlPlane {
                 "--log-level=warn".into(),
             ],
             &dir.join("etcd.log"),
+            Some(&dir.join("etcd")),
         );
 
         // Service-account signing keys and the admin token.

@@ -95,5 +95,5 @@ GOMOD
 fi
 
 "$bin/kube-apiserver" --version >&2
-"$bin/etcd" --version 2>&1 | head -1 >&2
+"$bin/etcd" --version 2>&1 | sed -n 1p >&2  # sed reads it all: no SIGPIPE under pipefail
 echo "$bin"

@@ -15,6 +15,15 @@ use support::{Instance, control_plane, eventually, repo_root};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Runs one of tests/control-plane's scripts, which print the path they built or fetched on
+/// their last line.
+fn last_line_of(script: &str) -> PathBuf {
+    let out = Command::new(repo_root().join(script)).output().unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().unwrap_or_else(|| panic!("{script} printed no path")).trim())
+}
+
 /// The helm binary: `ROUTERPOLICY_HELM`, else built (or reused) by build-helm.sh.
 fn helm_path() -> PathBuf {
     static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -22,9 +31,7 @@ fn helm_path() -> PathBuf {
         if let Some(path) = std::env::var_os("ROUTERPOLICY_HELM") {
             return PathBuf::from(path);
         }
-        let out = Command::new(repo_root().join("tests/control-plane/build-helm.sh")).output().expect("build-helm.sh");
-        assert!(out.status.success(), "build-helm.sh: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("helm path").trim())
+        last_line_of("tests/control-plane/build-helm.sh")
     })
     .clone()
 }
@@ -70,15 +77,12 @@ fn kube_version() -> &'static str {
 
 /// `helm template` of the chart as release `routerpolicy` in `routerpolicy-system`.
 fn template(extra: &[&str]) -> String {
-    let mut args = vec![
-        "template",
-        "routerpolicy",
-        "charts/routerpolicy",
-        "-n",
-        "routerpolicy-system",
-        "--kube-version",
-        kube_version(),
-    ];
+    template_as("routerpolicy", "routerpolicy-system", extra)
+}
+
+/// `helm template` of the chart as `release` in `namespace`, for the control plane's version.
+fn template_as(release: &str, namespace: &str, extra: &[&str]) -> String {
+    let mut args = vec!["template", release, "charts/routerpolicy", "-n", namespace, "--kube-version", kube_version()];
     args.extend_from_slice(extra);
     helm_ok(&args)
 }
@@ -111,11 +115,7 @@ fn chart_tool(name: &str) -> PathBuf {
         if let Some(path) = std::env::var_os("ROUTERPOLICY_CHART_TOOLS") {
             return PathBuf::from(path);
         }
-        let out = Command::new(repo_root().join("tests/control-plane/build-chart-tools.sh"))
-            .output()
-            .expect("build-chart-tools.sh");
-        assert!(out.status.success(), "build-chart-tools.sh: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("tools dir").trim())
+        last_line_of("tests/control-plane/build-chart-tools.sh")
     })
     .join(name)
 }
@@ -269,18 +269,7 @@ async fn helm_template_is_accepted_by_the_api_server() {
     let client = cp.client().await;
     let ns = cp.namespace(&client, "chart").await;
     for values in ["gateway.enabled=false", "gateway.enabled=true,namespaces={a,b},gateway.defaultPolicy=team.a"] {
-        let rendered = helm_ok(&[
-            "template",
-            "rp",
-            "charts/routerpolicy",
-            "-n",
-            &ns,
-            "--kube-version",
-            kube_version(),
-            "--include-crds",
-            "--set",
-            values,
-        ]);
+        let rendered = template_as("rp", &ns, &["--include-crds", "--set", values]);
         let applied = apply_dry_run(&rendered, values);
         for object in ["customresourcedefinition", "deployment.apps/rp-routerpolicy", "validatingadmissionpolicy"] {
             assert!(applied.contains(object), "{values}: {object} not applied:\n{applied}");
@@ -296,26 +285,13 @@ async fn the_production_values_example_is_accepted_by_the_api_server() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "chart-prod").await;
-    let out =
-        Command::new(repo_root().join("tests/control-plane/monitoring-crds.sh")).output().expect("monitoring-crds.sh");
-    assert!(out.status.success(), "monitoring-crds.sh: {}", String::from_utf8_lossy(&out.stderr));
-    let crds = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("crd dir").trim());
+    let crds = last_line_of("tests/control-plane/monitoring-crds.sh");
     for kind in ["servicemonitors", "prometheusrules"] {
         let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
         cp.kubectl_ok(&["apply", "--server-side", "-f", file.to_str().expect("utf-8")]);
         cp.kubectl_ok(&["wait", "--for=condition=Established", &format!("crd/{kind}.monitoring.coreos.com")]);
     }
-    let rendered = helm_ok(&[
-        "template",
-        "rp",
-        "charts/routerpolicy",
-        "-n",
-        &ns,
-        "--kube-version",
-        kube_version(),
-        "-f",
-        "docs/examples/chart-values-production.yaml",
-    ]);
+    let rendered = template_as("rp", &ns, &["-f", "docs/examples/chart-values-production.yaml"]);
     let applied = apply_dry_run(&rendered, "docs/examples/chart-values-production.yaml");
     for object in [
         "networkpolicy.networking.k8s.io/rp-routerpolicy ",

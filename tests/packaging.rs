@@ -230,25 +230,18 @@ fn a_mistyped_value_fails_the_install_naming_it() {
 
 #[test]
 fn helm_lint_passes_with_default_and_optional_values() {
-    helm_ok(&["lint", "charts/routerpolicy", "--strict", "--kube-version", kube_version()]);
-    helm_ok(&[
-        "lint",
-        "charts/routerpolicy",
-        "--strict",
-        "--kube-version",
-        kube_version(),
-        "--set",
-        "gateway.enabled=true,gateway.defaultPolicy=team.a,namespaces={a,b},leaderElection.enabled=false,replicas=1,logFormat=text",
-    ]);
-    helm_ok(&[
-        "lint",
-        "charts/routerpolicy",
-        "--strict",
-        "--kube-version",
-        kube_version(),
-        "-f",
-        "docs/examples/chart-values-production.yaml",
-    ]);
+    for extra in [
+        &[][..],
+        &[
+            "--set",
+            "gateway.enabled=true,gateway.defaultPolicy=team.a,namespaces={a,b},leaderElection.enabled=false,replicas=1,logFormat=text",
+        ],
+        &["-f", "docs/examples/chart-values-production.yaml"],
+    ] {
+        let mut args = vec!["lint", "charts/routerpolicy", "--strict", "--kube-version", kube_version()];
+        args.extend_from_slice(extra);
+        helm_ok(&args);
+    }
 }
 
 /// Server-side dry run of rendered objects as the test's admin; the applied objects' names.

@@ -23,7 +23,15 @@
 //! reverse proxy to the same fake orq (one worker, `proxy_request_buffering on`, keep-alive to
 //! the upstream; its config is generated here) runs as a third path in the same rounds, and
 //! each table gains the gateway/nginx throughput ratio and p50 difference — nginx forwards
-//! the body as it is, the gateway also rewrites it.
+//! the body as it is, the gateway also rewrites it — and the CPU time (user + system, from
+//! `/proc/<pid>/stat`) the gateway's and nginx's processes used per served request, the figure
+//! that decides who serves more once the two cores are full.
+//!
+//! Where wrk is installed (scripts/install.sh installs it), the same cases run again driven by
+//! wrk (one thread, `in flight` keep-alive connections, the way the issue's first nginx figures
+//! were taken): the bench's own client is a multi-threaded tokio runtime that takes a share of
+//! the two cores itself; wrk takes less, so that table is the proxies' figure with the least
+//! help or hindrance from the driver. Both are printed; neither is picked.
 
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;
@@ -97,6 +105,92 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         gwsupport::stop(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// wrk (a C load generator, one thread, keep-alive connections), where installed
+/// (scripts/install.sh installs it): the driver of the peer table, light enough that the
+/// proxies, not the client, share the two cores.
+struct Wrk {
+    binary: std::path::PathBuf,
+    script: std::path::PathBuf,
+    script_with_policy: std::path::PathBuf,
+}
+
+/// One wrk round: served requests, p50 and p99, and failures.
+struct WrkRun {
+    served: u64,
+    p50: Duration,
+    p99: Duration,
+    failures: u64,
+}
+
+impl Wrk {
+    /// wrk with scripts that POST `body` (written under `dir`), or `None` where not installed.
+    fn new(dir: &std::path::Path, body: &[u8]) -> Option<Wrk> {
+        let binary =
+            ["/usr/bin/wrk", "/usr/local/bin/wrk"].into_iter().map(std::path::PathBuf::from).find(|p| p.exists())?;
+        let body_file = dir.join("wrk-body");
+        std::fs::write(&body_file, body).ok()?;
+        let script = |policy: bool| {
+            let header = if policy { "wrk.headers[\"X-Routerpolicy-Policy\"] = \"team.bench\"\n" } else { "" };
+            format!(
+                "local f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*all\")\nf:close()\nwrk.method = \"POST\"\n\
+                 wrk.headers[\"Content-Type\"] = \"multipart/form-data; boundary=benchBoundary\"\n\
+                 wrk.headers[\"Authorization\"] = \"Bearer caller\"\n{header}",
+                body_file.display()
+            )
+        };
+        let (plain, with_policy) = (dir.join("wrk-plain.lua"), dir.join("wrk-policy.lua"));
+        std::fs::write(&plain, script(false)).ok()?;
+        std::fs::write(&with_policy, script(true)).ok()?;
+        Some(Wrk { binary, script: plain, script_with_policy: with_policy })
+    }
+
+    /// `in_flight` connections on `url` for `duration` (whole seconds, at least one: wrk's unit).
+    fn run(&self, url: &str, policy: bool, in_flight: usize, duration: Duration) -> Option<WrkRun> {
+        let script = if policy { &self.script_with_policy } else { &self.script };
+        let output = std::process::Command::new(&self.binary)
+            .args(["-t1", &format!("-c{in_flight}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency", "-s"])
+            .arg(script)
+            .arg(url)
+            .output()
+            .ok()?;
+        parse_wrk(&String::from_utf8_lossy(&output.stdout))
+    }
+}
+
+/// wrk's report: `N requests in …`, the latency distribution's 50% and 99%
+/// lines, and `Non-2xx or 3xx responses: …` / socket errors as failures.
+fn parse_wrk(report: &str) -> Option<WrkRun> {
+    let duration = |text: &str| -> Option<Duration> {
+        let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+        let (number, unit) = text.split_at(split);
+        let n: f64 = number.parse().ok()?;
+        let seconds = match unit {
+            "us" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            _ => return None,
+        };
+        Some(Duration::from_secs_f64(seconds))
+    };
+    let mut run = WrkRun { served: 0, p50: Duration::ZERO, p99: Duration::ZERO, failures: 0 };
+    for line in report.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [n, "requests", "in", ..] => run.served = n.parse().ok()?,
+            ["50%", d] => run.p50 = duration(d)?,
+            ["99%", d] => run.p99 = duration(d)?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.failures += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                run.failures += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
+            }
+            _ => {}
+        }
+    }
+    run.served -= run.failures.min(run.served);
+    Some(run)
 }
 
 struct Run {
@@ -204,83 +298,227 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// CPU time (user + system, in clock ticks of 10 ms) that `pid` and its children processes
+/// (nginx's worker) have used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let own = |pid: u32| -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+        // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        field(14) + field(15)
+    };
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(own)
+        .sum();
+    own(pid) + children
+}
+
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-async fn cases(client: &HttpClient, direct_url: &str, gateway_url: &str, nginx_url: Option<&str>, duration: Duration) {
+/// One way to the fake orq: its URL, the process that serves it (for its CPU time), and
+/// whether requests name the policy.
+struct Path {
+    url: String,
+    pid: Option<u32>,
+    policy: bool,
+}
+
+/// A path's rounds in one case and the CPU its process used in them.
+#[derive(Default)]
+struct Measured {
+    runs: Vec<Run>,
+    ticks: u64,
+}
+
+impl Measured {
+    /// One round on `path`, counting its process's CPU time.
+    async fn round(&mut self, client: &HttpClient, path: &Path, body: &Bytes, in_flight: usize, duration: Duration) {
+        let before = path.pid.map(cpu_ticks).unwrap_or(0);
+        self.runs.push(drive(client, &path.url, body, path.policy, in_flight, duration).await);
+        self.ticks += path.pid.map(cpu_ticks).unwrap_or(0).saturating_sub(before);
+    }
+
+    /// Microseconds of the process's CPU per served request.
+    fn cpu_per_request(&self) -> f64 {
+        let served: usize = self.runs.iter().map(|r| r.latencies.len()).sum();
+        self.ticks as f64 * 10_000.0 / served.max(1) as f64
+    }
+}
+
+/// The bench's request: a multipart body with an image of `size` bytes and router fields.
+fn request_body(size: usize) -> Bytes {
+    let picture = image(size);
+    Bytes::from(multipart(
+        "benchBoundary",
+        &[
+            ("orq", None, None, br#"{"retry":{"count":0}}"#),
+            ("image", Some("image.png"), Some("image/png"), &picture),
+            ("model", None, None, b"openai/dall-e-2"),
+            ("n", None, None, b"1"),
+        ],
+    ))
+}
+
+/// A path's wrk rounds in one case and the CPU its process used in them.
+#[derive(Default)]
+struct WrkMeasured {
+    served: u64,
+    seconds: f64,
+    p50s: Vec<Duration>,
+    p99s: Vec<Duration>,
+    failures: u64,
+    ticks: u64,
+}
+
+impl WrkMeasured {
+    fn round(&mut self, wrk: &Wrk, path: &Path, in_flight: usize, duration: Duration) {
+        let before = path.pid.map(cpu_ticks).unwrap_or(0);
+        let Some(run) = wrk.run(&path.url, path.policy, in_flight, duration) else { return };
+        self.ticks += path.pid.map(cpu_ticks).unwrap_or(0).saturating_sub(before);
+        self.served += run.served;
+        self.seconds += duration.as_secs().max(1) as f64;
+        self.p50s.push(run.p50);
+        self.p99s.push(run.p99);
+        self.failures += run.failures;
+    }
+
+    fn rps(&self) -> f64 {
+        self.served as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The mean of the rounds' p50 (or p99) in ms.
+    fn mean_ms(durations: &[Duration]) -> f64 {
+        durations.iter().map(|d| ms(*d)).sum::<f64>() / durations.len().max(1) as f64
+    }
+
+    fn cpu_per_request(&self) -> f64 {
+        self.ticks as f64 * 10_000.0 / self.served.max(1) as f64
+    }
+}
+
+/// The peer table driven by wrk: direct, gateway and nginx in alternating rounds per case.
+fn wrk_cases(dir: &std::path::Path, paths: [&Path; 3], duration: Duration) {
+    println!("\nnext to nginx, driven by wrk (one thread; the bench's process serves only the fake orq):\n");
+    println!(
+        "| image | in flight | direct req/s | nginx p50 / p99 | gateway p50 / p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx | CPU/req nginx / gateway |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (label, size) in sizes() {
+        let Some(wrk) = Wrk::new(dir, &request_body(size)) else {
+            println!("wrk: not installed (scripts/install.sh installs it); skipped");
+            return;
+        };
+        for in_flight in [1usize, 32] {
+            for path in paths {
+                wrk.run(&path.url, path.policy, in_flight, Duration::from_secs(1));
+            }
+            let mut measured: [WrkMeasured; 3] = Default::default();
+            for _ in 0..2 {
+                for (path, m) in paths.iter().zip(measured.iter_mut()) {
+                    m.round(&wrk, path, in_flight, duration);
+                }
+            }
+            let [d, g, n] = &measured;
+            let mean = WrkMeasured::mean_ms;
+            println!(
+                "| {label} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {:.0} / {:.0} µs |",
+                d.rps(),
+                mean(&n.p50s),
+                mean(&n.p99s),
+                mean(&g.p50s),
+                mean(&g.p99s),
+                mean(&g.p50s) - mean(&n.p50s),
+                n.rps(),
+                g.rps(),
+                g.rps() / n.rps().max(1e-9),
+                n.cpu_per_request(),
+                g.cpu_per_request(),
+            );
+            if d.failures + g.failures + n.failures > 0 {
+                println!("  failures: direct {}, gateway {}, nginx {}", d.failures, g.failures, n.failures);
+            }
+        }
+    }
+}
+
+/// The image sizes of the cases (`GATEWAY_BENCH_ONLY=100KiB` or `4MiB` runs one).
+fn sizes() -> Vec<(&'static str, usize)> {
+    let only = std::env::var("GATEWAY_BENCH_ONLY").unwrap_or_default().to_ascii_lowercase().replace(' ', "");
+    [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)]
+        .into_iter()
+        .filter(|(label, _)| only.is_empty() || only == label.to_ascii_lowercase().replace(' ', ""))
+        .collect()
+}
+
+async fn cases(client: &HttpClient, direct: &Path, gateway: &Path, nginx: Option<&Path>, duration: Duration) {
     println!(
         "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut peer_rows = Vec::new();
-    // GATEWAY_BENCH_ONLY=100KiB or 4MiB runs one size (for quick comparisons).
-    let only = std::env::var("GATEWAY_BENCH_ONLY").unwrap_or_default().to_ascii_lowercase().replace(' ', "");
-    for (label, size) in [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)] {
-        if !only.is_empty() && only != label.to_ascii_lowercase().replace(' ', "") {
-            continue;
-        }
-        let picture = image(size);
-        let body = Bytes::from(multipart(
-            "benchBoundary",
-            &[
-                ("orq", None, None, br#"{"retry":{"count":0}}"#),
-                ("image", Some("image.png"), Some("image/png"), &picture),
-                ("model", None, None, b"openai/dall-e-2"),
-                ("n", None, None, b"1"),
-            ],
-        ));
+    for (label, size) in sizes() {
+        let body = request_body(size);
         for in_flight in [1usize, 32] {
-            // Warm both paths' connection pools.
-            drive(client, direct_url, &body, false, in_flight, Duration::from_millis(200)).await;
-            drive(client, gateway_url, &body, true, in_flight, Duration::from_millis(200)).await;
-            if let Some(url) = nginx_url {
-                drive(client, url, &body, false, in_flight, Duration::from_millis(200)).await;
+            let paths: Vec<&Path> = [Some(direct), Some(gateway), nginx].into_iter().flatten().collect();
+            // Warm every path's connection pools.
+            for path in &paths {
+                drive(client, &path.url, &body, path.policy, in_flight, Duration::from_millis(200)).await;
             }
-            let (mut direct, mut through, mut peer) = (Vec::new(), Vec::new(), Vec::new());
+            let mut measured: Vec<Measured> = paths.iter().map(|_| Measured::default()).collect();
             for _ in 0..2 {
-                direct.push(drive(client, direct_url, &body, false, in_flight, duration).await);
-                through.push(drive(client, gateway_url, &body, true, in_flight, duration).await);
-                if let Some(url) = nginx_url {
-                    peer.push(drive(client, url, &body, false, in_flight, duration).await);
+                for (path, m) in paths.iter().zip(measured.iter_mut()) {
+                    m.round(client, path, &body, in_flight, duration).await;
                 }
             }
-            let d = figures(&direct);
-            let g = figures(&through);
-            if !peer.is_empty() {
-                peer_rows.push(peer_row(label, in_flight, &figures(&peer), &g));
+            let (d, g) = (figures(&measured[0].runs), figures(&measured[1].runs));
+            if let Some(peer) = measured.get(2) {
+                let cpu = (peer.cpu_per_request(), measured[1].cpu_per_request());
+                peer_rows.push(peer_row(label, in_flight, &figures(&peer.runs), &g, cpu));
             }
-            println!(
-                "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
-                ms(d.p50),
-                ms(d.p99),
-                ms(g.p50),
-                ms(g.p99),
-                ms(g.p50) - ms(d.p50),
-                ms(g.p99) - ms(d.p99),
-                d.rps,
-                g.rps,
-                g.rps / d.rps.max(1e-9),
-            );
-            if d.failures + g.failures > 0 {
-                println!(
-                    "  failures: direct {} of {}, gateway {} of {}",
-                    d.failures,
-                    d.n + d.failures,
-                    g.failures,
-                    g.n + g.failures
-                );
-            }
+            print_direct_row(label, in_flight, &d, &g);
         }
     }
     print_peer_table(&peer_rows);
 }
 
-/// One row of the nginx table: nginx's figures `n` next to the gateway's `g`.
-fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures) -> String {
+/// One row of the direct table: the fake orq's figures `d` next to the gateway's `g`.
+fn print_direct_row(label: &str, in_flight: usize, d: &Figures, g: &Figures) {
+    println!(
+        "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+        ms(d.p50),
+        ms(d.p99),
+        ms(g.p50),
+        ms(g.p99),
+        ms(g.p50) - ms(d.p50),
+        ms(g.p99) - ms(d.p99),
+        d.rps,
+        g.rps,
+        g.rps / d.rps.max(1e-9),
+    );
+    if d.failures + g.failures > 0 {
+        println!(
+            "  failures: direct {} of {}, gateway {} of {}",
+            d.failures,
+            d.n + d.failures,
+            g.failures,
+            g.n + g.failures
+        );
+    }
+}
+
+/// One row of the nginx table: nginx's figures `n` next to the gateway's `g`, and the CPU
+/// each process used per request (µs, nginx then gateway).
+fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures, cpu: (f64, f64)) -> String {
     format!(
-        "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× |",
+        "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {:.0} µs | {:.0} µs | {:.2}× |",
         ms(n.p50),
         ms(n.p99),
         ms(g.p50),
@@ -289,6 +527,9 @@ fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures) -> String {
         n.rps,
         g.rps,
         g.rps / n.rps.max(1e-9),
+        cpu.0,
+        cpu.1,
+        cpu.1 / cpu.0.max(1e-9),
     )
 }
 
@@ -296,11 +537,13 @@ fn print_peer_table(rows: &[String]) {
     if rows.is_empty() {
         return;
     }
-    println!("\nnext to nginx (a plain reverse proxy, one worker; the gateway also rewrites the body):\n");
     println!(
-        "| image | in flight | nginx p50 | nginx p99 | gateway p50 | gateway p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx |"
+        "\nnext to nginx (a plain reverse proxy, one worker; the gateway also rewrites the body), driven by the bench's own client:\n"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| image | in flight | nginx p50 | nginx p99 | gateway p50 | gateway p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx | nginx CPU/req | gateway CPU/req | CPU gateway/nginx |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
@@ -333,10 +576,15 @@ fn main() {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
-        let direct_url = format!("{}{PATH}", upstream.url());
+        let direct = Path { url: format!("{}{PATH}", upstream.url()), pid: None, policy: false };
         let gateway_url = format!("http://{}{PATH}", gateway.addr);
+        let through = Path { url: gateway_url.clone(), pid: Some(gateway.child.id()), policy: true };
         let nginx = Nginx::start(dir.path(), &upstream.url());
-        let nginx_url = nginx.as_ref().map(|n| format!("http://127.0.0.1:{}{PATH}", n.port));
+        let peer = nginx.as_ref().map(|n| Path {
+            url: format!("http://127.0.0.1:{}{PATH}", n.port),
+            pid: Some(n.child.id()),
+            policy: false,
+        });
         match &nginx {
             Some(n) => println!("nginx peer: 127.0.0.1:{} (one worker, proxy_request_buffering on)", n.port),
             None => println!("nginx peer: not installed (scripts/install.sh installs it); skipped"),
@@ -357,7 +605,10 @@ fn main() {
                 println!("\n### fake orq answers after {service_ms} ms (a service time; real image variations take seconds)\n");
                 upstream.set_mode(Mode::Delay(service));
             }
-            cases(&client, &direct_url, &gateway_url, nginx_url.as_deref(), duration).await;
+            cases(&client, &direct, &through, peer.as_ref(), duration).await;
+            if let Some(peer) = &peer {
+                wrk_cases(dir.path(), [&direct, &through, peer], duration);
+            }
         }
         let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
         println!("\ngateway peak RSS (VmHWM): {hwm}");

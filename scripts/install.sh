@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for routerpolicy development: the Rust components the checks use,
-# the system tools the tests use (openssl, a C compiler, nginx, promtool), the test control
+# the system tools the tests use (openssl, a C compiler, nginx, wrk, promtool), the test control
 # plane (kube-apiserver, kube-controller-manager, etcd, kubectl built from the Go module proxy,
 # cached under target/control-plane/), helm, helm-docs and helm-unittest for the chart's tests
 # and the kstatus check (cached under target/tools/), and a release build.
@@ -23,16 +23,20 @@ if ! need openssl || ! need cc; then
   fi
 fi
 # nginx: the plain reverse proxy the gateway benchmark runs next to the gateway (its own
-# process, its own config; the package's service is not used).
-if ! [ -x /usr/sbin/nginx ] && ! need nginx; then
-  if need apt-get && [ "$(id -u)" = 0 ]; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } \
-      || echo "install.sh: could not install nginx: cargo bench --bench gateway will skip its nginx peer" >&2
-    pkill -x nginx 2>/dev/null || true
-  else
-    echo "install.sh: nginx is not installed: cargo bench --bench gateway will skip its nginx peer" >&2
+# process, its own config; the package's service is not used), and wrk, the C load generator
+# that drives the benchmark's nginx table.
+for tool in nginx wrk; do
+  if [ -x "/usr/sbin/$tool" ] || [ -x "/usr/bin/$tool" ] || need "$tool"; then
+    continue
   fi
-fi
+  if need apt-get && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null; } \
+      || echo "install.sh: could not install $tool: cargo bench --bench gateway will skip what needs it" >&2
+    [ "$tool" = nginx ] && { pkill -x nginx 2>/dev/null || true; }
+  else
+    echo "install.sh: $tool is not installed: cargo bench --bench gateway will skip what needs it" >&2
+  fi
+done
 
 # promtool (Debian's prometheus package): the alerts' unit tests and the rendered
 # PrometheusRule's check. Only the tool is used; the package's server is not started.

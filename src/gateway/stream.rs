@@ -22,6 +22,10 @@ use crate::gateway::rewrite::{RewriteError, is_router_field, orq_part, part_head
 /// The largest header block of one part (Content-Disposition, Content-Type, …).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// The end of a header block.
+static BLANK_LINE: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Before the first delimiter; `at_start` while nothing has been skipped.
@@ -204,8 +208,15 @@ impl StreamRewrite {
     fn head(&mut self, w: &Bytes, pos: usize, out: &mut Vec<Bytes>) -> Result<Step, RewriteError> {
         let rest = &w[pos..];
         let index = self.parts;
-        let next = self.finder.find(rest);
-        let raw = &rest[..next.unwrap_or(rest.len())];
+        // A delimiter matters only where it could cut the header block: up to the block's
+        // first blank line and a delimiter's length past it. Looking no further keeps the
+        // part's data (an image) from being scanned twice.
+        let scope = match BLANK_LINE.find(rest) {
+            Some(end) => rest.len().min(end + 4 + self.delimiter.len()),
+            None => rest.len(),
+        };
+        let next = self.finder.find(&rest[..scope]);
+        let raw = &rest[..next.unwrap_or(scope)];
         let Some(head) = part_head(raw, index)? else {
             if next.is_some() {
                 return Err(malformed(&format!("part {index}: header block not terminated")));

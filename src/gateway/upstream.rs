@@ -110,11 +110,36 @@ pub struct Chunks {
     remaining: u64,
 }
 
+/// Runs of chunks shorter than this are joined into one (a copy of a few hundred bytes).
+const SMALL_CHUNK: usize = 4096;
+
 impl Chunks {
-    /// The body of `chunks`, `len` bytes in all.
+    /// The body of `chunks`, `len` bytes in all. Runs of small chunks (the `orq` part, header
+    /// blocks, short fields) are joined, so hyper sends the head and the whole body in one
+    /// `writev` instead of overflowing its 16-buffer queue into a second one.
     pub fn new(chunks: Vec<Bytes>, len: u64) -> Self {
-        Chunks { chunks: chunks.into(), remaining: len }
+        Chunks { chunks: coalesce(chunks), remaining: len }
     }
+}
+
+/// `chunks` with every run of small ones joined into one; large ones are kept as they are.
+fn coalesce(chunks: Vec<Bytes>) -> VecDeque<Bytes> {
+    let mut out = VecDeque::with_capacity(chunks.len().min(8));
+    let mut run = bytes::BytesMut::new();
+    for chunk in chunks {
+        if chunk.len() < SMALL_CHUNK {
+            run.extend_from_slice(&chunk);
+            continue;
+        }
+        if !run.is_empty() {
+            out.push_back(run.split().freeze());
+        }
+        out.push_back(chunk);
+    }
+    if !run.is_empty() {
+        out.push_back(run.freeze());
+    }
+    out
 }
 
 impl http_body::Body for Chunks {
@@ -211,6 +236,22 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_chunks_are_joined_and_large_ones_kept_whole() {
+        let image = Bytes::from(vec![7u8; 10_000]);
+        let parts = vec![
+            Bytes::from_static(b"--b\r\n"),
+            Bytes::from_static(b"head\r\n\r\n"),
+            image.clone(),
+            Bytes::from_static(b"\r\n"),
+            Bytes::from_static(b"--b--\r\n"),
+        ];
+        let joined: Vec<Bytes> = coalesce(parts.clone()).into();
+        assert_eq!(joined.len(), 3, "{joined:?}");
+        assert_eq!(joined.concat(), parts.concat(), "the same bytes in the same order");
+        assert_eq!(joined[1].as_ptr(), image.as_ptr(), "the image is not copied");
+    }
 
     #[test]
     fn upstream_urls_keep_a_path_prefix() {

@@ -347,9 +347,29 @@ impl Measured {
     }
 
     /// Microseconds of the process's CPU per served request.
-    fn cpu_per_request(&self) -> f64 {
+    fn cpu_per_request(&self) -> Option<f64> {
         let served: usize = self.runs.iter().map(|r| r.latencies.len()).sum();
-        self.ticks as f64 * 10_000.0 / served.max(1) as f64
+        cpu_per_request(self.ticks, served as u64)
+    }
+}
+
+/// Microseconds of CPU per request from `ticks` (10 ms each) over `served` requests; `None`
+/// below 20 ticks, where one tick more or less would move the figure by over 5% (a service
+/// time of 250 ms leaves the proxies nearly idle).
+fn cpu_per_request(ticks: u64, served: u64) -> Option<f64> {
+    (ticks >= 20).then(|| ticks as f64 * 10_000.0 / served.max(1) as f64)
+}
+
+/// A CPU figure in µs, or `–` where there is none.
+fn micros(figure: Option<f64>) -> String {
+    figure.map(|v| format!("{v:.0} µs")).unwrap_or_else(|| "–".into())
+}
+
+/// The ratio of two CPU figures, or `–`.
+fn cpu_ratio(gateway: Option<f64>, nginx: Option<f64>) -> String {
+    match (gateway, nginx) {
+        (Some(g), Some(n)) => format!("{:.2}×", g / n.max(1e-9)),
+        _ => "–".into(),
     }
 }
 
@@ -399,8 +419,8 @@ impl WrkMeasured {
         durations.iter().map(|d| ms(*d)).sum::<f64>() / durations.len().max(1) as f64
     }
 
-    fn cpu_per_request(&self) -> f64 {
-        self.ticks as f64 * 10_000.0 / self.served.max(1) as f64
+    fn cpu_per_request(&self) -> Option<f64> {
+        cpu_per_request(self.ticks, self.served)
     }
 }
 
@@ -429,7 +449,7 @@ fn wrk_cases(dir: &std::path::Path, paths: [&Path; 3], duration: Duration) {
             let [d, g, n] = &measured;
             let mean = WrkMeasured::mean_ms;
             println!(
-                "| {label} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {:.0} / {:.0} µs |",
+                "| {label} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {} / {} |",
                 d.rps(),
                 mean(&n.p50s),
                 mean(&n.p99s),
@@ -439,8 +459,8 @@ fn wrk_cases(dir: &std::path::Path, paths: [&Path; 3], duration: Duration) {
                 n.rps(),
                 g.rps(),
                 g.rps() / n.rps().max(1e-9),
-                n.cpu_per_request(),
-                g.cpu_per_request(),
+                micros(n.cpu_per_request()),
+                micros(g.cpu_per_request()),
             );
             if d.failures + g.failures + n.failures > 0 {
                 println!("  failures: direct {}, gateway {}, nginx {}", d.failures, g.failures, n.failures);
@@ -516,9 +536,9 @@ fn print_direct_row(label: &str, in_flight: usize, d: &Figures, g: &Figures) {
 
 /// One row of the nginx table: nginx's figures `n` next to the gateway's `g`, and the CPU
 /// each process used per request (µs, nginx then gateway).
-fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures, cpu: (f64, f64)) -> String {
+fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures, cpu: (Option<f64>, Option<f64>)) -> String {
     format!(
-        "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {:.0} µs | {:.0} µs | {:.2}× |",
+        "| {label} | {in_flight} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {} | {} | {} |",
         ms(n.p50),
         ms(n.p99),
         ms(g.p50),
@@ -527,9 +547,9 @@ fn peer_row(label: &str, in_flight: usize, n: &Figures, g: &Figures, cpu: (f64, 
         n.rps,
         g.rps,
         g.rps / n.rps.max(1e-9),
-        cpu.0,
-        cpu.1,
-        cpu.1 / cpu.0.max(1e-9),
+        micros(cpu.0),
+        micros(cpu.1),
+        cpu_ratio(cpu.1, cpu.0),
     )
 }
 

@@ -325,7 +325,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 
 /// One way to the fake orq: its URL, the process that serves it (for its CPU time), and
 /// whether requests name the policy.
-struct Path {
+struct Target {
     url: String,
     pid: Option<u32>,
     policy: bool,
@@ -340,7 +340,7 @@ struct Measured {
 
 impl Measured {
     /// One round on `path`, counting its process's CPU time.
-    async fn round(&mut self, client: &HttpClient, path: &Path, body: &Bytes, in_flight: usize, duration: Duration) {
+    async fn round(&mut self, client: &HttpClient, path: &Target, body: &Bytes, in_flight: usize, duration: Duration) {
         let before = path.pid.map(cpu_ticks).unwrap_or(0);
         self.runs.push(drive(client, &path.url, body, path.policy, in_flight, duration).await);
         self.ticks += path.pid.map(cpu_ticks).unwrap_or(0).saturating_sub(before);
@@ -399,7 +399,7 @@ struct WrkMeasured {
 }
 
 impl WrkMeasured {
-    fn round(&mut self, wrk: &Wrk, path: &Path, in_flight: usize, duration: Duration) {
+    fn round(&mut self, wrk: &Wrk, path: &Target, in_flight: usize, duration: Duration) {
         let before = path.pid.map(cpu_ticks).unwrap_or(0);
         let Some(run) = wrk.run(&path.url, path.policy, in_flight, duration) else { return };
         self.ticks += path.pid.map(cpu_ticks).unwrap_or(0).saturating_sub(before);
@@ -425,7 +425,7 @@ impl WrkMeasured {
 }
 
 /// The peer table driven by wrk: direct, gateway and nginx in alternating rounds per case.
-fn wrk_cases(dir: &std::path::Path, paths: [&Path; 3], duration: Duration) {
+fn wrk_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
     println!("\nnext to nginx, driven by wrk (one thread; the bench's process serves only the fake orq):\n");
     println!(
         "| image | in flight | direct req/s | nginx p50 / p99 | gateway p50 / p99 | gateway − nginx p50 | nginx req/s | gateway req/s | gateway/nginx | CPU/req nginx / gateway |"
@@ -478,7 +478,7 @@ fn sizes() -> Vec<(&'static str, usize)> {
         .collect()
 }
 
-async fn cases(client: &HttpClient, direct: &Path, gateway: &Path, nginx: Option<&Path>, duration: Duration) {
+async fn cases(client: &HttpClient, direct: &Target, gateway: &Target, nginx: Option<&Target>, duration: Duration) {
     println!(
         "| image | in flight | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | direct req/s | gateway req/s | throughput ratio |"
     );
@@ -487,7 +487,7 @@ async fn cases(client: &HttpClient, direct: &Path, gateway: &Path, nginx: Option
     for (label, size) in sizes() {
         let body = request_body(size);
         for in_flight in [1usize, 32] {
-            let paths: Vec<&Path> = [Some(direct), Some(gateway), nginx].into_iter().flatten().collect();
+            let paths: Vec<&Target> = [Some(direct), Some(gateway), nginx].into_iter().flatten().collect();
             // Warm every path's connection pools.
             for path in &paths {
                 drive(client, &path.url, &body, path.policy, in_flight, Duration::from_millis(200)).await;
@@ -596,11 +596,11 @@ fn main() {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
-        let direct = Path { url: format!("{}{PATH}", upstream.url()), pid: None, policy: false };
+        let direct = Target { url: format!("{}{PATH}", upstream.url()), pid: None, policy: false };
         let gateway_url = format!("http://{}{PATH}", gateway.addr);
-        let through = Path { url: gateway_url.clone(), pid: Some(gateway.child.id()), policy: true };
+        let through = Target { url: gateway_url.clone(), pid: Some(gateway.child.id()), policy: true };
         let nginx = Nginx::start(dir.path(), &upstream.url());
-        let peer = nginx.as_ref().map(|n| Path {
+        let peer = nginx.as_ref().map(|n| Target {
             url: format!("http://127.0.0.1:{}{PATH}", n.port),
             pid: Some(n.child.id()),
             policy: false,

@@ -112,6 +112,10 @@ pub struct Chunks {
 
 /// Runs of chunks shorter than this are joined into one (a copy of a few hundred bytes).
 const SMALL_CHUNK: usize = 4096;
+/// What joining may copy per request at most: a body made only of small parts (thousands of
+/// short fields) keeps the rest as it came, so a buffered request holds at most this much more
+/// than its body.
+pub const MAX_JOINED: usize = 64 * 1024;
 
 impl Chunks {
     /// The body of `chunks`, `len` bytes in all. Runs of small chunks (the `orq` part, header
@@ -122,12 +126,15 @@ impl Chunks {
     }
 }
 
-/// `chunks` with every run of small ones joined into one; large ones are kept as they are.
+/// `chunks` with runs of small ones joined into one, copying at most [`MAX_JOINED`] bytes;
+/// large ones (and small ones past that) are kept as they are.
 fn coalesce(chunks: Vec<Bytes>) -> VecDeque<Bytes> {
     let mut out = VecDeque::with_capacity(chunks.len().min(8));
     let mut run = bytes::BytesMut::new();
+    let mut copied = 0;
     for chunk in chunks {
-        if chunk.len() < SMALL_CHUNK {
+        if chunk.len() < SMALL_CHUNK && copied + chunk.len() <= MAX_JOINED {
+            copied += chunk.len();
             run.extend_from_slice(&chunk);
             continue;
         }
@@ -251,6 +258,17 @@ mod tests {
         assert_eq!(joined.len(), 3, "{joined:?}");
         assert_eq!(joined.concat(), parts.concat(), "the same bytes in the same order");
         assert_eq!(joined[1].as_ptr(), image.as_ptr(), "the image is not copied");
+    }
+
+    #[test]
+    fn joining_copies_no_more_than_its_bound() {
+        let fields: Vec<Bytes> = (0..4000).map(|i| Bytes::from(format!("field {i:04} and some text\r\n"))).collect();
+        let joined: Vec<Bytes> = coalesce(fields.clone()).into();
+        assert_eq!(joined.concat(), fields.concat(), "the same bytes in the same order");
+        let originals: Vec<*const u8> = fields.iter().map(|f| f.as_ptr()).collect();
+        let copied: usize = joined.iter().filter(|c| !originals.contains(&c.as_ptr())).map(|c| c.len()).sum();
+        assert!(copied > 0 && copied <= MAX_JOINED, "copied {copied} bytes");
+        assert!(fields.concat().len() > MAX_JOINED, "the fixture is larger than the bound");
     }
 
     #[test]

@@ -30,8 +30,8 @@
 //! Where wrk is installed (scripts/install.sh installs it), the same cases run again driven by
 //! wrk (one thread, `in flight` keep-alive connections, the way the first nginx figures
 //! were taken): the bench's own client is a multi-threaded tokio runtime that takes a share of
-//! the two cores itself; wrk takes less, so that table is the proxies' figure with the least
-//! help or hindrance from the driver. Both are printed; neither is picked.
+//! the two cores itself, wrk a smaller one. The two do not always agree (docs/benchmarks.md);
+//! both are printed, neither is picked.
 
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;

@@ -108,8 +108,7 @@ impl Drop for Nginx {
 }
 
 /// wrk (a C load generator, one thread, keep-alive connections), where installed
-/// (scripts/install.sh installs it): the driver of the peer table, light enough that the
-/// proxies, not the client, share the two cores.
+/// (scripts/install.sh installs it): the second driver of the peer table.
 struct Wrk {
     binary: std::path::PathBuf,
     script: std::path::PathBuf,
@@ -331,6 +330,13 @@ struct Target {
     policy: bool,
 }
 
+impl Target {
+    /// The CPU its process has used so far (0 where the bench serves it itself).
+    fn cpu_ticks(&self) -> u64 {
+        self.pid.map(cpu_ticks).unwrap_or(0)
+    }
+}
+
 /// A path's rounds in one case and the CPU its process used in them.
 #[derive(Default)]
 struct Measured {
@@ -341,9 +347,9 @@ struct Measured {
 impl Measured {
     /// One round on `path`, counting its process's CPU time.
     async fn round(&mut self, client: &HttpClient, path: &Target, body: &Bytes, in_flight: usize, duration: Duration) {
-        let before = path.pid.map(cpu_ticks).unwrap_or(0);
+        let before = path.cpu_ticks();
         self.runs.push(drive(client, &path.url, body, path.policy, in_flight, duration).await);
-        self.ticks += path.pid.map(cpu_ticks).unwrap_or(0).saturating_sub(before);
+        self.ticks += path.cpu_ticks().saturating_sub(before);
     }
 
     /// Microseconds of the process's CPU per served request.
@@ -400,9 +406,9 @@ struct WrkMeasured {
 
 impl WrkMeasured {
     fn round(&mut self, wrk: &Wrk, path: &Target, in_flight: usize, duration: Duration) {
-        let before = path.pid.map(cpu_ticks).unwrap_or(0);
+        let before = path.cpu_ticks();
         let Some(run) = wrk.run(&path.url, path.policy, in_flight, duration) else { return };
-        self.ticks += path.pid.map(cpu_ticks).unwrap_or(0).saturating_sub(before);
+        self.ticks += path.cpu_ticks().saturating_sub(before);
         self.served += run.served;
         self.seconds += duration.as_secs().max(1) as f64;
         self.p50s.push(run.p50);
@@ -414,14 +420,14 @@ impl WrkMeasured {
         self.served as f64 / self.seconds.max(1e-9)
     }
 
-    /// The mean of the rounds' p50 (or p99) in ms.
-    fn mean_ms(durations: &[Duration]) -> f64 {
-        durations.iter().map(|d| ms(*d)).sum::<f64>() / durations.len().max(1) as f64
-    }
-
     fn cpu_per_request(&self) -> Option<f64> {
         cpu_per_request(self.ticks, self.served)
     }
+}
+
+/// The mean of the rounds' p50s (or p99s), in ms.
+fn mean_ms(durations: &[Duration]) -> f64 {
+    durations.iter().map(|d| ms(*d)).sum::<f64>() / durations.len().max(1) as f64
 }
 
 /// The peer table driven by wrk: direct, gateway and nginx in alternating rounds per case.
@@ -447,15 +453,14 @@ fn wrk_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
                 }
             }
             let [d, g, n] = &measured;
-            let mean = WrkMeasured::mean_ms;
             println!(
                 "| {label} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {} / {} |",
                 d.rps(),
-                mean(&n.p50s),
-                mean(&n.p99s),
-                mean(&g.p50s),
-                mean(&g.p99s),
-                mean(&g.p50s) - mean(&n.p50s),
+                mean_ms(&n.p50s),
+                mean_ms(&n.p99s),
+                mean_ms(&g.p50s),
+                mean_ms(&g.p99s),
+                mean_ms(&g.p50s) - mean_ms(&n.p50s),
                 n.rps(),
                 g.rps(),
                 g.rps() / n.rps().max(1e-9),

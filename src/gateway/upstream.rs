@@ -115,7 +115,7 @@ const SMALL_CHUNK: usize = 4096;
 /// What joining may copy per request at most: a body made only of small parts (thousands of
 /// short fields) keeps the rest as it came, so a buffered request holds at most this much more
 /// than its body.
-pub const MAX_JOINED: usize = 64 * 1024;
+const MAX_JOINED: usize = 64 * 1024;
 
 impl Chunks {
     /// The body of `chunks`, `len` bytes in all. Runs of small chunks (the `orq` part, header

@@ -32,7 +32,15 @@
 //! were taken): the bench's own client is a multi-threaded tokio runtime that takes a share of
 //! the two cores itself, wrk a smaller one. The two do not always agree (docs/benchmarks.md);
 //! both are printed, neither is picked.
+//!
+//! The stack's floor (benches/floor): a bare pass-through proxy on the gateway's own HTTP crates
+//! and runtime, its own process, that only reads the body, scans it for the delimiter and sends
+//! it on. With wrk and nginx installed, a third table (fake orq answering at once) puts nginx,
+//! the floor and the gateway side by side: what the stack allows at best, and how far the
+//! gateway's own work is from it.
 
+#[path = "floor/mod.rs"]
+mod floor;
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;
 #[path = "../tests/support/mod.rs"]
@@ -430,6 +438,20 @@ fn mean_ms(durations: &[Duration]) -> f64 {
     durations.iter().map(|d| ms(*d)).sum::<f64>() / durations.len().max(1) as f64
 }
 
+/// `paths` driven by wrk at `in_flight`: a warm-up second each, then two alternating rounds.
+fn wrk_rounds(wrk: &Wrk, paths: [&Target; 3], in_flight: usize, duration: Duration) -> [WrkMeasured; 3] {
+    for path in paths {
+        wrk.run(&path.url, path.policy, in_flight, Duration::from_secs(1));
+    }
+    let mut measured: [WrkMeasured; 3] = Default::default();
+    for _ in 0..2 {
+        for (path, m) in paths.iter().zip(measured.iter_mut()) {
+            m.round(wrk, path, in_flight, duration);
+        }
+    }
+    measured
+}
+
 /// The peer table driven by wrk: direct, gateway and nginx in alternating rounds per case.
 fn wrk_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
     println!("\nnext to nginx, driven by wrk (one thread; the bench's process serves only the fake orq):\n");
@@ -443,15 +465,7 @@ fn wrk_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
             return;
         };
         for in_flight in [1usize, 32] {
-            for path in paths {
-                wrk.run(&path.url, path.policy, in_flight, Duration::from_secs(1));
-            }
-            let mut measured: [WrkMeasured; 3] = Default::default();
-            for _ in 0..2 {
-                for (path, m) in paths.iter().zip(measured.iter_mut()) {
-                    m.round(&wrk, path, in_flight, duration);
-                }
-            }
+            let measured = wrk_rounds(&wrk, paths, in_flight, duration);
             let [d, g, n] = &measured;
             println!(
                 "| {label} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:+.2} ms | {:.0} | {:.0} | {:.2}× | {} / {} |",
@@ -469,6 +483,41 @@ fn wrk_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
             );
             if d.failures + g.failures + n.failures > 0 {
                 println!("  failures: direct {}, gateway {}, nginx {}", d.failures, g.failures, n.failures);
+            }
+        }
+    }
+}
+
+/// The floor table, driven by wrk: nginx, the stack's floor and the gateway in alternating
+/// rounds per case.
+fn floor_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
+    println!(
+        "\nthe stack's floor (a bare hyper pass-through that only scans the body), next to nginx and the gateway, driven by wrk:\n"
+    );
+    println!(
+        "| image | in flight | nginx req/s | floor req/s | gateway req/s | floor/nginx | gateway/nginx | gateway/floor | CPU/req nginx / floor / gateway |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (label, size) in sizes() {
+        let Some(wrk) = Wrk::new(dir, &request_body(size)) else { return };
+        for in_flight in [1usize, 32] {
+            let measured = wrk_rounds(&wrk, paths, in_flight, duration);
+            let [n, f, g] = &measured;
+            let ratio = |a: &WrkMeasured, b: &WrkMeasured| a.rps() / b.rps().max(1e-9);
+            println!(
+                "| {label} | {in_flight} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× | {:.2}× | {} / {} / {} |",
+                n.rps(),
+                f.rps(),
+                g.rps(),
+                ratio(f, n),
+                ratio(g, n),
+                ratio(g, f),
+                micros(n.cpu_per_request()),
+                micros(f.cpu_per_request()),
+                micros(g.cpu_per_request()),
+            );
+            if n.failures + f.failures + g.failures > 0 {
+                println!("  failures: nginx {}, floor {}, gateway {}", n.failures, f.failures, g.failures);
             }
         }
     }
@@ -575,8 +624,10 @@ fn print_peer_table(rows: &[String]) {
 }
 
 fn main() {
+    floor::serve_if_asked();
     let seconds: f64 = std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let duration = Duration::from_secs_f64(seconds / 2.0); // two rounds per path
+    let threads: usize = std::env::var("GATEWAY_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -592,7 +643,7 @@ fn main() {
                 format!("--api-key-file={}", dir.path().join("key").display()),
                 "--log-level=warn".into(),
                 // One worker, as nginx runs here (GATEWAY_BENCH_THREADS to change).
-                format!("--worker-threads={}", std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "1".into())),
+                format!("--worker-threads={threads}"),
             ],
         );
         while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
@@ -614,12 +665,14 @@ fn main() {
             Some(n) => println!("nginx peer: 127.0.0.1:{} (one worker, proxy_request_buffering on)", n.port),
             None => println!("nginx peer: not installed (scripts/install.sh installs it); skipped"),
         }
+        let floor = floor::Floor::start(&upstream.url(), threads);
+        let floor_target = floor.as_ref().map(|f| Target {
+            url: format!("http://127.0.0.1:{}{PATH}", f.port),
+            pid: Some(f.child.id()),
+            policy: false,
+        });
 
-        println!(
-            "gateway: {} (release build, its own process, --worker-threads={})",
-            env!("CARGO_BIN_EXE_routerpolicy"),
-            std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "1".into())
-        );
+        println!("gateway: {} (release build, its own process, --worker-threads={threads})", env!("CARGO_BIN_EXE_routerpolicy"));
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
         let service_ms: u64 = std::env::var("GATEWAY_BENCH_SERVICE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
         for service in [Duration::ZERO, Duration::from_millis(service_ms)] {
@@ -633,6 +686,9 @@ fn main() {
             cases(&client, &direct, &through, peer.as_ref(), duration).await;
             if let Some(peer) = &peer {
                 wrk_cases(dir.path(), [&direct, &through, peer], duration);
+                if let (true, Some(floor)) = (service.is_zero(), &floor_target) {
+                    floor_cases(dir.path(), [peer, floor, &through], duration);
+                }
             }
         }
         let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
@@ -640,7 +696,7 @@ fn main() {
         println!("requests the fake orq received: {}", upstream.count());
         println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct; ≥ 1.0× nginx, p50 within +0.5 ms of nginx at 100 KiB");
         upstream.set_mode(Mode::Ok);
-        auth_overhead(&client, &upstream, &gateway_url, dir.path(), &mount.path, duration).await;
+        auth_overhead(&client, &upstream, &gateway_url, dir.path(), &mount.path, (duration, threads)).await;
     });
 }
 
@@ -653,7 +709,7 @@ async fn auth_overhead(
     none_url: &str,
     dir: &std::path::Path,
     config_dir: &std::path::Path,
-    duration: Duration,
+    (duration, threads): (Duration, usize),
 ) {
     println!("\n### --auth serviceaccount vs --auth none (100 KiB, 1 in flight, fake orq at once)\n");
     let cp = support::control_plane();
@@ -667,7 +723,7 @@ async fn auth_overhead(
         format!("--api-key-file={}", dir.join("key").display()),
         "--log-level=warn".into(),
         "--auth=serviceaccount".into(),
-        format!("--worker-threads={}", std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "1".into())),
+        format!("--worker-threads={threads}"),
     ];
     let gateway = GatewayProcess::start_with_env(dir, &args, &[("KUBECONFIG", &kubeconfig)]);
     while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {

@@ -102,12 +102,11 @@ fn authorize(
 
 /// The served policy the request names (`X-Routerpolicy-Policy`, or `--default-policy`).
 fn select_policy(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<ServedPolicy>, ProxyError> {
-    let named = match headers.get(POLICY_HEADER) {
-        Some(value) => Some(value.to_str().map_err(|_| ProxyError::PolicyHeaderNotAscii)?.trim().to_string()),
-        None => None,
-    };
-    let key = match named {
-        Some(name) => PolicyKey::parse(&name).map_err(|reason| ProxyError::PolicyNameInvalid { name, reason })?,
+    let key = match headers.get(POLICY_HEADER) {
+        Some(value) => {
+            let name = value.to_str().map_err(|_| ProxyError::PolicyHeaderNotAscii)?.trim();
+            PolicyKey::parse(name).map_err(|reason| ProxyError::PolicyNameInvalid { name: name.to_string(), reason })?
+        }
         None => gw.default_policy.clone().ok_or(ProxyError::PolicyRequired)?,
     };
     let served = gw.snapshot.read().ok().and_then(|s| s.policies.get(&key).cloned());

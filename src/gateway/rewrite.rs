@@ -20,6 +20,8 @@
 //! Kept parts are forwarded with their header lines re-serialized from what was parsed (the
 //! same lines that were judged), and their data unchanged.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use memchr::memmem;
 
@@ -76,8 +78,8 @@ impl Rewritten {
 
 /// Whether a field of this name is the caller's router configuration (removed).
 pub fn is_router_field(name: &str) -> bool {
-    let candidates = [Some(name.to_ascii_lowercase()), percent_decode(name).map(|d| d.to_ascii_lowercase())];
-    candidates.iter().flatten().any(|n| n == ORQ_FIELD || ROUTER_FIELDS.contains(&n.as_str()))
+    let known = |n: &str| n.eq_ignore_ascii_case(ORQ_FIELD) || ROUTER_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f));
+    known(name) || percent_decode(name).is_some_and(|decoded| known(&decoded))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -127,7 +129,7 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
         rest = rest[eq + 1..].trim_start();
         let value;
         if let Some(quoted) = rest.strip_prefix('"') {
-            let mut out = String::new();
+            let mut out = String::with_capacity(16);
             let mut chars = quoted.char_indices();
             let mut end = None;
             while let Some((i, c)) = chars.next() {
@@ -170,14 +172,14 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
 }
 
 /// Every value a lenient reader could take for the field name: whatever follows any
-/// `name` (any case, anywhere, also inside quoted values and `filename`) and `=`.
-fn lenient_names(value: &[u8]) -> Vec<String> {
-    let lower = value.to_ascii_lowercase();
-    let mut out = Vec::new();
-    for at in memmem::find_iter(&lower, b"name") {
+/// `name` (any case, anywhere, also inside quoted values and `filename`) and `=`. Borrowed
+/// from `value` where nothing had to be decoded (no allocation for the usual header).
+fn lenient_names(value: &[u8]) -> impl Iterator<Item = Cow<'_, str>> {
+    let starts = memchr::memchr2_iter(b'n', b'N', value);
+    starts.filter(|&at| value.get(at..at + 4).is_some_and(|w| w.eq_ignore_ascii_case(b"name"))).filter_map(|at| {
         let rest = &value[at + 4..];
         let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace() || **b == b'*').count()..];
-        let Some(rest) = rest.strip_prefix(b"=") else { continue };
+        let rest = rest.strip_prefix(b"=")?;
         let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
         let (raw, quoted) = match rest.strip_prefix(b"\"") {
             Some(q) => (&q[..memchr::memchr(b'"', q).unwrap_or(q.len())], true),
@@ -189,12 +191,17 @@ fn lenient_names(value: &[u8]) -> Vec<String> {
                 false,
             ),
         };
-        let text = String::from_utf8_lossy(raw).to_string();
+        let text = String::from_utf8_lossy(raw);
         // `name*=UTF-8''orq`: the value after the charset and language.
-        let text = if !quoted && let Some((_, v)) = text.rsplit_once("''") { v.to_string() } else { text };
-        out.push(text.replace('\\', ""));
-    }
-    out
+        let text = match text {
+            Cow::Borrowed(t) if !quoted => Cow::Borrowed(t.rsplit_once("''").map_or(t, |(_, v)| v)),
+            Cow::Owned(t) if !quoted && t.contains("''") => {
+                Cow::Owned(t.rsplit_once("''").map_or("", |(_, v)| v).to_string())
+            }
+            text => text,
+        };
+        Some(if text.contains('\\') { Cow::Owned(text.replace('\\', "")) } else { text })
+    })
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -306,7 +313,7 @@ pub(crate) fn part_head(raw: &[u8], index: usize) -> Result<Option<PartHead>, Re
     };
     let name = disposition_name(disposition.value).map_err(|reason| RewriteError::AmbiguousPart { index, reason })?;
     if !is_router_field(&name)
-        && let Some(hidden) = lenient_names(disposition.value).into_iter().find(|n| is_router_field(n))
+        && let Some(hidden) = lenient_names(disposition.value).find(|n| is_router_field(n))
     {
         return Err(RewriteError::AmbiguousPart {
             index,
@@ -326,11 +333,11 @@ pub(crate) fn part_head(raw: &[u8], index: usize) -> Result<Option<PartHead>, Re
     Ok(Some(PartHead { len: header_len, head: Bytes::from(head), name }))
 }
 
-/// The first chunks of every rewritten body with `boundary`: the policy's document as the
-/// `orq` part.
-pub(crate) fn orq_part(boundary: &str, document: &Bytes) -> [Bytes; 4] {
+/// The first chunks of every rewritten body: the policy's document as the `orq` part, after
+/// `line` (`--boundary` and CRLF).
+pub(crate) fn orq_part(line: Bytes, document: &Bytes) -> [Bytes; 4] {
     [
-        Bytes::from(format!("--{boundary}\r\n")),
+        line,
         Bytes::from_static(b"Content-Disposition: form-data; name=\"orq\"\r\n\r\n"),
         document.clone(),
         Bytes::from_static(b"\r\n"),
@@ -352,7 +359,7 @@ pub fn rewrite(body: &Bytes, boundary: &str, document: &Bytes) -> Result<Rewritt
     let delimiter = Bytes::from(format!("--{boundary}\r\n"));
     let separator = Bytes::from_static(b"\r\n");
     let mut chunks = Vec::with_capacity(parts.len() * 4 + 5);
-    chunks.extend(orq_part(&boundary, document));
+    chunks.extend(orq_part(delimiter.clone(), document));
     let mut kept = Vec::with_capacity(parts.len());
     for part in parts {
         chunks.push(delimiter.clone());

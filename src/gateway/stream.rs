@@ -22,6 +22,9 @@ use crate::gateway::rewrite::{RewriteError, is_router_field, orq_part, part_head
 /// The largest header block of one part (Content-Disposition, Content-Type, …).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// The longest delimiter: CRLF, `--` and a boundary of at most 70 characters (RFC 2046).
+const MAX_DELIMITER: usize = 4 + 70;
+
 /// The end of a header block.
 static BLANK_LINE: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
@@ -61,17 +64,19 @@ impl StreamRewrite {
     /// comes with the caller's first part, once that part's header block is judged: a body
     /// that is garbage from its first byte sends nothing anywhere.
     pub fn new(boundary: &str, document: &Bytes) -> Option<StreamRewrite> {
-        let dash = format!("--{boundary}");
-        if memmem::find(document, dash.as_bytes()).is_some() {
+        // CRLF, `--boundary`, CRLF: the delimiter is all but the last CRLF, a line all but the
+        // first (one allocation for the three).
+        let text = Bytes::from(format!("\r\n--{boundary}\r\n"));
+        let (delimiter, line) = (text.slice(..text.len() - 2), text.slice(2..));
+        if memmem::find(document, &delimiter[2..]).is_some() {
             return None;
         }
-        let delimiter = Bytes::from(format!("\r\n{dash}"));
         let finder = memmem::Finder::new(&delimiter[..]).into_owned();
         let rewrite = StreamRewrite {
             delimiter,
             finder,
-            line: Bytes::from(format!("{dash}\r\n")),
-            opening: Some(orq_part(boundary, document)),
+            opening: Some(orq_part(line.clone(), document)),
+            line,
             carry: BytesMut::new(),
             state: State::Preamble { at_start: true },
             parts: 0,
@@ -89,11 +94,12 @@ impl StreamRewrite {
             && self.carry_is_data(&frame)
         {
             // The usual case inside an image: the carried tail is data after all, and the
-            // frame is used as it came (no copy).
-            let carry = self.carry.split().freeze();
+            // frame is used as it came (no copy). The tail is copied out, so the carry keeps
+            // its buffer for the next frame's tail.
             if keep {
-                out.push(carry);
+                out.push(Bytes::copy_from_slice(&self.carry));
             }
+            self.carry.clear();
             frame
         } else {
             self.carry.extend_from_slice(&frame);
@@ -115,10 +121,20 @@ impl StreamRewrite {
         if frame.len() < k {
             return false;
         }
-        let mut joint = Vec::with_capacity(self.carry.len() + k);
-        joint.extend_from_slice(&self.carry);
-        joint.extend_from_slice(&frame[..k]);
-        self.finder.find(&joint).is_none()
+        // In a part's data the carry is under a delimiter's length, so the joint fits on the
+        // stack (a boundary is at most 70 characters); a longer carry takes the heap.
+        let mut stack = [0u8; 2 * MAX_DELIMITER];
+        let mut heap = Vec::new();
+        let joint: &mut [u8] = match stack.get_mut(..self.carry.len() + k) {
+            Some(joint) => joint,
+            None => {
+                heap.resize(self.carry.len() + k, 0);
+                &mut heap
+            }
+        };
+        joint[..self.carry.len()].copy_from_slice(&self.carry);
+        joint[self.carry.len()..].copy_from_slice(&frame[..k]);
+        self.finder.find(joint).is_none()
     }
 
     /// The end of the body; appends the close delimiter to `out`, or says what is missing.

@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::gateway::VARIATIONS_PATH;
 use crate::gateway::options::GatewayError;
 
 /// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or
@@ -130,7 +131,14 @@ impl Chunks {
 /// large ones (and small ones past that) are kept as they are.
 fn coalesce(chunks: Vec<Bytes>) -> VecDeque<Bytes> {
     let mut out = VecDeque::with_capacity(chunks.len().min(8));
-    let mut run = bytes::BytesMut::new();
+    // What will be joined, so the runs share one buffer sized once.
+    let mut joined = 0;
+    for chunk in &chunks {
+        if chunk.len() < SMALL_CHUNK && joined + chunk.len() <= MAX_JOINED {
+            joined += chunk.len();
+        }
+    }
+    let mut run = bytes::BytesMut::with_capacity(joined);
     let mut copied = 0;
     for chunk in chunks {
         if chunk.len() < SMALL_CHUNK && copied + chunk.len() <= MAX_JOINED {
@@ -195,6 +203,8 @@ pub struct Upstream {
     scheme: String,
     authority: String,
     prefix: String,
+    /// The URI of the proxied path without a query, made once: the usual request's.
+    variations: Option<Uri>,
 }
 
 impl Upstream {
@@ -207,11 +217,20 @@ impl Upstream {
             return Err(GatewayError::Upstream(url.to_string()));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(Upstream { scheme, authority, prefix })
+        let mut upstream = Upstream { scheme, authority, prefix, variations: None };
+        upstream.variations = upstream.build(VARIATIONS_PATH).ok();
+        Ok(upstream)
     }
 
     /// The upstream URI of a request's path and query.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
+        match &self.variations {
+            Some(uri) if path_and_query == VARIATIONS_PATH => Ok(uri.clone()),
+            _ => self.build(path_and_query),
+        }
+    }
+
+    fn build(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
         Ok(format!("{}://{}{}{}", self.scheme, self.authority, self.prefix, path_and_query).parse::<Uri>()?)
     }
 }
@@ -278,6 +297,10 @@ mod tests {
         assert_eq!(u.uri(path).expect("uri").to_string(), "https://my.orq.ai/v2/router/images/variations");
         let u = Upstream::parse("http://127.0.0.1:9/proxy/").expect("valid");
         assert_eq!(u.uri("/v2/x?a=1").expect("uri").to_string(), "http://127.0.0.1:9/proxy/v2/x?a=1");
+        // The proxied path's URI is made once; with a query it is made per request.
+        assert_eq!(u.uri(path).expect("uri").to_string(), "http://127.0.0.1:9/proxy/v2/router/images/variations");
+        let with_query = format!("{path}?user=a");
+        assert_eq!(u.uri(&with_query).expect("uri").to_string(), format!("http://127.0.0.1:9/proxy{with_query}"));
         for bad in ["my.orq.ai", "ftp://x", "https://", "http://x/?q=1"] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }

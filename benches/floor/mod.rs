@@ -160,7 +160,7 @@ fn status(code: StatusCode) -> Answer {
 
 /// The body as read: its frames, sent on as they came, with their length.
 #[derive(Default)]
-pub struct Frames {
+struct Frames {
     chunks: VecDeque<Bytes>,
     length: u64,
 }

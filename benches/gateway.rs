@@ -97,14 +97,9 @@ impl Nginx {
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Nginx { child, port })
+        // Dropped, it is stopped.
+        let mut nginx = Nginx { child, port };
+        gwsupport::accepts_within(&mut nginx.child, port, Duration::from_secs(10)).then_some(nginx)
     }
 }
 

@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -55,16 +55,9 @@ impl Floor {
             .stdout(std::process::Stdio::null())
             .spawn()
             .ok()?;
+        // Dropped, it is stopped.
         let mut floor = Floor { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline || !matches!(floor.child.try_wait(), Ok(None)) {
-                crate::gwsupport::stop(&mut floor.child, Duration::from_secs(1));
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(floor)
+        crate::gwsupport::accepts_within(&mut floor.child, port, Duration::from_secs(10)).then_some(floor)
     }
 }
 
@@ -158,7 +151,8 @@ fn status(code: StatusCode) -> Answer {
     answer
 }
 
-/// The body as read: its frames, sent on as they came, with their length.
+/// The body as read: its frames, sent on as they came, with their length (not the gateway's
+/// `Chunks`, which joins small pieces: the floor uses none of the gateway's code).
 #[derive(Default)]
 struct Frames {
     chunks: VecDeque<Bytes>,

@@ -359,6 +359,19 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
     None
 }
 
+/// Waits up to `within` for `child` to accept connections on loopback `port`; false if it
+/// exits or the time runs out first.
+pub fn accepts_within(child: &mut Child, port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Stops `child` if it still runs: SIGCONT (it may be frozen), SIGTERM, and SIGKILL after
 /// `grace`.
 pub fn stop(child: &mut Child, grace: Duration) {

@@ -130,18 +130,15 @@ impl Chunks {
 /// `chunks` with runs of small ones joined into one, copying at most [`MAX_JOINED`] bytes;
 /// large ones (and small ones past that) are kept as they are.
 fn coalesce(chunks: Vec<Bytes>) -> VecDeque<Bytes> {
+    // Whether a chunk of `len` bytes is joined, after `copied` bytes were: one rule for the
+    // sizing pass and the joining pass, so the runs share one buffer sized once.
+    let joins = |len: usize, copied: usize| len < SMALL_CHUNK && copied + len <= MAX_JOINED;
+    let joined = chunks.iter().fold(0, |copied, c| if joins(c.len(), copied) { copied + c.len() } else { copied });
     let mut out = VecDeque::with_capacity(chunks.len().min(8));
-    // What will be joined, so the runs share one buffer sized once.
-    let mut joined = 0;
-    for chunk in &chunks {
-        if chunk.len() < SMALL_CHUNK && joined + chunk.len() <= MAX_JOINED {
-            joined += chunk.len();
-        }
-    }
     let mut run = bytes::BytesMut::with_capacity(joined);
     let mut copied = 0;
     for chunk in chunks {
-        if chunk.len() < SMALL_CHUNK && copied + chunk.len() <= MAX_JOINED {
+        if joins(chunk.len(), copied) {
             copied += chunk.len();
             run.extend_from_slice(&chunk);
             continue;

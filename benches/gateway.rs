@@ -334,6 +334,11 @@ struct Target {
 }
 
 impl Target {
+    /// A proxy of the bench's (nginx, the floor) on loopback `port`, served by process `pid`.
+    fn peer(port: u16, pid: u32) -> Target {
+        Target { url: format!("http://127.0.0.1:{port}{PATH}"), pid: Some(pid), policy: false }
+    }
+
     /// The CPU its process has used so far (0 where the bench serves it itself).
     fn cpu_ticks(&self) -> u64 {
         self.pid.map(cpu_ticks).unwrap_or(0)
@@ -423,6 +428,11 @@ impl WrkMeasured {
         self.served as f64 / self.seconds.max(1e-9)
     }
 
+    /// Its throughput as a multiple of `baseline`'s.
+    fn times(&self, baseline: &WrkMeasured) -> f64 {
+        self.rps() / baseline.rps().max(1e-9)
+    }
+
     fn cpu_per_request(&self) -> Option<f64> {
         cpu_per_request(self.ticks, self.served)
     }
@@ -472,7 +482,7 @@ fn wrk_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
                 mean_ms(&g.p50s) - mean_ms(&n.p50s),
                 n.rps(),
                 g.rps(),
-                g.rps() / n.rps().max(1e-9),
+                g.times(n),
                 micros(n.cpu_per_request()),
                 micros(g.cpu_per_request()),
             );
@@ -498,15 +508,14 @@ fn floor_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
         for in_flight in [1usize, 32] {
             let measured = wrk_rounds(&wrk, paths, in_flight, duration);
             let [n, f, g] = &measured;
-            let ratio = |a: &WrkMeasured, b: &WrkMeasured| a.rps() / b.rps().max(1e-9);
             println!(
                 "| {label} | {in_flight} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× | {:.2}× | {} / {} / {} |",
                 n.rps(),
                 f.rps(),
                 g.rps(),
-                ratio(f, n),
-                ratio(g, n),
-                ratio(g, f),
+                f.times(n),
+                g.times(n),
+                g.times(f),
                 micros(n.cpu_per_request()),
                 micros(f.cpu_per_request()),
                 micros(g.cpu_per_request()),
@@ -651,21 +660,13 @@ fn main() {
         let gateway_url = format!("http://{}{PATH}", gateway.addr);
         let through = Target { url: gateway_url.clone(), pid: Some(gateway.child.id()), policy: true };
         let nginx = Nginx::start(dir.path(), &upstream.url());
-        let peer = nginx.as_ref().map(|n| Target {
-            url: format!("http://127.0.0.1:{}{PATH}", n.port),
-            pid: Some(n.child.id()),
-            policy: false,
-        });
+        let peer = nginx.as_ref().map(|n| Target::peer(n.port, n.child.id()));
         match &nginx {
             Some(n) => println!("nginx peer: 127.0.0.1:{} (one worker, proxy_request_buffering on)", n.port),
             None => println!("nginx peer: not installed (scripts/install.sh installs it); skipped"),
         }
         let floor = floor::Floor::start(&upstream.url(), threads);
-        let floor_target = floor.as_ref().map(|f| Target {
-            url: format!("http://127.0.0.1:{}{PATH}", f.port),
-            pid: Some(f.child.id()),
-            policy: false,
-        });
+        let floor_target = floor.as_ref().map(|f| Target::peer(f.port, f.child.id()));
 
         println!("gateway: {} (release build, its own process, --worker-threads={threads})", env!("CARGO_BIN_EXE_routerpolicy"));
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");

@@ -43,6 +43,8 @@
 mod floor;
 #[path = "../tests/gwsupport/mod.rs"]
 mod gwsupport;
+#[path = "inflight/mod.rs"]
+mod inflight;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -76,13 +78,13 @@ impl Nginx {
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs")).ok()?;
         let config = format!(
-            "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
+            "worker_processes 1;\nworker_rlimit_nofile 20000;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+             events {{ worker_connections 19000; }}\n\
              http {{\n  access_log off;\n  client_max_body_size 64m;\n  client_body_buffer_size 16m;\n\
                client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
                uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
                upstream orq {{ server {upstream}; keepalive 64; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://orq;\n\
+               server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n      proxy_pass http://orq;\n\
                  proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_request_buffering on;\n    }}\n  }}\n}}\n",
             p = prefix.display()
         );
@@ -138,7 +140,9 @@ impl Wrk {
             format!(
                 "local f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*all\")\nf:close()\nwrk.method = \"POST\"\n\
                  wrk.headers[\"Content-Type\"] = \"multipart/form-data; boundary=benchBoundary\"\n\
-                 wrk.headers[\"Authorization\"] = \"Bearer caller\"\n{header}",
+                 wrk.headers[\"Authorization\"] = \"Bearer caller\"\n{header}\
+                 done = function(summary, latency, requests)\n\
+                 io.write(string.format(\"p50_us %d\\np99_us %d\\n\", latency:percentile(50), latency:percentile(99)))\nend\n",
                 body_file.display()
             )
         };
@@ -150,19 +154,25 @@ impl Wrk {
 
     /// `in_flight` connections on `url` for `duration` (whole seconds, at least one: wrk's unit).
     fn run(&self, url: &str, policy: bool, in_flight: usize, duration: Duration) -> Option<WrkRun> {
+        let output = self.command(url, policy, in_flight, duration).output().ok()?;
+        parse_wrk(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// The wrk command of [`Wrk::run`], to add options to or to watch while it runs.
+    fn command(&self, url: &str, policy: bool, in_flight: usize, duration: Duration) -> std::process::Command {
         let script = if policy { &self.script_with_policy } else { &self.script };
-        let output = std::process::Command::new(&self.binary)
+        let mut command = std::process::Command::new(&self.binary);
+        command
             .args(["-t1", &format!("-c{in_flight}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency", "-s"])
             .arg(script)
-            .arg(url)
-            .output()
-            .ok()?;
-        parse_wrk(&String::from_utf8_lossy(&output.stdout))
+            .arg(url);
+        command
     }
 }
 
-/// wrk's report: `N requests in …`, the latency distribution's 50% and 99%
-/// lines, and `Non-2xx or 3xx responses: …` / socket errors as failures.
+/// wrk's report: `N requests in …`, the latency distribution's 50% and 99% (the script's
+/// `p50_us` / `p99_us` lines where present), and `Non-2xx or 3xx responses: …` / socket
+/// errors as failures.
 fn parse_wrk(report: &str) -> Option<WrkRun> {
     let duration = |text: &str| -> Option<Duration> {
         let split = text.find(|c: char| c.is_ascii_alphabetic())?;
@@ -178,10 +188,14 @@ fn parse_wrk(report: &str) -> Option<WrkRun> {
         Some(Duration::from_secs_f64(seconds))
     };
     let mut run = WrkRun { served: 0, p50: Duration::ZERO, p99: Duration::ZERO, failures: 0 };
+    let (mut p50_us, mut p99_us): (Option<u64>, Option<u64>) = (None, None);
     for line in report.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [n, "requests", "in", ..] => run.served = n.parse().ok()?,
+            // The script's own lines, in µs, over wrk's rounded ones (10 ms at seconds).
+            ["p50_us", us] => p50_us = us.parse().ok(),
+            ["p99_us", us] => p99_us = us.parse().ok(),
             ["50%", d] => run.p50 = duration(d)?,
             ["99%", d] => run.p99 = duration(d)?,
             ["Non-2xx", "or", "3xx", "responses:", n] => run.failures += n.parse::<u64>().ok()?,
@@ -192,6 +206,8 @@ fn parse_wrk(report: &str) -> Option<WrkRun> {
         }
     }
     run.served -= run.failures.min(run.served);
+    run.p50 = p50_us.map_or(run.p50, Duration::from_micros);
+    run.p99 = p99_us.map_or(run.p99, Duration::from_micros);
     Some(run)
 }
 
@@ -627,6 +643,11 @@ fn print_peer_table(rows: &[String]) {
     }
 }
 
+/// A number from the environment, or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn main() {
     floor::serve_if_asked();
     let seconds: f64 = std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
@@ -639,17 +660,15 @@ fn main() {
         mount.set("team.bench.json", DOC.as_bytes());
         std::fs::write(dir.path().join("key"), "sk-bench").expect("key");
         let upstream = FakeUpstream::start(false).await;
-        let gateway = GatewayProcess::start(
-            dir.path(),
-            &[
-                format!("--config-dir={}", mount.path.display()),
-                format!("--upstream={}", upstream.url()),
-                format!("--api-key-file={}", dir.path().join("key").display()),
-                "--log-level=warn".into(),
-                // One worker, as nginx runs here (GATEWAY_BENCH_THREADS to change).
-                format!("--worker-threads={threads}"),
-            ],
-        );
+        let gateway_args = [
+            format!("--config-dir={}", mount.path.display()),
+            format!("--upstream={}", upstream.url()),
+            format!("--api-key-file={}", dir.path().join("key").display()),
+            "--log-level=warn".into(),
+            // One worker, as nginx runs here (GATEWAY_BENCH_THREADS to change).
+            format!("--worker-threads={threads}"),
+        ];
+        let gateway = GatewayProcess::start(dir.path(), &gateway_args);
         while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -671,7 +690,10 @@ fn main() {
         println!("gateway: {} (release build, its own process, --worker-threads={threads})", env!("CARGO_BIN_EXE_routerpolicy"));
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
         let service_ms: u64 = std::env::var("GATEWAY_BENCH_SERVICE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
-        for service in [Duration::ZERO, Duration::from_millis(service_ms)] {
+        // GATEWAY_BENCH_ONLY=inflight runs the in-flight table alone.
+        let throughput = std::env::var("GATEWAY_BENCH_ONLY").map_or(true, |only| !only.eq_ignore_ascii_case("inflight"));
+        let services = if throughput { vec![Duration::ZERO, Duration::from_millis(service_ms)] } else { vec![] };
+        for service in services {
             if service.is_zero() {
                 println!("### fake orq answers at once (the gateway's own cost)\n");
                 upstream.set_mode(Mode::Ok);
@@ -691,9 +713,46 @@ fn main() {
         println!("\ngateway peak RSS (VmHWM): {hwm}");
         println!("requests the fake orq received: {}", upstream.count());
         println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct; ≥ 1.0× nginx, p50 within +0.5 ms of nginx at 100 KiB");
+        inflight_section(dir.path(), &upstream, peer.as_ref(), &through, &gateway_args);
         upstream.set_mode(Mode::Ok);
-        auth_overhead(&client, &upstream, &gateway_url, dir.path(), &mount.path, (duration, threads)).await;
+        if throughput {
+            auth_overhead(&client, &upstream, &gateway_url, dir.path(), &mount.path, (duration, threads)).await;
+        }
     });
+}
+
+/// The in-flight table: nginx, the gateway, a baseline gateway (`GATEWAY_BENCH_BASELINE`) and
+/// HAProxy, the fake orq answering after `GATEWAY_BENCH_INFLIGHT_SERVICE_MS` (5 s).
+fn inflight_section(
+    dir: &std::path::Path,
+    upstream: &FakeUpstream,
+    nginx: Option<&Target>,
+    through: &Target,
+    gateway_args: &[String],
+) {
+    let service = Duration::from_millis(env_or("GATEWAY_BENCH_INFLIGHT_SERVICE_MS", 5000));
+    upstream.set_mode(Mode::Delay(service));
+    let haproxy = inflight::HaProxy::start(dir, &upstream.url());
+    let haproxy_target = haproxy.as_ref().map(|h| Target::peer(h.port, h.child.id()));
+    // GATEWAY_BENCH_BASELINE: another routerpolicy binary (an earlier build), run with the
+    // same flags as a peer of the in-flight table, so a change is measured next to its
+    // baseline in one run.
+    let baseline = std::env::var_os("GATEWAY_BENCH_BASELINE").map(|binary| {
+        let gateway = GatewayProcess::start_binary(std::path::Path::new(&binary), dir, gateway_args, &[]);
+        let target =
+            Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
+        (gateway, target)
+    });
+    let peers: Vec<inflight::Peer> = [
+        ("nginx", nginx),
+        ("gateway", Some(through)),
+        ("gateway (baseline)", baseline.as_ref().map(|(_, target)| target)),
+        ("haproxy", haproxy_target.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, target)| Some(inflight::Peer { name, target: target? }))
+    .collect();
+    inflight::table(dir, &peers, service, Duration::from_secs(env_or("GATEWAY_BENCH_INFLIGHT_SECONDS", 20)));
 }
 
 /// `--auth serviceaccount` next to `--auth none` (the gateway above) at 100 KiB, one in flight,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for routerpolicy development: the Rust components the checks use,
-# the system tools the tests use (openssl, a C compiler, nginx, wrk, promtool), the test control
+# the system tools the tests use (openssl, a C compiler, nginx, HAProxy, wrk, promtool), the test control
 # plane (kube-apiserver, kube-controller-manager, etcd, kubectl built from the Go module proxy,
 # cached under target/control-plane/), helm, helm-docs and helm-unittest for the chart's tests
 # and the kstatus check (cached under target/tools/), and a release build.
@@ -22,28 +22,36 @@ if ! need openssl || ! need cc; then
     exit 2
   fi
 fi
-# nginx: the plain reverse proxy the gateway benchmark runs next to the gateway (its own
-# process, its own config; the package's service is not used), and wrk, the C load generator
-# that drives the benchmark's nginx table.
-for tool in nginx wrk; do
-  if [ -x "/usr/sbin/$tool" ] || [ -x "/usr/bin/$tool" ] || need "$tool"; then
-    continue
-  fi
-  if need apt-get && [ "$(id -u)" = 0 ]; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null; } \
-      || echo "install.sh: could not install $tool: cargo bench --bench gateway will skip what needs it" >&2
-    [ "$tool" = nginx ] && { pkill -x nginx 2>/dev/null || true; }
+# Debian packages whose tools the tests and benches run as their own processes, with their
+# own configs: nginx and HAProxy (the plain reverse proxies the gateway benchmark runs next to
+# the gateway), wrk (the C load generator that drives it) and promtool (Debian's prometheus
+# package: the alerts' unit tests and the rendered PrometheusRule's check). Their services are
+# never started: a policy-rc.d that denies every start stands while apt installs them (and an
+# existing one is put back), so nothing already running on the machine is touched.
+apt_install() {
+  local policy=/usr/sbin/policy-rc.d saved=""
+  if [ -e "$policy" ]; then saved=$(mktemp) && cp -p "$policy" "$saved"; fi
+  printf '#!/bin/sh\n# scripts/install.sh: install packages without starting their services\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  local rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || rc=$?
+  if [ -n "$saved" ]; then mv "$saved" "$policy"; else rm -f "$policy"; fi
+  return "$rc"
+}
+have_tool() { [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] || need "$1"; }
+can_apt() { need apt-get && [ "$(id -u)" = 0 ]; }
+
+for tool in nginx haproxy wrk; do
+  have_tool "$tool" && continue
+  if can_apt; then
+    apt_install "$tool" || echo "install.sh: could not install $tool: cargo bench --bench gateway will skip what needs it" >&2
   else
     echo "install.sh: $tool is not installed: cargo bench --bench gateway will skip what needs it" >&2
   fi
 done
-
-# promtool (Debian's prometheus package): the alerts' unit tests and the rendered
-# PrometheusRule's check. Only the tool is used; the package's server is not started.
 if ! need promtool; then
-  if need apt-get && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    pkill -x prometheus 2>/dev/null || true
+  if can_apt; then
+    apt_install prometheus
   else
     echo "install.sh: please install promtool (Debian: apt-get install prometheus)" >&2
     exit 2

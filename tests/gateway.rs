@@ -525,6 +525,36 @@ async fn over_budget_requests_are_shed_with_503_before_their_body_and_nothing_go
     assert_eq!(big.status, 200, "{}", big.text());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_for_orq_hold_no_budget_and_are_never_shed_for_it() {
+    // A budget of 1 MiB and 24 calls of 100 KiB (2.4 MiB in all), each waiting 4 s for orq's
+    // answer: were the budget held until orq answers, ten would fit and the rest be shed.
+    let s = Setup::start(&["--max-buffered-bytes=1048576"]).await;
+    s.upstream.set_mode(Mode::Delay(Duration::from_secs(4)));
+    const CALLS: usize = 24;
+    let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(100 * 1024))]);
+    let addr = s.gateway.addr;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let head = post_head(PATH, "XyZ", body.len(), &[("X-Routerpolicy-Policy", "team.a")]);
+                send(addr, &head, &body, None).map(|r| r.status)
+            })
+        })
+        .collect();
+    // Every body reaches orq while the first calls still wait for their answer.
+    eventually(Duration::from_secs(20), "every call's body at orq", || async {
+        (s.upstream.count() == CALLS).then_some(())
+    })
+    .await;
+    let reserved = s.gateway.metric("routerpolicy_gateway_buffered_bytes");
+    assert_eq!(reserved, Some(0.0), "calls that only wait for orq hold none of the budget");
+    let statuses: Vec<Option<u16>> = calls.into_iter().map(|c| c.join().expect("caller")).collect();
+    assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
+    assert_eq!(s.gateway.metric("routerpolicy_gateway_shed_total"), Some(0.0));
+}
+
 /// `VmHWM` (peak resident memory) of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");

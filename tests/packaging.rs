@@ -424,6 +424,27 @@ fn the_charts_rbac_admission_policies_and_security_settings_equal_deploy() {
     }
 }
 
+#[test]
+fn the_tls_overlay_equals_the_charts_cert_manager_gateway() {
+    let values = "gateway.enabled=true,gateway.namespace=image-gateway,gateway.tls.certManager.enabled=true,\
+                  gateway.tls.certManager.issuerRef.name=cluster-ca,gateway.tls.certManager.issuerRef.kind=ClusterIssuer";
+    let chart = documents(&template(&["--set", values]));
+    let deploy = kustomize("deploy/gateway-tls");
+    let name = "routerpolicy-gateway";
+    let (chart_gw, deploy_gw) = (find(&chart, "Deployment", name), find(&deploy, "Deployment", name));
+    assert_eq!(pod_settings(chart_gw), pod_settings(deploy_gw), "TLS gateway pod settings (probes, ports, mounts)");
+    let volumes = |d: &Value| d["spec"]["template"]["spec"]["volumes"].clone();
+    assert_eq!(volumes(chart_gw), volumes(deploy_gw), "TLS gateway volumes");
+    let args =
+        |d: &Value| d["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
+    for flag in ["--tls-cert-file=/var/run/secrets/tls/tls.crt", "--tls-key-file=/var/run/secrets/tls/tls.key"] {
+        assert!(args(chart_gw).contains(&json!(flag)) && args(deploy_gw).contains(&json!(flag)), "{flag}");
+    }
+    assert_eq!(find(&chart, "Certificate", name)["spec"], find(&deploy, "Certificate", name)["spec"], "Certificate");
+    assert_eq!(find(&deploy, "Certificate", name)["metadata"]["namespace"], "image-gateway");
+    assert_eq!(find(&chart, "Service", name)["spec"]["ports"], find(&deploy, "Service", name)["spec"]["ports"]);
+}
+
 fn policy(namespace: &str, name: &str, target: &str) -> String {
     json!({
         "apiVersion": "routerpolicy.io/v1alpha1",

@@ -1,8 +1,10 @@
 //! Budget: how many bytes of request bodies the gateway holds at once
 //! (`--max-buffered-bytes`). A request reserves what it can hold before its body is read — a
-//! streamed body its window (1 MiB at most), a buffered one (`--upstream-content-length`) its
-//! `Content-Length`, or `--max-body-bytes` when it sends none; one that does not fit is shed — 503
-//! `overloaded` with `Retry-After`, its body unread — so a flood of large or stalled uploads
+//! streamed body its window (1 MiB at most), a buffered one its `Content-Length`, or
+//! `--max-body-bytes` when it sends none — and returns it once its body has gone upstream (the
+//! upstream body carries the reservation): a call that only waits for orq's answer holds none.
+//! One that does not fit waits up to `--max-buffered-wait` for room, its body unread, and is
+//! then shed — 503 `overloaded` with `Retry-After` — so a flood of large or stalled uploads
 //! cannot take the replica's memory. Bodies over 1 MiB may hold at most three quarters of the
 //! budget: the last quarter is for small requests, which keep being served through a flood of
 //! large ones.
@@ -64,22 +66,50 @@ impl Budget {
     /// Reserves `bytes` now for a body of `body_bytes` (which decides whether it is a large
     /// one), or `None` when they do not fit (the request is shed; logged once per burst).
     pub fn reserve(&self, bytes: u64, body_bytes: u64) -> Option<Reservation> {
+        self.try_reserve(units(bytes), body_bytes).or_else(|| self.shed())
+    }
+
+    /// [`Budget::reserve`], waiting up to `wait` for room when there is none now: bodies on
+    /// their way upstream return theirs within moments, so a burst of arrivals is queued (its
+    /// bodies wait unread in the kernel's socket buffers) rather than shed. Waiters are served
+    /// in order; `None` once `wait` has passed (shed).
+    pub async fn reserve_within(&self, bytes: u64, body_bytes: u64, wait: Duration) -> Option<Reservation> {
         let units = units(bytes);
+        if let Some(reservation) = self.try_reserve(units, body_bytes) {
+            return Some(reservation);
+        }
+        let acquire = async {
+            let large = match body_bytes > SMALL {
+                true => Some(self.large.clone().acquire_many_owned(units).await.ok()?),
+                false => None,
+            };
+            let permit = self.permits.clone().acquire_many_owned(units).await.ok()?;
+            Some(self.reservation(permit, large, units))
+        };
+        match tokio::time::timeout(wait, acquire).await {
+            Ok(Some(reservation)) => Some(reservation),
+            _ => self.shed(),
+        }
+    }
+
+    fn try_reserve(&self, units: u32, body_bytes: u64) -> Option<Reservation> {
         let large = match body_bytes > SMALL {
-            true => match self.large.clone().try_acquire_many_owned(units) {
-                Ok(permit) => Some(permit),
-                Err(_) => return self.shed(),
-            },
+            true => Some(self.large.clone().try_acquire_many_owned(units).ok()?),
             false => None,
         };
-        match self.permits.clone().try_acquire_many_owned(units) {
-            Ok(permit) => {
-                let bytes = i64::from(units) * UNIT as i64;
-                self.gauge.inc_by(bytes);
-                Some(Reservation { _permit: permit, _large: large, bytes, gauge: self.gauge.clone() })
-            }
-            Err(_) => self.shed(),
-        }
+        let permit = self.permits.clone().try_acquire_many_owned(units).ok()?;
+        Some(self.reservation(permit, large, units))
+    }
+
+    fn reservation(
+        &self,
+        permit: OwnedSemaphorePermit,
+        large: Option<OwnedSemaphorePermit>,
+        units: u32,
+    ) -> Reservation {
+        let bytes = i64::from(units) * UNIT as i64;
+        self.gauge.inc_by(bytes);
+        Reservation { _permit: permit, _large: large, bytes, gauge: self.gauge.clone() }
     }
 
     fn shed(&self) -> Option<Reservation> {
@@ -116,6 +146,21 @@ mod tests {
         drop(small);
         assert_eq!(budget.gauge.get(), 0);
         assert!(budget.reserve(10 * 1024, 10 * 1024).is_some(), "the whole budget is free again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_room_within_its_bound_and_is_shed_after_it() {
+        let budget = Budget::new(10 * 1024, Gauge::default());
+        let first = budget.reserve(8 * 1024, 8 * 1024).expect("fits");
+        let wait = Duration::from_secs(1);
+        let (waited, ()) = tokio::join!(budget.reserve_within(8 * 1024, 8 * 1024, wait), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(first); // the first body has gone upstream
+        });
+        assert!(waited.is_some(), "room came back within the wait");
+        let started = tokio::time::Instant::now();
+        assert!(budget.reserve_within(8 * 1024, 8 * 1024, wait).await.is_none(), "no room within the wait");
+        assert_eq!(started.elapsed(), wait, "shed once the wait is over, not before");
     }
 
     #[test]

@@ -81,6 +81,37 @@ pub struct GatewayMetrics {
     pub auth: Family<AuthLabels, Counter>,
     /// TokenReviews sent to the API server (tokens not in the cache).
     pub token_reviews: Counter,
+    /// The listener's TLS (`--tls-cert-file`).
+    pub tls: TlsMetrics,
+}
+
+/// Metrics of the listener's TLS.
+#[derive(Clone, Default)]
+pub struct TlsMetrics {
+    /// Certificate pairs loaded after a change of their files.
+    pub reloads: Counter,
+    /// Changed pairs that did not load (the one in use stayed).
+    pub reload_errors: Counter,
+    /// Connections whose TLS handshake failed or timed out.
+    pub handshake_failures: Counter,
+}
+
+impl TlsMetrics {
+    fn register(registry: &mut Registry) -> TlsMetrics {
+        let tls = TlsMetrics::default();
+        registry.register("tls_reloads", "TLS certificate pairs loaded after their files changed", tls.reloads.clone());
+        registry.register(
+            "tls_reload_errors",
+            "Changed TLS certificate pairs that did not load (the one in use stayed)",
+            tls.reload_errors.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Connections whose TLS handshake failed or timed out",
+            tls.handshake_failures.clone(),
+        );
+        tls
+    }
 }
 
 impl Default for GatewayMetrics {
@@ -131,9 +162,11 @@ impl Default for GatewayMetrics {
             source_up.clone(),
         );
         let (auth, token_reviews) = register_auth(&mut registry);
+        let tls = TlsMetrics::register(&mut registry);
         GatewayMetrics {
             auth,
             token_reviews,
+            tls,
             registry,
             requests,
             upstream_duration,

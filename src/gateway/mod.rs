@@ -34,6 +34,7 @@ pub mod server;
 pub mod source;
 pub mod store;
 pub mod stream;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,8 @@ pub struct Gateway {
     body_idle_timeout: Duration,
     body_timeout: Duration,
     budget: budget::Budget,
+    /// How long a request waits for room in the budget before it is shed.
+    budget_wait: Duration,
     request_timeout: Duration,
     /// Checks callers (`--auth serviceaccount`); `None` with `--auth none`.
     auth: Option<auth::Authenticator>,
@@ -135,6 +138,7 @@ impl Gateway {
             body_idle_timeout: options.body_idle_timeout.0,
             body_timeout: options.body_timeout.0,
             budget: budget::Budget::new(options.max_buffered_bytes, metrics.buffered_bytes.clone()),
+            budget_wait: options.max_buffered_wait.0,
             request_timeout: options.request_timeout.0,
             auth: authenticator(options, client),
             metrics,
@@ -169,15 +173,15 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         }
         _ => Some(options.config_dir.clone()),
     };
+    let tls = listener_tls(&options, &gw, &mut tasks, &stop_rx)?;
     tasks.spawn(reload::reloader(gw.clone(), dir, options.api_key_file.clone(), options.poll_interval.0, stop_rx));
     let app = Router::new()
         .route(VARIATIONS_PATH, any(proxy::proxy))
         .fallback(proxy::not_found)
         .merge(admin::routes(gw.clone()))
         .with_state(gw.clone());
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| GatewayError::Listen { addr: options.listen, source })?;
+    let listener =
+        server::bind(options.listen).map_err(|source| GatewayError::Listen { addr: options.listen, source })?;
     let source = match &options.config_map {
         Some(target) => format!("ConfigMap {target} (API)"),
         None => format!("directory {}", options.config_dir.display()),
@@ -187,6 +191,7 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         upstream = %options.upstream,
         policies = %source,
         auth = ?options.auth,
+        tls = tls.is_some(),
         "gateway serving POST {VARIATIONS_PATH}, /metrics, /healthz and /readyz"
     );
     let drain = {
@@ -198,10 +203,31 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             let _ = stop_tx.send(true);
         }
     };
-    server::serve(listener, app, drain).await;
+    server::serve(listener, app, tls, drain).await;
     while tasks.join_next().await.is_some() {}
     info!("drained; stopped");
     Ok(())
+}
+
+/// The listener's TLS (`--tls-cert-file`), its pair re-read every `--poll-interval`; `None`
+/// for plain HTTP.
+fn listener_tls(
+    options: &GatewayOptions,
+    gw: &Gateway,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<server::Secure>, GatewayError> {
+    let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_key_file) else { return Ok(None) };
+    let files = tls::TlsFiles { cert: cert.clone(), key: key.clone() };
+    let tls = Arc::new(tls::Tls::new(files, &[b"http/1.1"])?);
+    let acceptor = tls.acceptor.clone();
+    let metrics = gw.metrics.tls.clone();
+    let failures = metrics.handshake_failures.clone();
+    tasks.spawn(tls.watch(options.poll_interval.0, stop.clone(), move |loaded| {
+        let counter = if loaded { &metrics.reloads } else { &metrics.reload_errors };
+        counter.inc();
+    }));
+    Ok(Some(server::Secure { acceptor, failures }))
 }
 
 /// The caller check of `--auth serviceaccount` (`None` with `--auth none`, said once in the

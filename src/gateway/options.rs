@@ -74,6 +74,15 @@ pub struct GatewayOptions {
     /// Address to serve the proxy, /metrics, /healthz and /readyz on.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_LISTEN", default_value = "0.0.0.0:8090")]
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) to serve TLS with, e.g. `tls.crt` of a mounted
+    /// `kubernetes.io/tls` Secret; with --tls-key-file. Re-read when it changes (cert-manager
+    /// renewing it): new connections use the new pair, open ones keep theirs. Without it the
+    /// listener speaks plain HTTP.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1), e.g. `tls.key`.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
     /// File holding orq's API key (a mounted Secret), sent upstream as `Authorization: Bearer`;
     /// re-read when it changes. Without it, requests go upstream with no Authorization.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_API_KEY_FILE")]
@@ -93,12 +102,19 @@ pub struct GatewayOptions {
     /// 408 too).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_BODY_TIMEOUT", default_value = "120s")]
     pub body_timeout: DurationArg,
-    /// Request bodies this gateway holds at once, in bytes: each request reserves its
-    /// Content-Length (or --max-body-bytes when it sends none) before its body is read, and a
-    /// request that does not fit is answered 503 `overloaded` with Retry-After, its body
-    /// unread. Bounds the memory that bodies in flight can take.
+    /// Request bodies this gateway holds at once, in bytes: each request reserves what its body
+    /// can hold (a streamed body a 1 MiB window, a buffered one its Content-Length, or
+    /// --max-body-bytes when it sends none) before its body is read, and returns it once the
+    /// body has gone upstream; a request that finds no room within --max-buffered-wait is
+    /// answered 503 `overloaded` with Retry-After, its body unread. Bounds the memory that
+    /// bodies on their way to orq can take; calls waiting for orq's answer hold none of it.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_buffered_bytes: u64,
+    /// How long a request waits for room in --max-buffered-bytes (its body unread, held by the
+    /// kernel's socket buffers) before it is shed with 503: a burst of arrivals is queued while
+    /// the bodies ahead of it go upstream.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_BUFFERED_WAIT", default_value = "1s")]
+    pub max_buffered_wait: DurationArg,
     /// Buffer each request body whole (within --max-body-bytes and --max-buffered-bytes) and
     /// send it to orq with a Content-Length, for upstreams that do not take chunked bodies. By
     /// default the body is rewritten as it arrives and streamed to orq chunked, so a request
@@ -172,6 +188,9 @@ pub enum GatewayError {
     /// No Kubernetes client for --config-map or --auth serviceaccount.
     #[error("--config-map and --auth serviceaccount need a Kubernetes client: {0}")]
     Kube(#[source] kube::Error),
+    /// The listener's certificate pair could not be loaded.
+    #[error("--tls-cert-file/--tls-key-file: {0}")]
+    Tls(#[from] crate::gateway::tls::TlsError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -191,6 +210,9 @@ impl GatewayError {
                 Some("mount the Secret holding orq's API key and point --api-key-file at its file")
             }
             GatewayError::Listen { .. } => Some("choose a free address with --listen"),
+            GatewayError::Tls(_) => Some(
+                "point --tls-cert-file and --tls-key-file at the tls.crt and tls.key of one kubernetes.io/tls Secret (PEM)",
+            ),
             GatewayError::Kube(_) => Some(
                 "run in a pod with a ServiceAccount token, or set KUBECONFIG; or mount the ConfigMap and use --config-dir with --auth none",
             ),

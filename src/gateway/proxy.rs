@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::gateway::auth::{AuthOutcome, Caller};
+use crate::gateway::budget::Reservation;
 use crate::gateway::error::ProxyError;
 use crate::gateway::headers::strip_hop_by_hop;
 use crate::gateway::metrics::{AuthLabels, PolicyLabels};
@@ -131,27 +132,30 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
         Some(rewrite) => Mode::Stream(rewrite),
     };
     // What the request may hold at once, reserved before its body is read: a streamed body
-    // holds at most a window of it; a buffered one all of it until orq has it.
+    // holds at most a window of it; a buffered one all of it. The upstream body carries the
+    // reservation and returns it once the last byte is handed to the connection to orq.
     let holds = match mode {
         Mode::Stream(_) => declared.unwrap_or(STREAM_WINDOW).min(STREAM_WINDOW),
         _ => declared.unwrap_or(gw.max_body_bytes),
     };
-    let Some(_reservation) = gw.budget.reserve(holds, declared.unwrap_or(gw.max_body_bytes)) else {
+    let Some(held) = gw.budget.reserve_within(holds, declared.unwrap_or(gw.max_body_bytes), gw.budget_wait).await
+    else {
         gw.metrics.shed.inc();
         return Err(ProxyError::Overloaded);
     };
+    let out = Outbound { parts, held };
     let limits = BodyLimits {
         max: gw.max_body_bytes,
         idle: gw.body_idle_timeout,
         deadline: tokio::time::Instant::now() + gw.body_timeout,
     };
     let answer = match mode {
-        Mode::Stream(rewrite) => send_streamed(gw, policy, parts, body, &boundary, rewrite, &limits).await,
+        Mode::Stream(rewrite) => send_streamed(gw, policy, out, body, &boundary, rewrite, &limits).await,
         Mode::Collect(rewrite) => match collect(body, rewrite, &boundary, &limits).await {
-            Ok(rewritten) => send_whole(gw, policy, parts, rewritten).await,
+            Ok(rewritten) => send_whole(gw, policy, out, rewritten).await,
             Err(error) => Err(error),
         },
-        Mode::Whole => send_rewritten_whole(gw, policy, parts, body, &boundary, &limits, declared).await,
+        Mode::Whole => send_rewritten_whole(gw, policy, out, body, &boundary, &limits, declared).await,
     }
     .inspect_err(|e| {
         if matches!(e, ProxyError::BodyTimeout(_)) {
@@ -165,6 +169,14 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     }
     debug!(policy = %policy.key, status = head.status.as_u16(), "proxied");
     Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+/// A request on its way upstream, besides its body: the caller's head, and the share of the
+/// budget its body holds, which the upstream body carries and returns once it is sent (so a
+/// call waiting for orq's answer holds none).
+struct Outbound {
+    parts: Parts,
+    held: Reservation,
 }
 
 /// How a request's body is rewritten.
@@ -205,7 +217,7 @@ async fn collect(
 async fn send_rewritten_whole(
     gw: &Gateway,
     policy: &ServedPolicy,
-    parts: Parts,
+    out: Outbound,
     body: Body,
     boundary: &str,
     limits: &BodyLimits,
@@ -213,21 +225,21 @@ async fn send_rewritten_whole(
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     let body = read_body(body, limits, declared).await?;
     let rewritten = rewrite::rewrite(&body, boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
-    send_whole(gw, policy, parts, rewritten).await
+    send_whole(gw, policy, out, rewritten).await
 }
 
 /// Sends a rewritten body whole, with its length.
 async fn send_whole(
     gw: &Gateway,
     policy: &ServedPolicy,
-    parts: Parts,
+    out: Outbound,
     rewritten: Rewritten,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     if !rewritten.removed.is_empty() {
         debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
     }
-    let body = UpstreamBody::Buffered(Chunks::new(rewritten.chunks, rewritten.len));
-    let request = upstream_request(gw, parts, &rewritten.content_type, body, Some(rewritten.len))?;
+    let body = UpstreamBody::buffered(Chunks::new(rewritten.chunks, rewritten.len), out.held);
+    let request = upstream_request(gw, out.parts, &rewritten.content_type, body, Some(rewritten.len))?;
     let started = Instant::now();
     gw.metrics.in_flight.inc();
     let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(request)).await;
@@ -240,7 +252,7 @@ async fn send_whole(
 async fn send_streamed(
     gw: &Gateway,
     policy: &ServedPolicy,
-    parts: Parts,
+    out: Outbound,
     body: Body,
     boundary: &str,
     rewrite: StreamRewrite,
@@ -248,7 +260,7 @@ async fn send_streamed(
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     let (sender, upload) = upload(UPLOAD_QUEUE);
     let content_type = format!("multipart/form-data; boundary={boundary}");
-    let request = upstream_request(gw, parts, &content_type, UpstreamBody::Streamed(upload), None)?;
+    let request = upstream_request(gw, out.parts, &content_type, UpstreamBody::streamed(upload, out.held), None)?;
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let pumping = pump(body, rewrite, limits, (sender, first_tx), gw.request_timeout);
     tokio::pin!(pumping);

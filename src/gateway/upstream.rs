@@ -21,15 +21,35 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::gateway::VARIATIONS_PATH;
+use crate::gateway::budget::Reservation;
 use crate::gateway::options::GatewayError;
 
 /// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or
-/// the rewrite as it streams (chunked).
-pub enum UpstreamBody {
+/// the rewrite as it streams (chunked), with the share of the budget its bytes hold. That share
+/// goes back as soon as the last byte is handed to the upstream connection (or the body is
+/// dropped): a call that only waits for orq's answer holds none of the budget.
+pub struct UpstreamBody {
+    kind: BodyKind,
+    held: Option<Reservation>,
+}
+
+enum BodyKind {
     /// Buffered: the chunks, with an exact length.
     Buffered(Chunks),
     /// Streamed: chunks as the rewrite gives them.
     Streamed(Upload),
+}
+
+impl UpstreamBody {
+    /// A whole body, holding `held` until it is sent.
+    pub fn buffered(chunks: Chunks, held: Reservation) -> Self {
+        UpstreamBody { kind: BodyKind::Buffered(chunks), held: Some(held) }
+    }
+
+    /// A streamed body, holding `held` until it ends.
+    pub fn streamed(upload: Upload, held: Reservation) -> Self {
+        UpstreamBody { kind: BodyKind::Streamed(upload), held: Some(held) }
+    }
 }
 
 impl http_body::Body for UpstreamBody {
@@ -37,28 +57,41 @@ impl http_body::Body for UpstreamBody {
     type Error = std::io::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Buffered(chunks) => match Pin::new(chunks).poll_frame(cx) {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            BodyKind::Buffered(chunks) => match Pin::new(&mut *chunks).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(never))) => match never {},
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            UpstreamBody::Streamed(upload) => upload.poll(cx),
+            BodyKind::Streamed(upload) => upload.poll(cx),
+        };
+        // The last frame is out (or the upload failed): nothing of the body is held here now.
+        let ended = matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))));
+        if ended || this.kind.is_end_stream() {
+            this.held = None;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Buffered(chunks) => chunks.is_end_stream(),
-            UpstreamBody::Streamed(_) => false,
-        }
+        self.kind.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Buffered(chunks) => chunks.size_hint(),
+            BodyKind::Streamed(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl BodyKind {
+    fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Buffered(chunks) => chunks.size_hint(),
-            UpstreamBody::Streamed(_) => SizeHint::default(),
+            BodyKind::Buffered(chunks) => http_body::Body::is_end_stream(chunks),
+            BodyKind::Streamed(_) => false,
         }
     }
 }
@@ -285,6 +318,52 @@ mod tests {
         let copied: usize = joined.iter().filter(|c| !originals.contains(&c.as_ptr())).map(|c| c.len()).sum();
         assert!(copied > 0 && copied <= MAX_JOINED, "copied {copied} bytes");
         assert!(fields.concat().len() > MAX_JOINED, "the fixture is larger than the bound");
+    }
+
+    /// A budget of 1 MiB and what it has reserved now.
+    fn budget() -> (crate::gateway::budget::Budget, prometheus_client::metrics::gauge::Gauge) {
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        (crate::gateway::budget::Budget::new(1024 * 1024, gauge.clone()), gauge)
+    }
+
+    fn poll(body: &mut UpstreamBody) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        http_body::Body::poll_frame(Pin::new(body), &mut cx)
+    }
+
+    #[test]
+    fn a_buffered_body_returns_its_budget_with_its_last_frame() {
+        let (budget, reserved) = budget();
+        let held = budget.reserve(200 * 1024, 200 * 1024).expect("fits");
+        let chunks = vec![Bytes::from(vec![1u8; 100 * 1024]), Bytes::from(vec![2u8; 100 * 1024])];
+        let mut body = UpstreamBody::buffered(Chunks::new(chunks, 200 * 1024), held);
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(reserved.get(), 200 * 1024, "held while a frame is still to send");
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(http_body::Body::is_end_stream(&body));
+        assert_eq!(reserved.get(), 0, "the last frame is out: the call only waits now, holding nothing");
+    }
+
+    #[test]
+    fn a_streamed_body_returns_its_budget_when_it_ends_or_fails() {
+        let (budget, reserved) = budget();
+        let (sender, queue) = upload(4);
+        let mut body = UpstreamBody::streamed(queue, budget.reserve(512 * 1024, 4 * 1024 * 1024).expect("fits"));
+        sender.chunks.try_send(Bytes::from_static(b"part")).expect("queued");
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(poll(&mut body).is_pending(), "more to come");
+        assert_eq!(reserved.get(), 512 * 1024);
+        sender.complete();
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        assert_eq!(reserved.get(), 0, "sent whole");
+        let (sender, queue) = upload(4);
+        let mut body = UpstreamBody::streamed(queue, budget.reserve(512 * 1024, 4 * 1024 * 1024).expect("fits"));
+        drop(sender);
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Err(_)))), "cut off: the upload is aborted");
+        assert_eq!(reserved.get(), 0, "an aborted upload holds nothing either");
+        let body = UpstreamBody::buffered(Chunks::new(vec![], 0), budget.reserve(10, 10).expect("fits"));
+        drop(body);
+        assert_eq!(reserved.get(), 0, "a body never sent (orq unreachable) returns it when dropped");
     }
 
     #[test]

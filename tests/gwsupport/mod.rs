@@ -126,6 +126,9 @@ async fn upstream_handler(State(state): State<Arc<UpstreamState>>, request: Requ
         }
         let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
         state.received.lock().expect("lock").push(Received { path, headers, fields });
+    } else {
+        // A call waiting out its service time (Mode::Delay) holds nothing of its body here.
+        drop(body);
     }
     let mode = *state.mode.lock().expect("lock");
     if let Mode::Delay(d) = mode {
@@ -275,14 +278,38 @@ impl GatewayProcess {
 
     /// [`GatewayProcess::start`] with extra environment variables (`KUBECONFIG`, …).
     pub fn start_with_env(log_dir: &Path, args: &[String], env: &[(&str, &str)]) -> GatewayProcess {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let log = log_dir.join(format!("gateway-{port}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
         // Set for tests and benches; the fake-orq example does not start gateways.
         let Some(binary) = option_env!("CARGO_BIN_EXE_routerpolicy") else {
             panic!("GatewayProcess needs the binary cargo builds for tests and benches");
         };
+        GatewayProcess::start_binary(Path::new(binary), log_dir, args, env)
+    }
+
+    /// [`GatewayProcess::start_with_env`] of another `routerpolicy` binary (a bench's baseline).
+    pub fn start_binary(binary: &Path, log_dir: &Path, args: &[String], env: &[(&str, &str)]) -> GatewayProcess {
+        let gateway = GatewayProcess::spawn(binary, log_dir, args, env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(gateway.addr, "/healthz").map(|r| r.status) != Some(200) {
+            assert!(Instant::now() < deadline, "gateway did not start:\n{}", gateway.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateway
+    }
+
+    /// The test binary's gateway, started but not waited for (a TLS listener answers no plain
+    /// `/healthz`).
+    pub fn spawn_own(log_dir: &Path, args: &[String]) -> GatewayProcess {
+        let Some(binary) = option_env!("CARGO_BIN_EXE_routerpolicy") else {
+            panic!("GatewayProcess needs the binary cargo builds for tests and benches");
+        };
+        GatewayProcess::spawn(Path::new(binary), log_dir, args, &[])
+    }
+
+    fn spawn(binary: &Path, log_dir: &Path, args: &[String], env: &[(&str, &str)]) -> GatewayProcess {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let log = log_dir.join(format!("gateway-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(binary)
             .arg("gateway")
             .arg(format!("--listen={addr}"))
@@ -294,13 +321,7 @@ impl GatewayProcess {
             .stderr(file)
             .spawn()
             .expect("start routerpolicy gateway");
-        let gateway = GatewayProcess { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while get(addr, "/healthz").map(|r| r.status) != Some(200) {
-            assert!(Instant::now() < deadline, "gateway did not start:\n{}", gateway.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        gateway
+        GatewayProcess { child, addr, log }
     }
 
     /// Its log so far.
@@ -441,6 +462,39 @@ fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
         rest.to_vec()
     };
     Some(HttpResponse { status, headers, body })
+}
+
+/// Sends `head` then `body` over TLS to `addr` as `localhost`, trusting only the PEM
+/// certificates in `ca`; the whole response and the leaf certificate the server presented
+/// (DER).
+pub fn send_tls(addr: SocketAddr, ca: &Path, head: &[u8], body: &[u8]) -> Option<(HttpResponse, Vec<u8>)> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).ok()? {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let tcp = TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    tls.write_all(head).ok()?;
+    let _ = tls.write_all(body);
+    let mut raw = Vec::new();
+    // The server closes after `Connection: close` without a close_notify: what was read counts.
+    let _ = tls.read_to_end(&mut raw);
+    let leaf = tls.conn.peer_certificates()?.first()?.to_vec();
+    parse_response(&raw).map(|response| (response, leaf))
+}
+
+/// GET `path` over TLS ([`send_tls`]).
+pub fn get_tls(addr: SocketAddr, ca: &Path, path: &str) -> Option<(HttpResponse, Vec<u8>)> {
+    send_tls(addr, ca, format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes(), &[])
 }
 
 /// GET `path`.

@@ -93,3 +93,16 @@ privileged: false
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/*
+The Secret the gateway serves TLS with: gateway.tls.secretName, else with cert-manager
+`<fullname>-gateway-tls`; empty for plain HTTP.
+*/}}
+{{- define "routerpolicy.gatewayTLSSecret" -}}
+{{- $tls := .Values.gateway.tls -}}
+{{- if $tls.secretName -}}
+{{- $tls.secretName -}}
+{{- else if $tls.certManager.enabled -}}
+{{- printf "%s-gateway-tls" (include "routerpolicy.fullname" .) -}}
+{{- end -}}
+{{- end }}

@@ -13,6 +13,7 @@
 //! replica keeps a report Lease of what it serves ([`report`]).
 //!
 //! One concern per file: [`options`] (flags, start-up errors), [`server`] (connections),
+//! [`tls`] (the listener's certificate pair and its rotation),
 //! [`proxy`] (the request path), [`auth`] (who calls), [`budget`] (request bodies held at once), [`error`] (every
 //! refusal as its response), [`headers`]
 //! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new

@@ -390,6 +390,19 @@ fn metadata_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+impl ImageVariationPolicySpec {
+    /// The resolved, de-duplicated targets of this spec for a policy in `namespace`, in the
+    /// order of `targetRefs`.
+    pub fn targets(&self, namespace: &str) -> Vec<crate::key::TargetKey> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.target_refs
+            .iter()
+            .map(|t| crate::key::TargetKey::new(t.resolved_namespace(namespace), t.name.clone()))
+            .filter(|t| seen.insert(t.clone()))
+            .collect()
+    }
+}
+
 impl TargetRef {
     /// The namespace this ref points into, given the policy's own namespace.
     pub fn resolved_namespace<'a>(&'a self, policy_namespace: &'a str) -> &'a str {

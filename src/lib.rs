@@ -7,6 +7,8 @@
 //!   (policy → gateway document); [`schema`] and [`yaml11`] check raw manifests as the API
 //!   server would; [`crd`] and [`reference`] generate the CRD and its docs; [`manifests`] is
 //!   `validate` and `render` on files.
+//! - **The target planner** ([`target`], pure): what a gateway ConfigMap should contain, shared
+//!   by the controller and the offline CLI.
 //! - **The operator wing** ([`operator`]): `routerpolicy run`.
 //! - **The gateway wing** ([`gateway`]): `routerpolicy gateway`. It imports nothing of the
 //!   operator.
@@ -31,5 +33,6 @@ pub mod reference;
 pub mod render;
 pub mod report;
 pub mod schema;
+pub mod target;
 pub mod validate;
 pub mod yaml11;

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::api::ImageVariationPolicy;
 use crate::key::{PolicyKey, TargetKey};
-use crate::operator::configmap::{ExistingTarget, applied_configmap};
-use crate::operator::plan::{Content, Outcome, PolicyAtTarget, plan_target, spec_targets};
+use crate::target::configmap::{ExistingTarget, applied_configmap};
+use crate::target::plan::{Content, Outcome, PolicyAtTarget, plan_target};
 use crate::render::render_policy;
 use crate::validate::{Report, Violation, validate_object_name};
 
@@ -404,7 +404,7 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         policy.metadata.namespace = Some(namespace.clone());
         let name = policy.metadata.name.clone().unwrap_or_default();
         let document = render_policy(&policy.spec);
-        for target in spec_targets(&namespace, &policy.spec) {
+        for target in policy.spec.targets(&namespace) {
             let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), Content::Document(document.clone()));
             by_target.entry(target).or_default().push(at);
         }

@@ -255,3 +255,38 @@ fn the_gateway_imports_nothing_of_the_operator() {
         }
     }
 }
+
+/// Below the wings nothing reaches up: the rule book, the target planner and the leaves
+/// (every file of `src/` outside `src/operator`, `src/gateway` and the binary) import neither
+/// wing, so the arrows of docs/architecture.md run one way without exceptions.
+#[test]
+fn nothing_below_the_wings_imports_a_wing() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let below: Vec<_> = files
+        .iter()
+        .filter(|p| {
+            let rel = p.strip_prefix(&src).expect("under src");
+            !(rel.starts_with("operator") || rel.starts_with("gateway") || rel == std::path::Path::new("main.rs"))
+                && rel != std::path::Path::new("lib.rs")
+        })
+        .collect();
+    assert!(below.iter().any(|p| p.ends_with("target/plan.rs")), "the planner is below the wings");
+    for path in below {
+        let text = std::fs::read_to_string(path).expect("source");
+        for forbidden in ["crate::operator", "crate::gateway"] {
+            assert!(!text.contains(forbidden), "{} uses {forbidden}", path.display());
+        }
+    }
+}

@@ -8,7 +8,6 @@ use serde_json::value::RawValue;
 
 use crate::api::ImageVariationPolicySpec;
 use crate::key::{PolicyKey, TargetKey};
-use crate::operator::plan::spec_targets;
 use crate::render::{GatewayDocument, render_policy};
 use crate::validate::{Report, Violation, validate_policy};
 
@@ -35,7 +34,7 @@ pub fn compile(policy: &PolicyKey, spec: Option<&RawValue>) -> CompiledPolicy {
         Ok(spec) => {
             let report = validate_policy(&policy.namespace, &policy.name, &spec);
             let document = report.is_valid().then(|| render_policy(&spec));
-            CompiledPolicy { readable: true, report, document, targets: spec_targets(&policy.namespace, &spec) }
+            CompiledPolicy { readable: true, report, document, targets: spec.targets(&policy.namespace) }
         }
         Err(error) => CompiledPolicy {
             readable: false,

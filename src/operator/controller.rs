@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
-use crate::operator::configmap::{ConfigMapWatch, ExistingTarget, target_of};
+use crate::target::configmap::{ConfigMapWatch, ExistingTarget, target_of};
 use crate::operator::decode::{WatchedPolicy, decode, policy_key};
 use crate::operator::events::Recorder;
 use crate::operator::index::Index;

@@ -13,15 +13,15 @@
 //! ```
 //!
 //! - [`watch`] runs the watches (policies per namespace of `--namespaces` or cluster-wide; the
-//!   two label-selected ConfigMap watches of [`configmap::ConfigMapWatch`]) and drives each
+//!   two label-selected ConfigMap watches of [`ConfigMapWatch`](crate::target::configmap::ConfigMapWatch)) and drives each
 //!   event into the index: apply, delete, and after a re-list the deletion of what the list
 //!   lacked. [`decode`] keeps only what the index reads.
 //! - [`index`] is the state (pure): each policy [`compile`]d once per spec change, each
-//!   target's stripped [`configmap::ExistingTarget`] view, who holds which key. An event
+//!   target's stripped [`ExistingTarget`](crate::target::configmap::ExistingTarget) view, who holds which key. An event
 //!   returns the targets it touched; nothing else is re-planned.
 //! - [`queue`] holds targets and statuses (at most once each, one worker each at a time, retry
 //!   with backoff). A target worker waits for a quiet moment, then [`apply`] asks the pure
-//!   [`plan`] for the ConfigMap's content (consent, last good, 1 MiB) and server-side applies
+//!   [`plan`](crate::target::plan) for the ConfigMap's content (consent, last good, 1 MiB) and server-side applies
 //!   it only when it changes what the operator owns.
 //! - Outcomes go back into the index; once every target of a policy has one for its current
 //!   spec, [`status_writer`] computes the status with the pure [`status`] and writes it only
@@ -38,14 +38,12 @@
 pub mod apply;
 pub mod boundary;
 pub mod compile;
-pub mod configmap;
 pub mod controller;
 pub mod decode;
 pub mod events;
 pub mod finalizer;
 pub mod index;
 pub mod metrics;
-pub mod plan;
 pub mod queue;
 pub mod runtime;
 pub mod served;

@@ -14,7 +14,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
 use crate::key::PolicyKey;
-use crate::operator::configmap::FIELD_MANAGER;
+use crate::target::configmap::FIELD_MANAGER;
 use crate::operator::controller::{Controller, now_ms};
 use crate::operator::events::EventReason;
 use crate::operator::index::PolicyEntry;

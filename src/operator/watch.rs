@@ -21,7 +21,7 @@ use kube::{Api, Client};
 
 use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
-use crate::operator::configmap::ConfigMapWatch;
+use crate::target::configmap::ConfigMapWatch;
 use crate::operator::decode::WatchedPolicy;
 use crate::operator::served::ReplicaKey;
 use crate::report::GATEWAY_REPLICA_LABEL;

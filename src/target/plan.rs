@@ -9,24 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{ImageVariationPolicySpec, TargetReason, TargetStatus};
+use crate::api::{TargetReason, TargetStatus};
 use crate::hash::entries_hash;
 use crate::key::{PolicyKey, TargetKey};
 use crate::limits::CONFIGMAP_MAX_BYTES;
-use crate::operator::configmap::{
+use crate::target::configmap::{
     ALLOWED_NAMESPACES_ANNOTATION, CONFIG_HASH_ANNOTATION, ExistingTarget, GATEWAY_LABEL, entry_size,
 };
 use crate::render::GatewayDocument;
-
-/// The resolved, de-duplicated targets of a policy spec in `namespace`.
-pub fn spec_targets(namespace: &str, spec: &ImageVariationPolicySpec) -> Vec<TargetKey> {
-    let mut seen = BTreeSet::new();
-    spec.target_refs
-        .iter()
-        .map(|t| TargetKey::new(t.resolved_namespace(namespace), t.name.clone()))
-        .filter(|t| seen.insert(t.clone()))
-        .collect()
-}
 
 /// A policy aiming at the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,7 +296,7 @@ fn place(
 mod tests {
     use super::*;
 
-    use crate::operator::configmap::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+    use crate::target::configmap::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
     fn target() -> TargetKey {
         TargetKey::new("gateway", "gw")

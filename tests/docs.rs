@@ -290,3 +290,23 @@ fn nothing_below_the_wings_imports_a_wing() {
         }
     }
 }
+
+/// Every file of the source tree is one git would commit: an ignore rule that catches a source
+/// file (a `target/` pattern once hid `src/target/mod.rs`) breaks the clean clone CI builds.
+#[test]
+fn git_ignores_no_file_of_the_source_tree() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    if !std::path::Path::new(root).join(".git").exists() {
+        // An unpacked source archive has no index to compare against; CI runs from a clone.
+        return;
+    }
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "--others", "--ignored", "--exclude-standard", "--"])
+        .args(["src", "tests", "benches", "docs", "deploy", "charts", "scripts", "crds", "examples", ".ci"])
+        .current_dir(root)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    let ignored = String::from_utf8_lossy(&out.stdout);
+    assert!(ignored.trim().is_empty(), "git ignores these files of the source tree:\n{ignored}");
+}

@@ -12,10 +12,10 @@ use kube::api::{Patch, PatchParams};
 use tracing::{info, warn};
 
 use crate::key::TargetKey;
-use crate::target::configmap::{ExistingTarget, FIELD_MANAGER, applied_configmap};
 use crate::operator::controller::{Controller, now_ms};
 use crate::operator::index::PlanInput;
 use crate::operator::metrics::ReconcileOutcome;
+use crate::target::configmap::{ExistingTarget, FIELD_MANAGER, applied_configmap};
 use crate::target::plan::{TargetPlan, plan_target};
 
 /// Why a target could not be synced; it is retried with backoff.

@@ -17,7 +17,6 @@ use tracing::{info, warn};
 
 use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
-use crate::target::configmap::{ConfigMapWatch, ExistingTarget, target_of};
 use crate::operator::decode::{WatchedPolicy, decode, policy_key};
 use crate::operator::events::Recorder;
 use crate::operator::index::Index;
@@ -25,6 +24,7 @@ use crate::operator::metrics::{Metrics, Queue};
 use crate::operator::queue::WorkQueue;
 use crate::operator::served::{ReplicaKey, replica_of};
 use crate::operator::watch::{Relists, Sink, WatchEvent, WatchSource, drive, streams};
+use crate::target::configmap::{ConfigMapWatch, ExistingTarget, target_of};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 

@@ -23,12 +23,12 @@ use crate::api::ImageVariationPolicyStatus;
 use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
 use crate::operator::compile::compile;
-use crate::target::configmap::{ConfigMapWatch, ExistingTarget};
 use crate::operator::decode::DecodedPolicy;
-use crate::target::plan::{Content, Outcome, PolicyAtTarget, TargetPlan};
 use crate::operator::served::{Landed, Replica, ReplicaKey, Reports};
 use crate::operator::status::{StatusInput, StatusMemo};
 use crate::render::GatewayDocument;
+use crate::target::configmap::{ConfigMapWatch, ExistingTarget};
+use crate::target::plan::{Content, Outcome, PolicyAtTarget, TargetPlan};
 use crate::validate::Report;
 
 /// One policy in the index.
@@ -554,9 +554,9 @@ mod tests {
 
     use super::*;
     use crate::api::ImageVariationPolicySpec;
+    use crate::operator::decode::LEGACY_FINALIZER;
     use crate::target::configmap::ConfigMapWatch::{Managed, OptedIn};
     use crate::target::configmap::{GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-    use crate::operator::decode::LEGACY_FINALIZER;
     use crate::target::plan::plan_target;
 
     fn pk(ns: &str, name: &str) -> PolicyKey {

@@ -14,13 +14,13 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
 use crate::key::PolicyKey;
-use crate::target::configmap::FIELD_MANAGER;
 use crate::operator::controller::{Controller, now_ms};
 use crate::operator::events::EventReason;
 use crate::operator::index::PolicyEntry;
 use crate::operator::metrics::Readiness;
 use crate::operator::served::Serve;
 use crate::operator::status::{READY, StatusInput, StatusMemo, compute_status};
+use crate::target::configmap::FIELD_MANAGER;
 
 impl Controller {
     /// Computes, and writes when changed, the status of `key`; a failed write is retried

@@ -21,10 +21,10 @@ use kube::{Api, Client};
 
 use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
-use crate::target::configmap::ConfigMapWatch;
 use crate::operator::decode::WatchedPolicy;
 use crate::operator::served::ReplicaKey;
 use crate::report::GATEWAY_REPLICA_LABEL;
+use crate::target::configmap::ConfigMapWatch;
 
 /// Which watch an event came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -13,10 +13,10 @@ use crate::api::{TargetReason, TargetStatus};
 use crate::hash::entries_hash;
 use crate::key::{PolicyKey, TargetKey};
 use crate::limits::CONFIGMAP_MAX_BYTES;
+use crate::render::GatewayDocument;
 use crate::target::configmap::{
     ALLOWED_NAMESPACES_ANNOTATION, CONFIG_HASH_ANNOTATION, ExistingTarget, GATEWAY_LABEL, entry_size,
 };
-use crate::render::GatewayDocument;
 
 /// A policy aiming at the target.
 #[derive(Clone, Debug, PartialEq, Eq)]

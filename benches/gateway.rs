@@ -1,4 +1,4 @@
-//! Gateway benchmark (PRODUCT §10, issue 8): the release binary `routerpolicy gateway` as its
+//! Gateway benchmark (docs/gateway.md; docs/benchmarks.md, "Gateway"): the release binary `routerpolicy gateway` as its
 //! own process in front of a fake orq on loopback, next to the same requests sent straight to
 //! the fake orq, in one run. Prints figures and ratios; asserts nothing about time.
 //!

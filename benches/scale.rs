@@ -1,4 +1,4 @@
-//! Scale benchmark (PRODUCT §9): the release binary `routerpolicy run` as its own process
+//! Scale benchmark (the targets: docs/benchmarks.md, "Results"): the release binary `routerpolicy run` as its own process
 //! against the real kube-apiserver + etcd, next to a floor measured in the same run. Prints
 //! figures and ratios; asserts nothing about time.
 //!
@@ -21,7 +21,7 @@
 //! 5. Peak resident memory of the operator process (`VmHWM`).
 //!
 //! With `SCALE_REPORTS=1` every target also has a gateway replica that reports what it serves
-//! (PRODUCT §12), simulated by the harness: one report Lease per target, created before the
+//! (docs/gateway.md, "Ready means served"), simulated by the harness: one report Lease per target, created before the
 //! operator starts (an empty ConfigMap loaded) and rewritten with the ConfigMap's
 //! resourceVersion each time the harness's watch sees it change, as a replica in API mode
 //! does. Ready then includes `Served`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on a machine without a cluster (PRODUCT §11): the whole product, locally.
+# The main job on a machine without a cluster (README.md, "The two commands"): the whole product, locally.
 #
 # Starts etcd, kube-apiserver and kube-controller-manager (the test control plane, built from the Go module proxy and
 # cached under target/control-plane/), installs the CRD, runs the release operator as its own

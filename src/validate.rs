@@ -1,4 +1,4 @@
-//! The Rust rule book: every rule of PRODUCT §1, as a pure function of the spec.
+//! The Rust rule book: every rule of docs/reference.md (and README.md, "The resource"), as a pure function of the spec.
 //!
 //! [`validate_spec`] returns every error and warning, each with its field path in the API
 //! server's notation (`spec.loadBalancer.models[1].weight`) and the rule it broke. The

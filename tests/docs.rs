@@ -310,3 +310,40 @@ fn git_ignores_no_file_of_the_source_tree() {
     let ignored = String::from_utf8_lossy(&out.stdout);
     assert!(ignored.trim().is_empty(), "git ignores these files of the source tree:\n{ignored}");
 }
+
+/// Every document the repository refers to is in it: a `*.md` named in a source, a doc, a
+/// manifest or a script resolves (from the repository's root or from the referring file's
+/// directory), and nothing cites a specification the repository does not contain.
+#[test]
+fn every_document_the_repository_refers_to_is_in_it() {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all: Vec<_> = ["README.md", "CHANGELOG.md", "Cargo.toml", "Dockerfile"].iter().map(|f| root.join(f)).collect();
+    for dir in ["src", "tests", "benches", "docs", "deploy", "charts", "scripts", "examples", "crds", ".ci"] {
+        files(&root.join(dir), &mut all);
+    }
+    let reference = regex::Regex::new(r"[A-Za-z0-9_./-]+\.md\b").expect("regex");
+    let outside = regex::Regex::new(&format!(r"{}{}(\.md|\s*§)", "PROD", "UCT")).expect("regex");
+    let mut checked = 0;
+    for path in all {
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let here = path.parent().expect("a file has a directory");
+        assert!(!outside.is_match(&text), "{} cites a specification that is not in the repository", path.display());
+        for m in reference.find_iter(&text).map(|m| m.as_str()).filter(|m| !m.starts_with('/')) {
+            let found = root.join(m).exists() || here.join(m).exists();
+            assert!(found, "{} refers to {m}, which is not in the repository", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "the docs refer to each other ({checked} references found)");
+}

@@ -513,7 +513,7 @@ fn install_targetrefs_admission_policy(namespace: &str) {
     }
 }
 
-/// One manifest per rule of PRODUCT §1 (tests/fixtures/invalid): the API server refuses it at
+/// One manifest per rule of docs/reference.md (tests/fixtures/invalid): the API server refuses it at
 /// admission naming the field path that `routerpolicy validate` reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_is_refused_at_admission_with_the_path_validate_reports() {

@@ -1,4 +1,4 @@
-//! The rule book, rule by rule: for each rule of PRODUCT §1 one value that is accepted and one
+//! The rule book, rule by rule: for each rule of docs/reference.md one value that is accepted and one
 //! that is refused (with its field path), through both the Rust rules and the offline schema
 //! check; the semantic warnings; and property tests (no panics, render round-trips).
 

@@ -1,4 +1,4 @@
-//! Report, API mode: this replica's Lease saying what it serves (PRODUCT §12), which the
+//! Report, API mode: this replica's Lease saying what it serves (docs/gateway.md, "Ready means served"), which the
 //! operator folds into each policy's `Served` condition.
 //!
 //! The Lease (`coordination.k8s.io/v1`, in the replica's namespace, labelled

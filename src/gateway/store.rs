@@ -3,7 +3,7 @@
 //!
 //! A [`Snapshot`] is immutable; a reload builds the next one from the previous one and the
 //! files just read, so a request that took an `Arc<Policy>` keeps its document whatever
-//! happens after. Rules (PRODUCT §10):
+//! happens after. Rules (docs/gateway.md, "Two ways to read the policies"):
 //! - one file `<namespace>.<name>.json` per policy ([`PolicyKey::from_data_key`]); other names
 //!   (kubelet's `..data`, dot files, anything not shaped like a policy key) are not policies;
 //! - a file that is valid JSON (an object, as the operator renders) is served as its exact

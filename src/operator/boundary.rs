@@ -1,7 +1,7 @@
 //! The namespaces an operator instance acts in (`--namespaces`). Pure.
 //!
 //! A boundary, not a filter: a policy outside it never enters the index, and a key of an
-//! outside namespace in a shared ConfigMap is neither judged nor pruned (PRODUCT §5).
+//! outside namespace in a shared ConfigMap is neither judged nor pruned (README.md, "Targets, ownership and consent").
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,4 @@
-//! Events: what the operator tells users on their policies (PRODUCT §6), best effort.
+//! Events: what the operator tells users on their policies (README.md, "Status"), best effort.
 //!
 //! Like client-go's event broadcaster: [`Recorder::publish`] never waits; events go to a
 //! bounded queue, a writer task sends them a few at a time, and when the queue is full an

@@ -1,5 +1,5 @@
 //! The legacy finalizer: earlier versions put `routerpolicy.io/cleanup` on every policy; the
-//! operator now needs none (PRODUCT §5) and removes it wherever it finds it, keeping every
+//! operator now needs none (README.md, "Targets, ownership and consent") and removes it wherever it finds it, keeping every
 //! other finalizer.
 
 use std::sync::Arc;

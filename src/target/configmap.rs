@@ -1,5 +1,5 @@
 //! A gateway ConfigMap as the operator sees and writes it: the labels and annotations of
-//! PRODUCT §3–4, the stripped [`ExistingTarget`] view the index keeps, and the object a plan
+//! README.md ("Quickstart", "Targets, ownership and consent"), the stripped [`ExistingTarget`] view the index keeps, and the object a plan
 //! server-side applies. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};

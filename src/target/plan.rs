@@ -2,9 +2,9 @@
 //!
 //! Given what the ConfigMap looks like now (or that it does not exist) and every policy that
 //! aims at it, [`plan_target`] decides the complete set of operator-owned data keys to apply
-//! and the outcome for each policy, in three steps: consent ([`consent`], PRODUCT §4), what
-//! may be written at all, then fitting the documents into 1 MiB ([`fill`], §3) while invalid
-//! policies keep their last good document (§5). Both the controller and `routerpolicy render`
+//! and the outcome for each policy, in three steps: consent ([`consent`]), what may be written
+//! at all, then fitting the documents into 1 MiB ([`fill`]) while invalid policies keep their
+//! last good document: the rules of README.md, "Targets, ownership and consent". Both the controller and `routerpolicy render`
 //! call it, so a preview shows what the cluster will get.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,7 +155,8 @@ impl TargetPlan {
     }
 }
 
-/// Whether `existing` (or its absence) permits `policy` to be written there (PRODUCT §4).
+/// Whether `existing` (or its absence) permits `policy` to be written there (README.md,
+/// "Targets, ownership and consent").
 pub fn consent(target: &TargetKey, existing: Option<&ExistingTarget>, policy: &PolicyKey) -> Result<(), Outcome> {
     let same_namespace = *policy.namespace == *target.namespace;
     match existing {

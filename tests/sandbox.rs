@@ -3,6 +3,9 @@
 //! meanwhile becomes Ready; the gateway it runs proxies a request with the policy's document
 //! and follows a new policy; SIGTERM stops every process it started and removes its files.
 
+#[path = "cmd/mod.rs"]
+mod cmd;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -111,19 +114,8 @@ fn the_sandbox_runs_the_product_and_stops_cleanly() {
     // A newcomer applies a policy of their own meanwhile.
     let policy = "apiVersion: routerpolicy.io/v1alpha1\nkind: ImageVariationPolicy\nmetadata: {name: mine, namespace: team-a}\nspec:\n  targetRefs: [{name: image-gateway-policies}]\n  cache: {type: exact_match, ttl: 60}\n";
     let kube = |args: &[&str], input: Option<&str>| {
-        let mut child = Command::new(&kubectl)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let Some(text) = input {
-            use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
-        }
-        child.wait_with_output().expect("kubectl output")
+        let mut command = Command::new(&kubectl);
+        cmd::output(command.arg(format!("--kubeconfig={}", kubeconfig.display())).args(args), input)
     };
     let out = kube(&["apply", "-f", "-"], Some(policy));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

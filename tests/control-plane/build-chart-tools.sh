@@ -7,27 +7,19 @@
 #   tests/control-plane/build-chart-tools.sh
 set -euo pipefail
 
-HELM_DOCS_VERSION=${HELM_DOCS_VERSION:-1.14.2}
-HELM_UNITTEST_VERSION=${HELM_UNITTEST_VERSION:-1.1.2}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/go-tool.sh"
+
+HELM_DOCS_VERSION=${HELM_DOCS_VERSION:-1.14.2}
+HELM_UNITTEST_VERSION=${HELM_UNITTEST_VERSION:-1.1.2}
 dir=${CHART_TOOLS_DIR:-$root/target/tools/chart-tools-docs$HELM_DOCS_VERSION-unittest$HELM_UNITTEST_VERSION}
-if [ -x "$dir/helm-docs" ] && [ -x "$dir/helm-unittest" ]; then
-  echo "chart tools already built in $dir" >&2
-  echo "$dir"
-  exit 0
-fi
-command -v go >/dev/null || { echo "build-chart-tools.sh: Go is required to build the chart tools" >&2; exit 2; }
-mkdir -p "$dir"
-tmp=$(mktemp -d "$dir/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-export GOTOOLCHAIN=local CGO_ENABLED=0
+go_tool_cached build-chart-tools.sh "$dir" "$dir" helm-docs helm-unittest
+go_tool_start build-chart-tools.sh "$dir"
+tmp=$go_tool_tmp
 
 if ! [ -x "$dir/helm-docs" ]; then
-  echo "==> helm-docs v$HELM_DOCS_VERSION" >&2
-  (cd "$tmp" && GOBIN="$tmp" go install -trimpath -ldflags "-s -w" \
-    "github.com/norwoodj/helm-docs/cmd/helm-docs@v$HELM_DOCS_VERSION")
-  mv "$tmp/helm-docs" "$dir/helm-docs"
+  go_tool_install github.com/norwoodj/helm-docs/cmd/helm-docs "v$HELM_DOCS_VERSION" helm-docs
 fi
 
 if ! [ -x "$dir/helm-unittest" ]; then

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,10 +20,9 @@ use axum::response::{IntoResponse, Response};
 use futures::stream;
 use http_body_util::BodyExt;
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
-}
+#[path = "../cmd/mod.rs"]
+mod cmd;
+pub use cmd::free_port;
 
 /// One multipart field as the upstream received it.
 #[derive(Debug, Clone)]

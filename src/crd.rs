@@ -1,8 +1,10 @@
 //! The CustomResourceDefinition, generated from the Rust types in [`crate::api`].
 //!
 //! `routerpolicy crd` prints [`crd_yaml`]; `crds/` holds its output and a test fails when the
-//! two drift. The only post-processing is to drop `nullable` (an unset optional field is
-//! omitted, never `null`), which keeps the schema strict and structural.
+//! two drift. The post-processing drops `nullable` (an unset optional field is omitted, never
+//! `null`), which keeps the schema strict and structural, and turns the integer formats the API
+//! server does not know (schemars' `uint32`, …; `kubectl apply` warns about them) into the
+//! bounds they mean.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -19,6 +21,7 @@ pub fn crd() -> CustomResourceDefinition {
         {
             let mut value = serde_json::to_value(&*schema).unwrap_or(Value::Null);
             strip_nullable(&mut value);
+            known_formats(&mut value);
             if let Ok(stripped) = serde_json::from_value(value) {
                 *schema = stripped;
             }
@@ -57,6 +60,46 @@ fn strip_nullable(value: &mut Value) {
     }
 }
 
+/// The `format`s of the Kubernetes OpenAPI validation (k8s.io/kube-openapi's strfmt): any
+/// other format makes the API server warn, and it ignores it.
+pub const KNOWN_FORMATS: &[&str] = &[
+    "bsonobjectid", "uri", "email", "hostname", "ipv4", "ipv6", "cidr", "mac", "uuid", "uuid3", "uuid4", "uuid5",
+    "isbn", "isbn10", "isbn13", "creditcard", "ssn", "hexcolor", "rgbcolor", "byte", "password", "date", "duration",
+    "datetime", "date-time", "int32", "int64", "float", "double",
+];
+
+/// Replaces a `format` the API server does not know by the bounds it stands for: `uint8`,
+/// `uint16`, `uint32` become `minimum: 0` and their maximum (`uint64`: `minimum: 0`), `int8` and
+/// `int16` their range; any other unknown format is dropped.
+fn known_formats(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let unknown = map.get("format").and_then(Value::as_str).filter(|f| !KNOWN_FORMATS.contains(f));
+            if let Some(format) = unknown.map(str::to_string) {
+                map.remove("format");
+                let range: Option<(f64, Option<f64>)> = match format.as_str() {
+                    "uint8" => Some((0.0, Some(f64::from(u8::MAX)))),
+                    "uint16" => Some((0.0, Some(f64::from(u16::MAX)))),
+                    "uint32" => Some((0.0, Some(f64::from(u32::MAX)))),
+                    "uint64" | "uint" => Some((0.0, None)),
+                    "int8" => Some((f64::from(i8::MIN), Some(f64::from(i8::MAX)))),
+                    "int16" => Some((f64::from(i16::MIN), Some(f64::from(i16::MAX)))),
+                    _ => None,
+                };
+                if let Some((minimum, maximum)) = range {
+                    map.entry("minimum").or_insert(minimum.into());
+                    if let Some(maximum) = maximum {
+                        map.entry("maximum").or_insert(maximum.into());
+                    }
+                }
+            }
+            map.values_mut().for_each(known_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(known_formats),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +121,37 @@ mod tests {
         assert!(!contains_key(&schema, "oneOf"));
         assert!(!contains_key(&schema, "$ref"));
         assert!(!contains_key(&schema, "x-kubernetes-preserve-unknown-fields"));
+    }
+
+    fn formats(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                out.extend(map.get("format").and_then(Value::as_str).map(str::to_string));
+                map.values().for_each(|v| formats(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| formats(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_schema_carries_only_formats_the_api_server_knows() {
+        let mut found = Vec::new();
+        formats(&openapi_schema(), &mut found);
+        assert!(found.iter().any(|f| f == "int64"), "{found:?}");
+        for format in &found {
+            assert!(KNOWN_FORMATS.contains(&format.as_str()), "the CRD carries format {format:?}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_format_becomes_its_bounds() {
+        let mut schema = serde_json::json!({"properties": {"n": {"type": "integer", "format": "uint32", "minimum": 0.0},
+            "b": {"type": "integer", "format": "uint8"}, "s": {"type": "string", "format": "weird"}}});
+        known_formats(&mut schema);
+        assert_eq!(schema["properties"]["n"], serde_json::json!({"type": "integer", "minimum": 0.0, "maximum": 4294967295.0}));
+        assert_eq!(schema["properties"]["b"], serde_json::json!({"type": "integer", "minimum": 0.0, "maximum": 255.0}));
+        assert_eq!(schema["properties"]["s"], serde_json::json!({"type": "string"}));
     }
 
     #[test]

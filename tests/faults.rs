@@ -137,6 +137,49 @@ async fn a_sigkilled_leader_during_a_burst_loses_nothing() {
     converged(&client, &ns, POLICIES, 3, &[], || standby.log()).await;
 }
 
+/// The writes an operator's log records (ConfigMap applies, status writes) after byte `from`.
+fn writes_logged_after(log: &str, from: usize) -> Vec<String> {
+    let after = log.get(from..).unwrap_or("");
+    after.lines().filter(|l| l.contains("applied gateway ConfigMap") || l.contains("wrote status")).map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_past_its_lease_writes_nothing_after_it_thaws() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "split").await;
+    let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
+    let mut flags = leader_flags(&ns, "fault-split");
+    flags.push("--log-level=info,routerpolicy::operator::status_writer=debug".into());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = Instance::start(&cp.kubeconfig, "split-a", &flags);
+    let b = Instance::start(&cp.kubeconfig, "split-b", &flags);
+    eventually(WAIT, "one leader", || async { (a.is_leader() ^ b.is_leader()).then_some(()) }).await;
+    let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
+    burst(&client, &ns, POLICIES, 1).await;
+    converged(&client, &ns, POLICIES, 1, &[], || leader.log()).await;
+    assert!(!writes_logged_after(&leader.log(), 0).is_empty(), "the leader's writes are logged");
+
+    // Frozen past its lease (4 s): the standby takes over and serves edits meanwhile.
+    leader.signal("STOP");
+    let frozen_at = leader.log().len();
+    eventually(WAIT, "the standby to lead", || async { standby.is_leader().then_some(()) }).await;
+    burst(&client, &ns, POLICIES, 2).await;
+    converged(&client, &ns, POLICIES, 2, &[], || standby.log()).await;
+
+    // Thawed, with edits arriving: the old leader stands down and writes nothing.
+    leader.signal("CONT");
+    burst(&client, &ns, POLICIES, 3).await;
+    converged(&client, &ns, POLICIES, 3, &[], || standby.log()).await;
+    // Standing down (leader gauge 0, or the process gone) ends its controller: what it could
+    // write, it wrote before this.
+    eventually(WAIT, "the thawed replica to stand down", || async { (!leader.is_leader()).then_some(()) }).await;
+    let stale = writes_logged_after(&leader.log(), frozen_at);
+    assert!(stale.is_empty(), "the thawed leader wrote with a stale view:\n{}", stale.join("\n"));
+    assert!(standby.is_leader(), "the standby still leads");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_restart_during_a_burst_loses_nothing() {
     let _serial = SERIAL.lock().await;

@@ -231,9 +231,20 @@ fn pipeline(input: &[u8], schema: &serde_json::Value, reach: &mut Reach) {
     let _ = render_configmaps(&docs, schema, "default");
 }
 
+/// How many inputs a campaign runs (`FUZZ_INPUTS`, default 100,000). A campaign of none would
+/// pass without testing anything: it is refused.
+fn fuzz_inputs() -> u64 {
+    let inputs = std::env::var("FUZZ_INPUTS").ok().map_or(Ok(100_000), |v| v.parse::<u64>());
+    match inputs {
+        Ok(n) if n >= 1_000 => n,
+        Ok(n) => panic!("FUZZ_INPUTS={n}: a campaign needs at least 1000 inputs to test anything"),
+        Err(e) => panic!("FUZZ_INPUTS is not a count: {e}"),
+    }
+}
+
 #[test]
 fn the_manifest_pipeline_never_panics_on_mutated_inputs() {
-    let inputs: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let inputs = fuzz_inputs();
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let schema = routerpolicy::crd::openapi_schema();
     let seeds = seeds();
@@ -274,6 +285,12 @@ fn the_manifest_pipeline_never_panics_on_mutated_inputs() {
         reach.documents, reach.policies, reach.valid
     );
     assert!(crashes.is_empty(), "the pipeline panicked; inputs saved:\n{}", crashes.join("\n"));
+    // The mutations must reach the rules, not only the YAML parser: a campaign whose inputs
+    // all fail to parse would be green and test nothing. The floors are about half of what the
+    // default seed reaches (29 % documents, 15 % policies checked, 0.7 % valid).
+    assert!(reach.documents * 7 >= inputs, "only {} of {inputs} inputs were YAML documents", reach.documents);
+    assert!(reach.policies * 15 >= inputs, "only {} of {inputs} inputs reached the rules", reach.policies);
+    assert!(reach.valid * 400 >= inputs, "only {} of {inputs} inputs were valid policies", reach.valid);
 }
 
 /// The gateway's rewrite of one body, checked by an independent (lenient) parser.
@@ -371,7 +388,7 @@ fn multipart_campaign(
     seed_salt: u64,
     mut check: impl FnMut(&[u8], &bytes::Bytes) -> Result<bool, String>,
 ) -> (Vec<String>, u64) {
-    let inputs: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let inputs = fuzz_inputs();
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let seeds = seeds_from(&["tests/fuzz-corpus/gateway"], 5);
     let document = bytes::Bytes::from_static(br#"{"retry":{"count":3,"on_codes":[429]}}"#);
@@ -414,12 +431,31 @@ fn multipart_campaign(
 fn the_streaming_rewrite_agrees_with_the_buffered_one_at_any_cut() {
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let mut cuts = Rng(seed.wrapping_mul(5) | 1);
-    let (failures, _) = multipart_campaign("stream", 3, |input, document| stream_agrees(input, document, &mut cuts));
+    let (failures, compared) =
+        multipart_campaign("stream", 3, |input, document| stream_agrees(input, document, &mut cuts));
+    let inputs = fuzz_inputs();
+    assert!(compared * 50 >= inputs, "only {compared} of {inputs} inputs were compared");
     assert!(failures.is_empty(), "stream and buffered rewrite disagree; inputs saved:\n{}", failures.join("\n"));
 }
 
 #[test]
 fn the_gateway_rewrite_never_panics_and_never_lets_a_router_field_through() {
-    let (failures, _) = multipart_campaign("rewrite", 1, rewrite_checked);
+    let (failures, rewritten) = multipart_campaign("rewrite", 1, rewrite_checked);
     assert!(failures.is_empty(), "rewrite failures; inputs saved:\n{}", failures.join("\n"));
+    let inputs = fuzz_inputs();
+    // About half of what the default seed reaches (4.7 %): the rest are refused, as they may be.
+    assert!(rewritten * 50 >= inputs, "only {rewritten} of {inputs} inputs were rewritten and checked");
+}
+
+#[test]
+fn a_campaign_of_no_inputs_is_refused_not_green() {
+    let me = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(me)
+        .args(["--exact", "the_manifest_pipeline_never_panics_on_mutated_inputs", "--nocapture"])
+        .env("FUZZ_INPUTS", "0")
+        .output()
+        .expect("run the campaign");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "FUZZ_INPUTS=0 passed:\n{said}");
+    assert!(said.contains("at least 1000 inputs"), "{said}");
 }

@@ -1,5 +1,5 @@
 //! `routerpolicy gateway` as its own process between a caller and a fake orq on loopback that
-//! records the multipart fields it received (PRODUCT §10, issue 8). No cluster: the config
+//! records the multipart fields it received (docs/gateway.md). No cluster: the config
 //! directory is laid out as kubelet lays out a mounted ConfigMap.
 
 mod gwsupport;
@@ -301,6 +301,7 @@ async fn kubelet_swap_is_served_within_two_seconds_and_broken_or_removed_files_b
     .await;
     assert_eq!(s.served("team.a").await.as_deref(), Some(DOC_B), "last good document kept");
     assert!(s.gateway.log().contains("keeping its last good document"), "{}", s.gateway.log());
+    assert!(!s.gateway.log().contains('\x1b'), "a log written to a file carries no colour codes");
 
     // Removed file: no longer served.
     s.mount.remove("team.a.json");

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
 use crate::key::PolicyKey;
@@ -56,6 +56,7 @@ impl Controller {
             match write_status(&self.client, key, &status).await {
                 Ok(()) => {
                     self.metrics.status_writes.inc();
+                    debug!(policy = %key, "wrote status");
                     self.index().wrote_status(key, &status);
                     self.statuses.succeeded(key);
                     self.publish_transitions(reference, previous.as_ref(), &status, &input);

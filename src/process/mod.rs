@@ -14,11 +14,13 @@ pub enum LogFormat {
 }
 
 /// Sets up `tracing` with the chosen format and filter (an invalid filter falls back to
-/// `info`).
+/// `info`), on stderr, coloured only when stderr is a terminal.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal (and not under NO_COLOR): a file or a pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

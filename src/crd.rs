@@ -63,9 +63,35 @@ fn strip_nullable(value: &mut Value) {
 /// The `format`s of the Kubernetes OpenAPI validation (k8s.io/kube-openapi's strfmt): any
 /// other format makes the API server warn, and it ignores it.
 pub const KNOWN_FORMATS: &[&str] = &[
-    "bsonobjectid", "uri", "email", "hostname", "ipv4", "ipv6", "cidr", "mac", "uuid", "uuid3", "uuid4", "uuid5",
-    "isbn", "isbn10", "isbn13", "creditcard", "ssn", "hexcolor", "rgbcolor", "byte", "password", "date", "duration",
-    "datetime", "date-time", "int32", "int64", "float", "double",
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+    "date-time",
+    "int32",
+    "int64",
+    "float",
+    "double",
 ];
 
 /// Replaces a `format` the API server does not know by the bounds it stands for: `uint8`,
@@ -149,7 +175,10 @@ mod tests {
         let mut schema = serde_json::json!({"properties": {"n": {"type": "integer", "format": "uint32", "minimum": 0.0},
             "b": {"type": "integer", "format": "uint8"}, "s": {"type": "string", "format": "weird"}}});
         known_formats(&mut schema);
-        assert_eq!(schema["properties"]["n"], serde_json::json!({"type": "integer", "minimum": 0.0, "maximum": 4294967295.0}));
+        assert_eq!(
+            schema["properties"]["n"],
+            serde_json::json!({"type": "integer", "minimum": 0.0, "maximum": 4294967295.0})
+        );
         assert_eq!(schema["properties"]["b"], serde_json::json!({"type": "integer", "minimum": 0.0, "maximum": 255.0}));
         assert_eq!(schema["properties"]["s"], serde_json::json!({"type": "string"}));
     }

@@ -328,7 +328,8 @@ fn every_document_the_repository_refers_to_is_in_it() {
         }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut all: Vec<_> = ["README.md", "CHANGELOG.md", "Cargo.toml", "Dockerfile"].iter().map(|f| root.join(f)).collect();
+    let mut all: Vec<_> =
+        ["README.md", "CHANGELOG.md", "Cargo.toml", "Dockerfile"].iter().map(|f| root.join(f)).collect();
     for dir in ["src", "tests", "benches", "docs", "deploy", "charts", "scripts", "examples", "crds", ".ci"] {
         files(&root.join(dir), &mut all);
     }

@@ -140,7 +140,11 @@ async fn a_sigkilled_leader_during_a_burst_loses_nothing() {
 /// The writes an operator's log records (ConfigMap applies, status writes) after byte `from`.
 fn writes_logged_after(log: &str, from: usize) -> Vec<String> {
     let after = log.get(from..).unwrap_or("");
-    after.lines().filter(|l| l.contains("applied gateway ConfigMap") || l.contains("wrote status")).map(String::from).collect()
+    after
+        .lines()
+        .filter(|l| l.contains("applied gateway ConfigMap") || l.contains("wrote status"))
+        .map(String::from)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

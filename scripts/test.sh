@@ -15,6 +15,7 @@ export ROUTERPOLICY_CONTROL_PLANE_BIN="${ROUTERPOLICY_CONTROL_PLANE_BIN:-$(tests
 export ROUTERPOLICY_HELM="${ROUTERPOLICY_HELM:-$(tests/control-plane/build-helm.sh | tail -n 1)}"
 "$ROUTERPOLICY_HELM" version --short
 export ROUTERPOLICY_KSTATUS="${ROUTERPOLICY_KSTATUS:-$(tests/control-plane/build-kstatus.sh | tail -n 1)}"
+export ROUTERPOLICY_KREW="${ROUTERPOLICY_KREW:-$(tests/control-plane/build-krew.sh | tail -n 1)}"
 export ROUTERPOLICY_CHART_TOOLS="${ROUTERPOLICY_CHART_TOOLS:-$(tests/control-plane/build-chart-tools.sh | tail -n 1)}"
 
 step "cargo fmt --check"

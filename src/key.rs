@@ -12,6 +12,13 @@ use regex::Regex;
 
 use crate::limits::{DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN};
 
+/// The endpoint the gateway proxies (orq's image-variation path).
+pub const VARIATIONS_PATH: &str = "/v2/router/images/variations";
+/// The request header that selects a policy (value: [`PolicyKey::header_value`]).
+pub const POLICY_HEADER: &str = "x-routerpolicy-policy";
+/// The response header that tells the caller which document was applied.
+pub const HASH_HEADER: &str = "x-routerpolicy-policy-hash";
+
 /// The suffix of a policy's data key and file name.
 const JSON_SUFFIX: &str = ".json";
 const CALLERS_SUFFIX: &str = ".callers";

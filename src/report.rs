@@ -1,4 +1,4 @@
-//! What a gateway replica reports about what it serves (PRODUCT §12): the contract between the
+//! What a gateway replica reports about what it serves (docs/gateway.md, "Ready means served"): the contract between the
 //! gateway wing, which keeps one Lease per replica with this report in an annotation, and the
 //! operator wing, which folds the reports into each policy's `Served` condition. A leaf.
 //!
@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use serde::{Deserialize, Serialize};
 
 use crate::key::TargetKey;
@@ -45,6 +46,37 @@ impl ServingReport {
     /// The loaded resourceVersion as a number (etcd revisions are), or 0.
     pub fn revision(&self) -> u64 {
         self.resource_version.parse().unwrap_or(0)
+    }
+}
+
+/// A report Lease read: who reports, what, and when it expires unless renewed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseReport {
+    /// The replica (the Lease's `holderIdentity`, or its name).
+    pub identity: String,
+    /// What it serves.
+    pub report: ServingReport,
+    /// When it last renewed (or acquired) the Lease, Unix milliseconds.
+    pub renewed_ms: i64,
+    /// How long the Lease holds without a renewal (`leaseDurationSeconds`, default 15).
+    pub duration_seconds: i64,
+}
+
+impl LeaseReport {
+    /// The report of `lease`; `None` when it has no readable report or was never renewed.
+    pub fn of(lease: &Lease) -> Option<LeaseReport> {
+        let annotation = lease.metadata.annotations.as_ref()?.get(SERVING_ANNOTATION)?;
+        let report: ServingReport = serde_json::from_str(annotation).ok()?;
+        let spec = lease.spec.as_ref()?;
+        let renewed_ms = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0.as_millisecond();
+        let identity = spec.holder_identity.clone().or_else(|| lease.metadata.name.clone()).unwrap_or_default();
+        let duration_seconds = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+        Some(LeaseReport { identity, report, renewed_ms, duration_seconds })
+    }
+
+    /// When the Lease expires unless renewed (Unix milliseconds).
+    pub fn expires_ms(&self) -> i64 {
+        self.renewed_ms.saturating_add(self.duration_seconds.max(1).saturating_mul(1000))
     }
 }
 

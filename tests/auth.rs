@@ -1,4 +1,4 @@
-//! The gateway knows who calls (PRODUCT §10, `--auth serviceaccount`), on the real control
+//! The gateway knows who calls (docs/gateway.md, `--auth serviceaccount`), on the real control
 //! plane with real processes: the operator writes a team's policies (one with `spec.callers`)
 //! into the gateway ConfigMap, the gateway reads it through the API under deploy/gateway's
 //! ServiceAccount (with tokenreview.yaml's ClusterRole), and callers present ServiceAccount
@@ -8,7 +8,6 @@
 mod gwsupport;
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -16,7 +15,7 @@ use gwsupport::{FakeUpstream, GatewayProcess, HttpResponse, image, multipart, po
 use kube::{Api, Client};
 use routerpolicy::api::ImageVariationPolicy;
 use serde_json::json;
-use support::{Instance, control_plane, eventually, kubeconfig_yaml};
+use support::{Instance, control_plane, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CONFIGMAP: &str = "image-gateway-policies";
@@ -26,27 +25,6 @@ const PATH: &str = "/v2/router/images/variations";
 /// The tests share one gateway namespace's setup and the rotation restarts the API server:
 /// one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// deploy/gateway's ServiceAccount, Role, RoleBinding and TokenReview ClusterRole applied for
-/// `ns`, and a kubeconfig holding a token of that ServiceAccount.
-fn gateway_credentials(ns: &str) -> PathBuf {
-    let cp = control_plane();
-    let dir = support::repo_root().join("deploy/gateway");
-    for file in ["serviceaccount.yaml", "rbac.yaml"] {
-        cp.kubectl_ok(&["apply", "--server-side", "-n", ns, "-f", dir.join(file).to_str().expect("utf-8")]);
-    }
-    // Cluster-scoped: what kustomize does with the kustomization's namespace, done here.
-    let tokenreview = std::fs::read_to_string(dir.join("tokenreview.yaml")).expect("tokenreview.yaml");
-    let tokenreview = tokenreview
-        .replace("name: routerpolicy-gateway-tokenreview\nroleRef", &format!("name: tokenreview-{ns}\nroleRef"))
-        .replace("    name: routerpolicy-gateway\n", &format!("    name: routerpolicy-gateway\n    namespace: {ns}\n"));
-    let out = cp.apply(&tokenreview);
-    assert!(out.status.success(), "apply tokenreview.yaml: {}", String::from_utf8_lossy(&out.stderr));
-    let token = cp.kubectl_ok(&["create", "token", "routerpolicy-gateway", "-n", ns, "--duration=1h"]);
-    let path = cp.dir.join(format!("gateway-{ns}.kubeconfig"));
-    std::fs::write(&path, kubeconfig_yaml(&cp.server, token.trim(), ns)).expect("write kubeconfig");
-    path
-}
 
 fn apply_policy(ns: &str, name: &str, extra: serde_json::Value) {
     let mut spec = json!({"targetRefs": [{"name": CONFIGMAP}], "retry": {"count": 2}});
@@ -104,7 +82,7 @@ impl Setup {
         let cp = control_plane();
         let ns = cp.namespace(client, "auth-a").await;
         let other = cp.namespace(client, "auth-b").await;
-        let kubeconfig = gateway_credentials(&ns);
+        let kubeconfig = control_plane().gateway_credentials(&ns);
         let operator = Instance::start(&cp.kubeconfig, "auth-op", &[&format!("--namespaces={ns}")]);
         let upstream = FakeUpstream::start(true).await;
         std::fs::write(cp.dir.join("orq-key"), "sk-platform").expect("key");
@@ -202,6 +180,13 @@ async fn callers_use_their_own_namespaces_policies_and_those_that_admit_them() {
     // Another namespace: only where spec.callers admits it, and only that ServiceAccount.
     let forbidden = s.refused("own", Some(&format!("Bearer {other_app}")), 403, "forbidden").await;
     assert!(forbidden.text().contains(&format!("{}/app", s.other)), "{}", forbidden.text());
+    // The body names what was judged, so the refused team can ask `routerpolicy explain`.
+    let error = &forbidden.json()["error"];
+    let subject = format!("system:serviceaccount:{}:app", s.other);
+    assert_eq!(error["policy"], format!("{}/own", s.ns), "{error}");
+    assert_eq!(error["caller"], subject, "{error}");
+    assert_eq!(error["explain"], format!("routerpolicy explain {}/own --as {subject}", s.ns), "{error}");
+    assert!(!forbidden.text().contains(other_app.as_str()), "the 403 body carries no token");
     s.allowed("shared", &other_app).await;
     s.refused("shared", Some(&format!("Bearer {other_worker}")), 403, "forbidden").await;
 

@@ -1,29 +1,19 @@
 //! The `routerpolicy` binary as users and pipelines run it: exit codes, output formats,
 //! golden renders of the examples.
 
+#[path = "cmd/mod.rs"]
+mod cmd;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn routerpolicy(args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
-        .args(args)
-        .current_dir(root())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run routerpolicy");
-    if let Some(input) = stdin
-        && let Some(mut pipe) = child.stdin.take()
-    {
-        pipe.write_all(input.as_bytes()).expect("stdin");
-    }
-    child.wait_with_output().expect("output")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_routerpolicy"));
+    cmd::output(command.args(args).current_dir(root()), stdin)
 }
 
 fn stdout(o: &Output) -> String {
@@ -198,24 +188,50 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         assert_eq!(out.status.code(), Some(0), "{shell}");
         let script = stdout(&out);
         assert!(script.contains(marker), "{shell}: {script}");
-        for subcommand in ["run", "gateway", "validate", "render", "crd"] {
+        for subcommand in ["run", "gateway", "validate", "render", "crd", "explain"] {
             assert!(script.contains(subcommand), "{shell} completes {subcommand}");
         }
     }
     // The bash script loads in bash and registers the completion.
     let script = stdout(&routerpolicy(&["completions", "bash"], None));
-    let out = Command::new("bash")
-        .args(["-c", "source /dev/stdin && complete -p routerpolicy"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(script.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("bash");
+    let out =
+        cmd::output(Command::new("bash").args(["-c", "source /dev/stdin && complete -p routerpolicy"]), Some(&script));
     assert!(String::from_utf8_lossy(&out.stdout).contains("routerpolicy"), "bash registers it");
+}
+
+#[test]
+fn explain_help_shows_examples_and_the_exit_codes() {
+    let out = routerpolicy(&["explain", "--help"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for shown in [
+        "routerpolicy explain team-a/avatars --as system:serviceaccount:team-b:app",
+        "routerpolicy explain -f policies/ team-a/avatars",
+        "kubectl routerpolicy explain avatars -n team-a",
+        "Exit codes: 0 answered",
+    ] {
+        assert!(help.contains(shown), "explain --help lacks {shown:?}:\n{help}");
+    }
+}
+
+#[test]
+fn explain_offline_refuses_a_caller_and_exits_1() {
+    let out = routerpolicy(
+        &["explain", "-f", "examples/minimal.yaml", "team-a/minimal", "--as", "team-z/app", "-o", "json"],
+        None,
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain -o json prints JSON");
+    assert_eq!(out.status.code(), Some(1), "{answer}");
+    assert_eq!(answer["caller"]["allowed"], false, "{answer}");
+    assert_eq!(answer["caller"]["subject"], "system:serviceaccount:team-z:app", "{answer}");
+    let own = routerpolicy(
+        &["explain", "-f", "examples/minimal.yaml", "team-a/minimal", "--as", "team-a/app", "-o", "json"],
+        None,
+    );
+    assert_eq!(own.status.code(), Some(0), "{}", stdout(&own));
+    let missing = routerpolicy(&["explain", "-f", "examples/minimal.yaml", "team-a/nothing"], None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("team-a/nothing"), "{missing:?}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Ready means served (PRODUCT §12), on the real control plane with real processes: the
+//! Ready means served (docs/gateway.md), on the real control plane with real processes: the
 //! operator (`routerpolicy run`) and gateway replicas (`routerpolicy gateway --config-map`)
 //! running under a token of deploy/gateway's ServiceAccount (TokenRequest), each reporting
 //! what it serves in a Lease, and the policy's `Served` and `Ready` conditions following.
@@ -6,7 +6,6 @@
 mod gwsupport;
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use gwsupport::GatewayProcess;
@@ -16,27 +15,10 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use routerpolicy::api::ImageVariationPolicy;
 use serde_json::json;
-use support::{Instance, control_plane, eventually, kubeconfig_yaml};
+use support::{Instance, control_plane, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CONFIGMAP: &str = "image-gateway-policies";
-
-/// deploy/gateway's ServiceAccount, Role and RoleBinding applied in `ns` (its cluster-scoped
-/// admission policy once), and a kubeconfig holding a token of that ServiceAccount.
-fn gateway_credentials(ns: &str) -> PathBuf {
-    let cp = control_plane();
-    let dir = support::repo_root().join("deploy/gateway");
-    for file in ["serviceaccount.yaml", "rbac.yaml", "admission.yaml"] {
-        let path = dir.join(file);
-        cp.kubectl_ok(&["apply", "--server-side", "-n", ns, "-f", path.to_str().expect("utf-8")]);
-    }
-    let token = cp.kubectl_ok(&["create", "token", "routerpolicy-gateway", "-n", ns, "--duration=1h"]);
-    let server = cp.kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
-    let server = String::from_utf8_lossy(&server.stdout).into_owned();
-    let path = cp.dir.join(format!("gateway-{ns}.kubeconfig"));
-    std::fs::write(&path, kubeconfig_yaml(&server, token.trim(), ns)).expect("write kubeconfig");
-    path
-}
 
 /// A gateway replica in API mode, reporting every second.
 fn gateway(kubeconfig: &std::path::Path, ns: &str, identity: &str, extra: &[&str]) -> GatewayProcess {
@@ -123,7 +105,7 @@ async fn ready_means_every_gateway_replica_serves_the_current_document() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "served").await;
-    let kubeconfig = gateway_credentials(&ns);
+    let kubeconfig = control_plane().gateway_credentials(&ns);
     let _operator = operator(&ns, "served-op", &[]);
     let replicas = [gateway(&kubeconfig, &ns, "gw-0", &[]), gateway(&kubeconfig, &ns, "gw-1", &[])];
     eventually(WAIT, "both replicas report", || async { (report_leases(&client, &ns).await.len() == 2).then_some(()) })
@@ -156,7 +138,7 @@ async fn a_replica_that_refuses_a_document_is_named_and_keeps_serving_the_last_g
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "rejected").await;
-    let kubeconfig = gateway_credentials(&ns);
+    let kubeconfig = control_plane().gateway_credentials(&ns);
     let _operator = operator(&ns, "rejected-op", &[]);
     let accepting = gateway(&kubeconfig, &ns, "gw-big", &[]);
     let refusing = gateway(&kubeconfig, &ns, "gw-small", &["--max-document-bytes=64"]);
@@ -182,7 +164,7 @@ async fn a_frozen_replica_turns_stale_and_recovers_when_it_thaws() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "stale").await;
-    let kubeconfig = gateway_credentials(&ns);
+    let kubeconfig = control_plane().gateway_credentials(&ns);
     let _operator = operator(&ns, "stale-op", &["--serve-wait=1", "--serve-stale-after=3"]);
     let lively = gateway(&kubeconfig, &ns, "gw-lively", &[]);
     let frozen = gateway(&kubeconfig, &ns, "gw-frozen", &["--report-lease-duration=60s"]);
@@ -207,7 +189,7 @@ async fn replicas_starting_dying_or_the_operator_restarting_write_no_status() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "quiet").await;
-    let kubeconfig = gateway_credentials(&ns);
+    let kubeconfig = control_plane().gateway_credentials(&ns);
     let mut first_operator = operator(&ns, "quiet-op", &[]);
     let short = ["--report-lease-duration=4s"];
     let dying = gateway(&kubeconfig, &ns, "gw-dying", &short);
@@ -263,7 +245,7 @@ async fn a_dead_replicas_report_goes_with_its_pod() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "podgc").await;
-    let kubeconfig = gateway_credentials(&ns);
+    let kubeconfig = control_plane().gateway_credentials(&ns);
     let _operator = operator(&ns, "podgc-op", &[]);
     apply_policy(&ns, "p", spec(json!({})));
     // The replica's Pod (nothing schedules it here; it only has to exist and own the report).
@@ -302,7 +284,7 @@ async fn a_gateway_token_reads_only_its_configmap_and_writes_only_report_leases(
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "gwrbac").await;
-    let kubeconfig = gateway_credentials(&ns);
+    let kubeconfig = control_plane().gateway_credentials(&ns);
     let can = |args: &[&str]| {
         let out = cp.kubectl_with(&kubeconfig, &[&["auth", "can-i"][..], args, &["-n", &ns]].concat(), None);
         String::from_utf8_lossy(&out.stdout).trim().to_string()

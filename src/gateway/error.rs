@@ -147,7 +147,17 @@ impl ProxyError {
 
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        // What a refused team needs to ask `routerpolicy explain` about exactly this refusal
+        // (never the token: only the subject the TokenReview named).
+        if let ProxyError::Forbidden { caller, policy } = &self {
+            let subject = format!("system:serviceaccount:{}:{}", caller.namespace, caller.service_account);
+            error["policy"] = json!(format!("{}/{}", policy.namespace, policy.name));
+            error["explain"] =
+                json!(format!("routerpolicy explain {}/{} --as {subject}", policy.namespace, policy.name));
+            error["caller"] = json!(subject);
+        }
+        let body = json!({ "error": error });
         let mut response = (self.status(), body.to_string()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match self {
@@ -193,6 +203,18 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(json["error"]["code"], "policy_not_found");
         assert!(json["error"]["message"].as_str().is_some_and(|m| m.contains("\"team.a\"")));
+        let forbidden = ProxyError::Forbidden {
+            caller: Caller { namespace: "team-b".into(), service_account: "app".into() },
+            policy: PolicyKey::new("team-a", "shared"),
+        };
+        let body = axum::body::to_bytes(forbidden.into_response().into_body(), 4096).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["policy"], "team-a/shared");
+        assert_eq!(json["error"]["caller"], "system:serviceaccount:team-b:app");
+        assert_eq!(
+            json["error"]["explain"],
+            "routerpolicy explain team-a/shared --as system:serviceaccount:team-b:app"
+        );
         let response = ProxyError::MethodNotAllowed.into_response();
         assert_eq!(response.headers().get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"POST"[..]));
     }

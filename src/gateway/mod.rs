@@ -1,4 +1,4 @@
-//! The gateway wing: `routerpolicy gateway`, the reference gateway (PRODUCT §10). An HTTP
+//! The gateway wing: `routerpolicy gateway`, the reference gateway (docs/gateway.md). An HTTP
 //! proxy for orq's image-variation endpoint that puts a team's policy — the document the
 //! operator wrote into a gateway ConfigMap — on every request it forwards.
 //!
@@ -57,12 +57,7 @@ use source::Serving;
 use store::Snapshot;
 use upstream::{Upstream, UpstreamClient};
 
-/// The endpoint the gateway proxies.
-pub const VARIATIONS_PATH: &str = "/v2/router/images/variations";
-/// The header that selects a policy.
-pub const POLICY_HEADER: &str = "x-routerpolicy-policy";
-/// The response header that tells the caller which document was applied.
-pub const HASH_HEADER: &str = "x-routerpolicy-policy-hash";
+pub use crate::key::{HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
 
 /// State shared by the handlers and the reloader.
 pub struct Gateway {

@@ -1,5 +1,5 @@
 //! Served: the gateway replicas' reports, and what they say about one policy's document at one
-//! target (PRODUCT §12). Pure: the clock is passed in.
+//! target (docs/gateway.md, "Ready means served"). Pure: the clock is passed in.
 //!
 //! A replica counts once its report Lease exists (it is created after the replica's first
 //! complete load) and until the Lease expires or is released. A replica that starts, renews or
@@ -12,7 +12,7 @@ use std::fmt;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::key::TargetKey;
-use crate::report::{SERVING_ANNOTATION, ServingReport};
+use crate::report::LeaseReport;
 
 /// A replica's report Lease, by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,16 +40,11 @@ impl ReplicaKey {
     }
 }
 
-/// The replica a report Lease describes: its [`ServingReport`] annotation, its holder, and
+/// The replica a report Lease describes: its [`ServingReport`](crate::report::ServingReport) annotation, its holder, and
 /// when it expires unless renewed. `None` when the report cannot be read (it then does not
 /// count, as if the replica had not reported yet).
 pub fn replica_of(lease: &Lease) -> Option<Replica> {
-    let annotation = lease.metadata.annotations.as_ref()?.get(SERVING_ANNOTATION)?;
-    let report: ServingReport = serde_json::from_str(annotation).ok()?;
-    let spec = lease.spec.as_ref()?;
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0.as_millisecond();
-    let identity = spec.holder_identity.clone().or_else(|| lease.metadata.name.clone()).unwrap_or_default();
-    Replica::from_report(identity, &report, renewed, i64::from(spec.lease_duration_seconds.unwrap_or(15)))
+    Replica::from_lease_report(LeaseReport::of(lease)?)
 }
 
 /// One replica's report as the operator keeps it.
@@ -68,19 +63,14 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// The replica a report Lease describes; `None` when its report cannot be read.
-    pub fn from_report(
-        identity: String,
-        report: &ServingReport,
-        renewed_ms: i64,
-        duration_seconds: i64,
-    ) -> Option<Replica> {
+    /// The replica a report Lease describes; `None` when its report names no ConfigMap.
+    pub fn from_lease_report(lease: LeaseReport) -> Option<Replica> {
         Some(Replica {
-            identity,
-            target: report.target()?,
-            revision: report.revision(),
-            rejected: report.rejected.clone(),
-            expires_ms: renewed_ms.saturating_add(duration_seconds.max(1).saturating_mul(1000)),
+            target: lease.report.target()?,
+            revision: lease.report.revision(),
+            expires_ms: lease.expires_ms(),
+            identity: lease.identity,
+            rejected: lease.report.rejected,
         })
     }
 

@@ -12,7 +12,6 @@
 //! so nothing outlives the tests, even when one panics.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,9 +64,11 @@ pub fn control_plane() -> &'static ControlPlane {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
-}
+// A suite includes support, gwsupport or both: each carries its copy of the one helper.
+#[allow(clippy::duplicate_mod)]
+#[path = "../cmd/mod.rs"]
+pub mod cmd;
+pub use cmd::free_port;
 
 fn control_plane_bin() -> PathBuf {
     if let Some(dir) = std::env::var_os("ROUTERPOLICY_CONTROL_PLANE_BIN") {
@@ -259,6 +260,10 @@ impl ControlPlane {
         let crds = repo_root().join("crds");
         let out = self.kubectl(&["apply", "--server-side", "-f", crds.to_str().expect("utf-8 path")]);
         assert!(out.status.success(), "installing crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
+        // The API server warns about what it does not understand (an unknown `format`, …):
+        // the generated CRD carries none of it.
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(!warnings.contains("Warning"), "installing crds/ warned: {warnings}");
         let out = self.kubectl(&[
             "wait",
             "--for=condition=Established",
@@ -287,26 +292,39 @@ impl ControlPlane {
 
     /// Runs kubectl with a given kubeconfig and optional stdin.
     pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(self.kubectl_path())
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        if let Some(input) = stdin
-            && let Some(mut pipe) = child.stdin.take()
-        {
-            pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
+        let mut kubectl = Command::new(self.kubectl_path());
+        kubectl.arg(format!("--kubeconfig={}", kubeconfig.display())).args(args);
+        cmd::output(&mut kubectl, stdin)
     }
 
     /// Applies YAML text with kubectl (client-side apply, strict field validation).
     pub fn apply(&self, yaml: &str) -> Output {
         self.kubectl_with(&self.kubeconfig, &["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// deploy/gateway applied for `ns` — its ServiceAccount, Role and RoleBinding, the
+    /// TokenReview ClusterRole bound for this namespace (what kustomize does with the
+    /// kustomization's namespace, done here) and the cluster-scoped admission policy — and a
+    /// kubeconfig holding a token of that ServiceAccount: the credentials a gateway replica
+    /// runs with.
+    pub fn gateway_credentials(&self, ns: &str) -> PathBuf {
+        let dir = repo_root().join("deploy/gateway");
+        for file in ["serviceaccount.yaml", "rbac.yaml", "admission.yaml"] {
+            self.kubectl_ok(&["apply", "--server-side", "-n", ns, "-f", dir.join(file).to_str().expect("utf-8")]);
+        }
+        let tokenreview = std::fs::read_to_string(dir.join("tokenreview.yaml")).expect("tokenreview.yaml");
+        let tokenreview = tokenreview
+            .replace("name: routerpolicy-gateway-tokenreview\nroleRef", &format!("name: tokenreview-{ns}\nroleRef"))
+            .replace(
+                "    name: routerpolicy-gateway\n",
+                &format!("    name: routerpolicy-gateway\n    namespace: {ns}\n"),
+            );
+        let out = self.apply(&tokenreview);
+        assert!(out.status.success(), "apply tokenreview.yaml: {}", String::from_utf8_lossy(&out.stderr));
+        let token = self.kubectl_ok(&["create", "token", "routerpolicy-gateway", "-n", ns, "--duration=1h"]);
+        let path = self.dir.join(format!("gateway-{ns}.kubeconfig"));
+        std::fs::write(&path, kubeconfig_yaml(&self.server, token.trim(), ns)).expect("write kubeconfig");
+        path
     }
 
     /// A kube client with admin rights, bound to the calling test's runtime.

@@ -2,7 +2,8 @@
 # Runs the suites that exercise API-server behaviour against other Kubernetes versions than the
 # default (which runs the whole suite in scripts/test.sh): the CRD and its CEL rules with every
 # fixture at admission, the differential test, the admission policies and RBAC of deploy/
-# (operations), the chart and deploy/ server-side, and an end-to-end sync + status round trip.
+# (operations), the chart and deploy/ server-side, an end-to-end sync + status round trip, and
+# the suites that need Leases and TokenReviews (served, auth).
 #
 #   scripts/test-k8s-versions.sh                 # the versions of tests/control-plane/versions.sh
 #   scripts/test-k8s-versions.sh 1.30.14 1.36.3  # any versions from 1.30 on
@@ -18,6 +19,8 @@ for version in "${versions[@]}"; do
   "$bin/kube-apiserver" --version
   export ROUTERPOLICY_CONTROL_PLANE_BIN=$bin
   cargo test --locked --test differential --test operations -- --test-threads="${TEST_THREADS:-4}"
+  # Leases (the gateway replicas' reports, Ready means served) and TokenReviews (who calls).
+  cargo test --locked --test served --test auth -- --test-threads="${TEST_THREADS:-4}"
   cargo test --locked --test e2e -- --test-threads="${TEST_THREADS:-4}" \
     crd_is_established_and_kubectl_explain_shows_descriptions \
     each_rule_is_refused_at_admission_with_the_path_validate_reports \

@@ -2,18 +2,16 @@
 //! Kubernetes ServiceAccount token for the gateway's audience, and the caller may use the
 //! policies of its own namespace and those whose `spec.callers` admit it.
 //!
-//! The API server decides: a token the gateway has not seen is sent to it in a TokenReview
-//! (which checks the signature, the audience, the expiry, and that the ServiceAccount — and,
-//! for a bound token, its pod — still exist), and the answer is cached for `--auth-cache-ttl`
-//! (never past the token's expiry), so steady traffic makes no API call. Cheap checks come
-//! first and need no API call at all: a missing or malformed token, another audience, an
-//! expired token. The cache is keyed by the token's SHA-256, bounded by `--auth-cache-size`;
-//! no token is ever logged or kept in clear.
-//!
-//! Why TokenReview and not local JWT verification: a signature check alone cannot see that a
-//! ServiceAccount or a bound pod was deleted (it would need a cluster-wide watch of both), and
-//! the issuer's keys are often not reachable from pods; one TokenReview per token per TTL costs
-//! about a millisecond (docs/benchmarks.md), a cached answer a few microseconds.
+//! Cheap checks come first and need no API call at all: a missing or malformed token, another
+//! audience, an expired token, and a signature the ServiceAccount issuer's published keys do not
+//! verify ([`crate::gateway::issuer`]): a forged token costs a signature check, never a
+//! TokenReview. Then the API server decides: a token the gateway has not seen is sent to it in a
+//! TokenReview (which also sees that the ServiceAccount — and, for a bound token, its pod —
+//! still exist), one review per distinct token at a time, at most `max_reviews_in_flight` at
+//! once and `max_reviews_per_second` (beyond: 503 for that new token only), and the answer is
+//! cached for `--auth-cache-ttl` (never past the token's expiry), so steady traffic makes no API
+//! call. The cache is keyed by the token's SHA-256, bounded by `--auth-cache-size`; no token is
+//! ever logged or kept in clear.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +25,8 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::warn;
+
+use crate::gateway::issuer::{IssuerKeys, Signature};
 
 /// How callers are checked.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +72,10 @@ pub enum AuthError {
     /// or pod, revoked).
     #[error("the token was not accepted by the API server: {0}")]
     Rejected(String),
+    /// The signature does not verify against the issuer's published keys (decided without a
+    /// TokenReview).
+    #[error("the token is not signed by the ServiceAccount issuer: {0}")]
+    Forged(String),
     /// Authenticated, but not as a ServiceAccount.
     #[error("the token does not belong to a ServiceAccount (user {0:?})")]
     NotServiceAccount(String),
@@ -88,7 +92,7 @@ impl AuthError {
             AuthError::Malformed(_) => AuthOutcome::Malformed,
             AuthError::WrongAudience(_) => AuthOutcome::WrongAudience,
             AuthError::Expired => AuthOutcome::Expired,
-            AuthError::Rejected(_) | AuthError::NotServiceAccount(_) => AuthOutcome::Rejected,
+            AuthError::Rejected(_) | AuthError::NotServiceAccount(_) | AuthError::Forged(_) => AuthOutcome::Rejected,
             AuthError::Unavailable(_) => AuthOutcome::Unavailable,
         }
     }
@@ -231,19 +235,41 @@ pub struct AuthSettings {
     pub negative_ttl: Duration,
     /// Tokens remembered at most.
     pub cache_size: usize,
+    /// TokenReviews in flight at most; a new token beyond waits for none: 503.
+    pub max_reviews_in_flight: usize,
+    /// TokenReviews sent per second at most; a new token beyond: 503.
+    pub max_reviews_per_second: u32,
 }
 
-/// Checks callers' tokens against the API server, with a bounded cache.
+/// A review in progress, shared by every request that carries the same token.
+type Pending = Arc<tokio::sync::OnceCell<Result<Arc<Caller>, AuthError>>>;
+
+/// Checks callers' tokens: the issuer's signature locally, then the API server (TokenReview),
+/// one review per distinct token at a time, bounded in flight and per second, with a bounded
+/// cache of the answers.
 pub struct Authenticator {
     reviews: Api<TokenReview>,
+    keys: IssuerKeys,
     settings: AuthSettings,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
+    pending: Mutex<HashMap<[u8; 32], Pending>>,
+    in_flight: tokio::sync::Semaphore,
+    /// The second the rate counts in, and the reviews sent in it.
+    rate: Mutex<(Instant, u32)>,
 }
 
 impl Authenticator {
     /// An authenticator asking the API server of `client`.
     pub fn new(client: kube::Client, settings: AuthSettings) -> Self {
-        Authenticator { reviews: Api::all(client), settings, cache: Mutex::new(HashMap::new()) }
+        Authenticator {
+            reviews: Api::all(client.clone()),
+            keys: IssuerKeys::new(client),
+            in_flight: tokio::sync::Semaphore::new(settings.max_reviews_in_flight.max(1)),
+            settings,
+            cache: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            rate: Mutex::new((Instant::now(), 0)),
+        }
     }
 
     /// The caller of a request with `headers`, or why it is not authenticated. The second
@@ -262,13 +288,70 @@ impl Authenticator {
         if let Some(verdict) = self.cached(&digest) {
             return (verdict, false);
         }
-        let verdict = self.review(token).await;
-        if !matches!(verdict, Err(AuthError::Unavailable(_))) {
+        // A forged token is refused here, and not remembered (checking it again is cheap, and
+        // a flood of them must not push real callers out of the cache).
+        if let Signature::Invalid(why) = self.keys.check(token, &self.settings.audience).await {
+            return (Err(AuthError::Forged(why)), false);
+        }
+        let (verdict, asked) = self.review_once(digest, token).await;
+        if asked && !matches!(verdict, Err(AuthError::Unavailable(_))) {
             let ttl = if verdict.is_ok() { self.settings.cache_ttl } else { self.settings.negative_ttl };
             let left = exp.map(|exp| Duration::from_secs(exp.saturating_sub(now))).unwrap_or(ttl);
             self.remember(digest, verdict.clone(), ttl.min(left));
         }
-        (verdict, true)
+        (verdict, asked)
+    }
+
+    /// One review of `token` however many requests carry it at once: the first asks, the others
+    /// wait for its answer. The second value says whether this call sent the review.
+    async fn review_once(&self, digest: [u8; 32], token: &str) -> (Result<Arc<Caller>, AuthError>, bool) {
+        let pending = self.pending.lock().map(|mut pending| pending.entry(digest).or_default().clone()).ok();
+        let Some(pending) = pending else { return (self.review_bounded(token).await, true) };
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let verdict = pending
+            .get_or_init(|| {
+                asked.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.review_bounded(token)
+            })
+            .await
+            .clone();
+        if let Ok(mut all) = self.pending.lock()
+            && all.get(&digest).is_some_and(|p| Arc::ptr_eq(p, &pending))
+        {
+            all.remove(&digest);
+        }
+        (verdict, asked.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A review, unless the bounds are reached: then 503 for this new token (cached callers are
+    /// not affected).
+    async fn review_bounded(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            return Err(AuthError::Unavailable(format!(
+                "{} TokenReviews are in flight already (--auth-max-reviews-in-flight)",
+                self.settings.max_reviews_in_flight
+            )));
+        };
+        if !self.within_rate() {
+            return Err(AuthError::Unavailable(format!(
+                "{} TokenReviews were sent in the last second already (--auth-max-reviews-per-second)",
+                self.settings.max_reviews_per_second
+            )));
+        }
+        self.review(token).await
+    }
+
+    /// Counts one review in the current second; false when the second's budget is spent.
+    fn within_rate(&self) -> bool {
+        let Ok(mut rate) = self.rate.lock() else { return false };
+        if rate.0.elapsed() >= Duration::from_secs(1) {
+            *rate = (Instant::now(), 0);
+        }
+        if rate.1 >= self.settings.max_reviews_per_second.max(1) {
+            return false;
+        }
+        rate.1 += 1;
+        true
     }
 
     fn cached(&self, digest: &[u8; 32]) -> Option<Result<Arc<Caller>, AuthError>> {

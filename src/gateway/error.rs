@@ -128,7 +128,7 @@ impl ProxyError {
                 AuthError::Malformed(_) => "token_malformed",
                 AuthError::WrongAudience(_) => "token_audience",
                 AuthError::Expired => "token_expired",
-                AuthError::Rejected(_) | AuthError::NotServiceAccount(_) => "token_rejected",
+                AuthError::Rejected(_) | AuthError::NotServiceAccount(_) | AuthError::Forged(_) => "token_rejected",
                 AuthError::Unavailable(_) => "auth_unavailable",
             },
             ProxyError::Forbidden { .. } => "forbidden",

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod budget;
 pub mod error;
 pub mod headers;
+pub mod issuer;
 pub mod metrics;
 pub mod options;
 pub mod proxy;
@@ -238,6 +239,8 @@ fn authenticator(options: &GatewayOptions, client: Option<kube::Client>) -> Opti
         cache_ttl: options.auth_cache_ttl.0,
         negative_ttl: options.auth_cache_ttl.0.min(Duration::from_secs(5)),
         cache_size: options.auth_cache_size.max(1),
+        max_reviews_in_flight: options.auth_max_reviews_in_flight.max(1),
+        max_reviews_per_second: options.auth_max_reviews_per_second.max(1),
     };
     client.map(|client| auth::Authenticator::new(client, settings))
 }

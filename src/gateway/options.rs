@@ -150,6 +150,14 @@ pub struct GatewayOptions {
     /// Tokens remembered at most (about 200 bytes each).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_CACHE_SIZE", default_value_t = 10_000)]
     pub auth_cache_size: usize,
+    /// TokenReviews in flight at most. A token not in the cache and signed by the issuer is
+    /// reviewed; beyond this bound its request gets 503 `auth_unavailable` (cached callers are
+    /// served as always).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_MAX_REVIEWS_IN_FLIGHT", default_value_t = 32)]
+    pub auth_max_reviews_in_flight: usize,
+    /// TokenReviews sent per second at most; beyond, 503 `auth_unavailable` for new tokens.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_AUTH_MAX_REVIEWS_PER_SECOND", default_value_t = 100)]
+    pub auth_max_reviews_per_second: u32,
     /// Threads serving requests (0: one per CPU). Like nginx's `worker_processes`: one is the
     /// lowest latency on a small node; more scale with cores.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_WORKER_THREADS", default_value_t = 0)]

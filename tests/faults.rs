@@ -3,11 +3,13 @@
 //! happens during a burst of edits, and each test ends with every document in its target
 //! and every policy `Ready` at its current generation. The operator is the real binary.
 
+mod gwsupport;
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gwsupport::{FakeUpstream, GatewayProcess};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -345,4 +347,107 @@ async fn a_namespace_scoped_instance_never_writes_a_policy_of_another_namespace(
     assert!(!shared.contains_key(&format!("{other}.p.json")), "a policy outside --namespaces was written: {shared:?}");
     let foreign = Api::<ImageVariationPolicy>::namespaced(client.clone(), &other).get("p").await.expect("policy");
     assert!(foreign.status.is_none(), "the instance wrote status on a policy outside --namespaces");
+}
+
+/// One call through `gateway` for `policy` (`<namespace>.<name>`): its status and the hash of
+/// the document it applied.
+async fn call(gateway: &GatewayProcess, policy: &str) -> (u16, Option<String>) {
+    let (addr, policy) = (gateway.addr, policy.to_string());
+    tokio::task::spawn_blocking(move || {
+        let body = gwsupport::multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &gwsupport::image(1024))]);
+        let head = gwsupport::post_head(
+            "/v2/router/images/variations",
+            "XyZ",
+            body.len(),
+            &[("X-Routerpolicy-Policy", policy.as_str())],
+        );
+        let response = gwsupport::send(addr, &head, &body, None).expect("a response");
+        (response.status, response.headers.get("x-routerpolicy-policy-hash").cloned())
+    })
+    .await
+    .expect("call task")
+}
+
+/// The policy `ns/p` aiming at the gateway's ConfigMap, Ready at its generation: its hash.
+async fn served_policy(client: &Client, ns: &str, count: u32, operator: &Instance) -> String {
+    let manifest = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy",
+        "metadata": {"name": "p", "namespace": ns},
+        "spec": {"targetRefs": [{"name": "image-gateway-policies"}], "retry": {"count": count}}});
+    let out = control_plane().apply(&manifest.to_string());
+    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), ns);
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(p) = api.get("p").await
+                && let Some(status) = &p.status
+                && status.observed_generation == p.metadata.generation
+                && status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                && let Some(hash) = &status.config_hash
+            {
+                return hash.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    done.unwrap_or_else(|_| panic!("p never became Ready (served) at its generation\n{}", operator.log()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_mode_gateway_serves_through_an_api_server_outage_and_follows_its_configmap() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "outage").await;
+    let kubeconfig = cp.gateway_credentials(&ns);
+    let mut operator = single_operator("outage", &ns);
+    let upstream = FakeUpstream::start(false).await;
+    let args = vec![
+        format!("--config-map={ns}/image-gateway-policies"),
+        format!("--upstream={}", upstream.url()),
+        "--auth=none".to_string(),
+        "--report-interval=1s".to_string(),
+    ];
+    let gateway =
+        GatewayProcess::start_with_env(&cp.dir, &args, &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))]);
+    let policy = format!("{ns}.p");
+    let first = served_policy(&client, &ns, 1, &operator).await;
+    assert_eq!(call(&gateway, &policy).await, (200, Some(first.clone())));
+    let source_up = || gateway.metric("routerpolicy_gateway_source_up");
+
+    // The API server goes away: the gateway says so, stays ready and keeps serving what it has.
+    tokio::task::spawn_blocking(|| control_plane().stop_apiserver()).await.expect("stop");
+    eventually(WAIT, "the gateway marks its source down", || async { (source_up() == Some(0.0)).then_some(()) }).await;
+    assert_eq!(call(&gateway, &policy).await, (200, Some(first.clone())), "served through the outage");
+    assert_eq!(gwsupport::get(gateway.addr, "/readyz").map(|r| r.status), Some(200), "ready through the outage");
+    tokio::task::spawn_blocking(|| control_plane().start_apiserver()).await.expect("start");
+
+    // Back: the watch resumes without a restart, the next edit is served, and the replica's
+    // report counts again (Ready means every reporting replica serves it).
+    eventually(WAIT, "the gateway's source is up again", || async { (source_up() == Some(1.0)).then_some(()) }).await;
+    let client = cp.client().await;
+    let second = served_policy(&client, &ns, 2, &operator).await;
+    assert_ne!(second, first);
+    eventually(WAIT, "the edit is served", || async {
+        (call(&gateway, &policy).await == (200, Some(second.clone()))).then_some(())
+    })
+    .await;
+
+    // Its ConfigMap deleted (no operator to repair it): the policy is no longer served;
+    // re-created: it is served again.
+    operator.terminate();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    configmaps.delete("image-gateway-policies", &DeleteParams::default()).await.expect("delete the ConfigMap");
+    eventually(WAIT, "a deleted ConfigMap's policy is not served", || async {
+        (call(&gateway, &policy).await.0 == 404).then_some(())
+    })
+    .await;
+    let operator = single_operator("outage-2", &ns);
+    let third = served_policy(&client, &ns, 2, &operator).await;
+    assert_eq!(third, second, "the same document, written again");
+    eventually(WAIT, "the re-created ConfigMap is served", || async {
+        (call(&gateway, &policy).await == (200, Some(second.clone()))).then_some(())
+    })
+    .await;
+    assert!(gateway.metric("routerpolicy_gateway_source_up") == Some(1.0), "{}", gateway.log());
 }

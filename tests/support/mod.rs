@@ -380,13 +380,27 @@ impl ControlPlane {
     /// Stops kube-apiserver (SIGTERM through its watchdog), starts it again with the same
     /// flags and port, and waits until it is ready. Panics for an external cluster.
     pub fn restart_apiserver(&self) {
-        static RESTARTS: AtomicUsize = AtomicUsize::new(1);
-        let bin = self.bin.as_ref().expect("a control plane started by the tests");
+        self.stop_apiserver();
+        self.start_apiserver();
+    }
+
+    /// Stops kube-apiserver (SIGTERM through its watchdog) and waits until it has exited: the
+    /// cluster is unreachable until [`ControlPlane::start_apiserver`]. Panics for an external
+    /// cluster.
+    pub fn stop_apiserver(&self) {
+        assert!(self.bin.is_some(), "a control plane started by the tests");
         let mut slot = self.apiserver.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mut old) = slot.take() {
             let _ = Command::new("kill").arg("-TERM").arg(old.id().to_string()).status();
             let _ = old.wait();
         }
+    }
+
+    /// Starts kube-apiserver again with the same flags and port, and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        static RESTARTS: AtomicUsize = AtomicUsize::new(1);
+        let bin = self.bin.as_ref().expect("a control plane started by the tests");
+        let mut slot = self.apiserver.lock().unwrap_or_else(|e| e.into_inner());
         let log = self.dir.join(format!("kube-apiserver-{}.log", RESTARTS.fetch_add(1, Ordering::SeqCst)));
         *slot = Some(spawn_watched(&bin.join("kube-apiserver"), &self.apiserver_args, &log));
         drop(slot);

@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Command::Gateway(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);
             let threads = options.worker_threads;
-            serve(routerpolicy::gateway::run(*options), routerpolicy::gateway::GatewayError::hint, threads)
+            serve(routerpolicy::gateway::runtime::run(*options), routerpolicy::gateway::GatewayError::hint, threads)
         }
         Command::Run(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);

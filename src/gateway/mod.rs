@@ -12,9 +12,10 @@
 //! `--config-map`, from the ConfigMap itself through the API ([`source`]); in that mode the
 //! replica keeps a report Lease of what it serves ([`report`]).
 //!
-//! One concern per file: [`options`] (flags, start-up errors), [`server`] (connections),
+//! One concern per file: [`runtime`] (start-up, the tasks, the drain), [`options`] (flags,
+//! start-up errors), [`server`] (connections),
 //! [`tls`] (the listener's certificate pair and its rotation),
-//! [`proxy`] (the request path), [`auth`] (who calls), [`budget`] (request bodies held at once), [`error`] (every
+//! [`proxy`] (the request path), [`auth`] (who calls), [`issuer`] (the issuer's keys), [`budget`] (request bodies held at once), [`error`] (every
 //! refusal as its response), [`headers`]
 //! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new
 //! set of documents), [`source`] (the ConfigMap watch), [`report`] (the Lease), [`store`] and
@@ -32,6 +33,7 @@ pub mod proxy;
 pub mod reload;
 pub mod report;
 pub mod rewrite;
+pub mod runtime;
 pub mod server;
 pub mod source;
 pub mod store;
@@ -39,26 +41,35 @@ pub mod stream;
 pub mod tls;
 pub mod upstream;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::HeaderValue;
-use axum::routing::any;
 use tokio::sync::watch;
-use tracing::{info, warn};
 
 pub use metrics::{GatewayMetrics, PolicyInfoLabels, PolicyLabels, RequestLabels};
 pub use options::{DurationArg, GatewayError, GatewayOptions};
 
 use crate::key::PolicyKey;
-use crate::process::admin::{self, Admin};
-use source::Serving;
+use crate::process::admin::Admin;
 use store::Snapshot;
 use upstream::{Upstream, UpstreamClient};
 
 pub use crate::key::{HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
+
+/// What this replica serves, for its report: the ConfigMap's resourceVersion it loaded and
+/// the keys it refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Serving {
+    /// Whether a first complete load happened.
+    pub loaded: bool,
+    /// The loaded ConfigMap's `metadata.resourceVersion` (empty while it does not exist).
+    pub resource_version: String,
+    /// Refused data keys, with why.
+    pub rejected: BTreeMap<String, String>,
+}
 
 /// State shared by the handlers and the reloader.
 pub struct Gateway {
@@ -99,168 +110,4 @@ impl Admin for Gateway {
             Err("policies not loaded yet")
         }
     }
-}
-
-impl Gateway {
-    /// The gateway of `options`, serving nothing until the first reload; `client` is the
-    /// Kubernetes client when a flag needs one.
-    fn new(options: &GatewayOptions, client: Option<kube::Client>) -> Result<Gateway, GatewayError> {
-        let upstream = Upstream::parse(&options.upstream)?;
-        let default_policy = match &options.default_policy {
-            Some(name) => Some(
-                PolicyKey::parse(name).map_err(|reason| GatewayError::DefaultPolicy { name: name.clone(), reason })?,
-            ),
-            None => None,
-        };
-        let api_key = match &options.api_key_file {
-            Some(path) => Some(
-                reload::read_key(path)
-                    .map_err(|reason| GatewayError::ApiKey { path: path.display().to_string(), reason })?,
-            ),
-            None => {
-                warn!("no --api-key-file: requests go to orq without an Authorization header");
-                None
-            }
-        };
-        let metrics = GatewayMetrics::default();
-        Ok(Gateway {
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            api_key: RwLock::new(api_key),
-            client: upstream::client(options.connect_timeout.0),
-            upstream,
-            default_policy,
-            max_body_bytes: options.max_body_bytes,
-            upstream_content_length: options.upstream_content_length,
-            max_document_bytes: options.max_document_bytes,
-            body_idle_timeout: options.body_idle_timeout.0,
-            body_timeout: options.body_timeout.0,
-            budget: budget::Budget::new(options.max_buffered_bytes, metrics.buffered_bytes.clone()),
-            budget_wait: options.max_buffered_wait.0,
-            request_timeout: options.request_timeout.0,
-            auth: authenticator(options, client),
-            metrics,
-            loaded: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            serving: watch::channel(Serving::default()).0,
-        })
-    }
-}
-
-/// Runs the gateway until SIGTERM/SIGINT, then drains in-flight requests.
-pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
-    let client = if options.config_map.is_some() || options.auth == auth::AuthMode::Serviceaccount {
-        Some(kube::Client::try_default().await.map_err(GatewayError::Kube)?)
-    } else {
-        None
-    };
-    let gw = Arc::new(Gateway::new(&options, client.clone())?);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let dir = match (&options.config_map, client) {
-        (Some(target), Some(client)) => {
-            tasks.spawn(source::watch_configmap(gw.clone(), client.clone(), target.clone(), stop_rx.clone()));
-            if options.report {
-                tasks.spawn(report::report(
-                    reporter(&options, client, target),
-                    gw.serving.subscribe(),
-                    stop_rx.clone(),
-                ));
-            }
-            None
-        }
-        _ => Some(options.config_dir.clone()),
-    };
-    let tls = listener_tls(&options, &gw, &mut tasks, &stop_rx)?;
-    tasks.spawn(reload::reloader(gw.clone(), dir, options.api_key_file.clone(), options.poll_interval.0, stop_rx));
-    let app = Router::new()
-        .route(VARIATIONS_PATH, any(proxy::proxy))
-        .fallback(proxy::not_found)
-        .merge(admin::routes(gw.clone()))
-        .with_state(gw.clone());
-    let listener =
-        server::bind(options.listen).map_err(|source| GatewayError::Listen { addr: options.listen, source })?;
-    let source = match &options.config_map {
-        Some(target) => format!("ConfigMap {target} (API)"),
-        None => format!("directory {}", options.config_dir.display()),
-    };
-    info!(
-        addr = %options.listen,
-        upstream = %options.upstream,
-        policies = %source,
-        auth = ?options.auth,
-        tls = tls.is_some(),
-        "gateway serving POST {VARIATIONS_PATH}, /metrics, /healthz and /readyz"
-    );
-    let drain = {
-        let gw = gw.clone();
-        async move {
-            crate::process::shutdown_signal().await;
-            gw.draining.store(true, Ordering::Relaxed);
-            info!(in_flight = gw.metrics.in_flight.get(), "shutdown requested; draining in-flight requests");
-            let _ = stop_tx.send(true);
-        }
-    };
-    server::serve(listener, app, tls, drain).await;
-    while tasks.join_next().await.is_some() {}
-    info!("drained; stopped");
-    Ok(())
-}
-
-/// The listener's TLS (`--tls-cert-file`), its pair re-read every `--poll-interval`; `None`
-/// for plain HTTP.
-fn listener_tls(
-    options: &GatewayOptions,
-    gw: &Gateway,
-    tasks: &mut tokio::task::JoinSet<()>,
-    stop: &watch::Receiver<bool>,
-) -> Result<Option<server::Secure>, GatewayError> {
-    let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_key_file) else { return Ok(None) };
-    let files = tls::TlsFiles { cert: cert.clone(), key: key.clone() };
-    let tls = Arc::new(tls::Tls::new(files, &[b"http/1.1"])?);
-    let acceptor = tls.acceptor.clone();
-    let metrics = gw.metrics.tls.clone();
-    let failures = metrics.handshake_failures.clone();
-    tasks.spawn(tls.watch(options.poll_interval.0, stop.clone(), move |loaded| {
-        let counter = if loaded { &metrics.reloads } else { &metrics.reload_errors };
-        counter.inc();
-    }));
-    Ok(Some(server::Secure { acceptor, failures }))
-}
-
-/// The caller check of `--auth serviceaccount` (`None` with `--auth none`, said once in the
-/// log).
-fn authenticator(options: &GatewayOptions, client: Option<kube::Client>) -> Option<auth::Authenticator> {
-    let client = client.filter(|_| options.auth == auth::AuthMode::Serviceaccount);
-    if client.is_none() {
-        warn!("--auth none: anyone who reaches this gateway may use every policy it serves with its orq key");
-    }
-    let settings = auth::AuthSettings {
-        audience: options.auth_audience.clone(),
-        cache_ttl: options.auth_cache_ttl.0,
-        negative_ttl: options.auth_cache_ttl.0.min(Duration::from_secs(5)),
-        cache_size: options.auth_cache_size.max(1),
-        max_reviews_in_flight: options.auth_max_reviews_in_flight.max(1),
-        max_reviews_per_second: options.auth_max_reviews_per_second.max(1),
-    };
-    client.map(|client| auth::Authenticator::new(client, settings))
-}
-
-/// The report Lease writer of this replica: its identity (`--identity`, the pod name, or the
-/// host name and process id) in its namespace (`--report-namespace`, the pod's, or the
-/// ConfigMap's).
-fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key::TargetKey) -> report::Reporter {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let identity = options.identity.clone().or_else(|| env("POD_NAME")).unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        format!("{}-{}", if host.is_empty() { "gateway" } else { &host }, std::process::id())
-    });
-    let namespace = options
-        .report_namespace
-        .clone()
-        .or_else(|| env("POD_NAMESPACE"))
-        .unwrap_or_else(|| target.namespace.to_string());
-    let mut reporter = report::Reporter::new(client, &namespace, identity, target.clone());
-    reporter.lease_duration = options.report_lease_duration.0;
-    reporter.interval = options.report_interval.0;
-    reporter
 }

@@ -16,8 +16,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::gateway::Serving;
 use crate::gateway::reload::first_time;
-use crate::gateway::source::Serving;
 use crate::key::TargetKey;
 use crate::report::{GATEWAY_FIELD_MANAGER, GATEWAY_REPLICA_LABEL, SERVING_ANNOTATION, ServingReport, lease_name};
 

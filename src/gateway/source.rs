@@ -19,22 +19,10 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::gateway::Gateway;
 use crate::gateway::reload::{first_time, publish};
 use crate::gateway::store::FileRead;
+use crate::gateway::{Gateway, Serving};
 use crate::key::TargetKey;
-
-/// What this replica serves, for its report: the ConfigMap's resourceVersion it loaded and
-/// the keys it refused.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Serving {
-    /// Whether a first complete load happened.
-    pub loaded: bool,
-    /// The loaded ConfigMap's `metadata.resourceVersion` (empty while it does not exist).
-    pub resource_version: String,
-    /// Refused data keys, with why.
-    pub rejected: BTreeMap<String, String>,
-}
 
 /// Watches `target` and serves what it holds until `stop` turns true.
 pub async fn watch_configmap(gw: Arc<Gateway>, client: Client, target: TargetKey, mut stop: watch::Receiver<bool>) {

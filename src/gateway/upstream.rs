@@ -20,9 +20,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::gateway::VARIATIONS_PATH;
 use crate::gateway::budget::Reservation;
 use crate::gateway::options::GatewayError;
+use crate::key::VARIATIONS_PATH;
 
 /// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or
 /// the rewrite as it streams (chunked), with the share of the budget its bytes hold. That share
@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn upstream_urls_keep_a_path_prefix() {
         let u = Upstream::parse("https://my.orq.ai").expect("valid");
-        let path = crate::gateway::VARIATIONS_PATH;
+        let path = crate::key::VARIATIONS_PATH;
         assert_eq!(u.uri(path).expect("uri").to_string(), "https://my.orq.ai/v2/router/images/variations");
         let u = Upstream::parse("http://127.0.0.1:9/proxy/").expect("valid");
         assert_eq!(u.uri("/v2/x?a=1").expect("uri").to_string(), "http://127.0.0.1:9/proxy/v2/x?a=1");

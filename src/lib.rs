@@ -15,7 +15,7 @@
 //! - **The gateway wing** ([`gateway`]): `routerpolicy gateway`. It imports nothing of the
 //!   operator.
 //! - **Leaves** both wings use: [`key`] (typed policy and ConfigMap names), [`hash`] (the
-//!   document hashes), [`process`] (logging, signals, admin endpoints), [`report`] (what a
+//!   document hashes), [`process`] (logging, signals, admin endpoints), [`serving`] (what a
 //!   gateway replica reports it serves).
 //!
 //! docs/architecture.md draws the data flow of an event and of a request.
@@ -33,8 +33,8 @@ pub mod operator;
 pub mod process;
 pub mod reference;
 pub mod render;
-pub mod report;
 pub mod schema;
+pub mod serving;
 pub mod target;
 pub mod validate;
 pub mod yaml11;

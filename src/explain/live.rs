@@ -16,7 +16,7 @@ use kube::{Client, Config};
 use crate::api::ImageVariationPolicy;
 use crate::explain::model::Observed;
 use crate::key::PolicyKey;
-use crate::report::GATEWAY_REPLICA_LABEL;
+use crate::serving::GATEWAY_REPLICA_LABEL;
 
 /// Which cluster: kubectl's `--kubeconfig` and `--context` (else `$KUBECONFIG`, `~/.kube/config`
 /// or the in-cluster config, as kubectl chooses).

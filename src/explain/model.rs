@@ -16,7 +16,7 @@ use crate::explain::subject::{CallerVerdict, Subject, verdict};
 use crate::hash::policy_hash;
 use crate::key::{PolicyKey, TargetKey, VARIATIONS_PATH};
 use crate::render::{GatewayDocument, render_policy};
-use crate::report::LeaseReport;
+use crate::serving::LeaseReport;
 use crate::validate::{Violation, validate_policy};
 
 /// What the shells observed, for one policy.
@@ -410,7 +410,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::report::{GATEWAY_REPLICA_LABEL, SERVING_ANNOTATION, ServingReport};
+    use crate::serving::{GATEWAY_REPLICA_LABEL, SERVING_ANNOTATION, ServingReport};
 
     const NOW_MS: i64 = 1_800_000_000_000;
 
@@ -457,7 +457,7 @@ mod tests {
         let renewed = k8s_openapi::jiff::Timestamp::from_millisecond(NOW_MS - ago_s * 1000).expect("time");
         Lease {
             metadata: ObjectMeta {
-                name: Some(crate::report::lease_name(identity)),
+                name: Some(crate::serving::lease_name(identity)),
                 labels: Some([(GATEWAY_REPLICA_LABEL.to_string(), "true".to_string())].into()),
                 annotations: Some(
                     [(SERVING_ANNOTATION.to_string(), serde_json::to_string(&report).expect("json"))].into(),

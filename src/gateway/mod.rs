@@ -10,7 +10,7 @@
 //!
 //! Policies come from the mounted ConfigMap directory ([`reload`] polls it) or, with
 //! `--config-map`, from the ConfigMap itself through the API ([`source`]); in that mode the
-//! replica keeps a report Lease of what it serves ([`report`]).
+//! replica keeps a report Lease of what it serves ([`lease`]).
 //!
 //! One concern per file: [`runtime`] (start-up, the tasks, the drain), [`options`] (flags,
 //! start-up errors), [`server`] (connections),
@@ -18,7 +18,7 @@
 //! [`proxy`] (the request path), [`auth`] (who calls), [`issuer`] (the issuer's keys), [`budget`] (request bodies held at once), [`error`] (every
 //! refusal as its response), [`headers`]
 //! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new
-//! set of documents), [`source`] (the ConfigMap watch), [`report`] (the Lease), [`store`] and
+//! set of documents), [`source`] (the ConfigMap watch), [`lease`] (the report Lease), [`store`] and
 //! [`rewrite`] (pure), [`metrics`]. It imports nothing of the operator: only the leaves
 //! [`crate::key`], [`crate::hash`], [`crate::process`] and [`crate::report`].
 
@@ -27,11 +27,11 @@ pub mod budget;
 pub mod error;
 pub mod headers;
 pub mod issuer;
+pub mod lease;
 pub mod metrics;
 pub mod options;
 pub mod proxy;
 pub mod reload;
-pub mod report;
 pub mod rewrite;
 pub mod runtime;
 pub mod server;

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 use crate::gateway::store::Snapshot;
 use crate::gateway::upstream::{self, Upstream};
 use crate::gateway::{
-    Gateway, GatewayError, GatewayMetrics, GatewayOptions, Serving, VARIATIONS_PATH, auth, budget, proxy, reload,
-    report, server, source, tls,
+    Gateway, GatewayError, GatewayMetrics, GatewayOptions, Serving, VARIATIONS_PATH, auth, budget, lease, proxy,
+    reload, server, source, tls,
 };
 use crate::key::PolicyKey;
 use crate::process::admin;
@@ -81,11 +81,7 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         (Some(target), Some(client)) => {
             tasks.spawn(source::watch_configmap(gw.clone(), client.clone(), target.clone(), stop_rx.clone()));
             if options.report {
-                tasks.spawn(report::report(
-                    reporter(&options, client, target),
-                    gw.serving.subscribe(),
-                    stop_rx.clone(),
-                ));
+                tasks.spawn(lease::report(reporter(&options, client, target), gw.serving.subscribe(), stop_rx.clone()));
             }
             None
         }
@@ -169,7 +165,7 @@ fn authenticator(options: &GatewayOptions, client: Option<kube::Client>) -> Opti
 /// The report Lease writer of this replica: its identity (`--identity`, the pod name, or the
 /// host name and process id) in its namespace (`--report-namespace`, the pod's, or the
 /// ConfigMap's).
-fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key::TargetKey) -> report::Reporter {
+fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key::TargetKey) -> lease::Reporter {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let identity = options.identity.clone().or_else(|| env("POD_NAME")).unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
@@ -180,7 +176,7 @@ fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key:
         .clone()
         .or_else(|| env("POD_NAMESPACE"))
         .unwrap_or_else(|| target.namespace.to_string());
-    let mut reporter = report::Reporter::new(client, &namespace, identity, target.clone());
+    let mut reporter = lease::Reporter::new(client, &namespace, identity, target.clone());
     reporter.lease_duration = options.report_lease_duration.0;
     reporter.interval = options.report_interval.0;
     reporter

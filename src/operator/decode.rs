@@ -150,6 +150,16 @@ pub fn decode(policy: WatchedPolicy) -> DecodedPolicy {
     }
 }
 
+/// The policies of `namespace`, as dynamic objects (status reads and writes, patches): the
+/// policy as the API gives it, which is what this file decodes.
+pub fn policy_api(client: &kube::Client, namespace: &str) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &kube::api::ApiResource::erase::<crate::api::ImageVariationPolicy>(&()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::key::PolicyKey;
 use crate::operator::controller::Controller;
 use crate::operator::decode::LEGACY_FINALIZER;
-use crate::operator::status_writer::policy_api;
+use crate::operator::decode::policy_api;
 
 impl Controller {
     /// Removes the legacy finalizer from `policy` in the background: a merge patch guarded by

@@ -34,7 +34,7 @@ pub enum ReconcileOutcome {
     /// Planned, and written where needed.
     Success,
     /// Failed, with the error's metric label
-    /// ([`crate::operator::apply::ApplyError::metric_label`]).
+    /// ([`crate::operator::target_writer::ApplyError::metric_label`]).
     Failed(&'static str),
 }
 

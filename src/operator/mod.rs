@@ -35,7 +35,6 @@
 //! delivered its first complete list; then every known target is planned once, which prunes
 //! keys of policies deleted while no operator ran.
 
-pub mod apply;
 pub mod boundary;
 pub mod compile;
 pub mod controller;
@@ -49,4 +48,5 @@ pub mod runtime;
 pub mod served;
 pub mod status;
 pub mod status_writer;
+pub mod target_writer;
 pub mod watch;

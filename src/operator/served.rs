@@ -12,7 +12,7 @@ use std::fmt;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::key::TargetKey;
-use crate::report::LeaseReport;
+use crate::serving::LeaseReport;
 
 /// A replica's report Lease, by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,7 +40,7 @@ impl ReplicaKey {
     }
 }
 
-/// The replica a report Lease describes: its [`ServingReport`](crate::report::ServingReport) annotation, its holder, and
+/// The replica a report Lease describes: its [`ServingReport`](crate::serving::ServingReport) annotation, its holder, and
 /// when it expires unless renewed. `None` when the report cannot be read (it then does not
 /// count, as if the replica had not reported yet).
 pub fn replica_of(lease: &Lease) -> Option<Replica> {

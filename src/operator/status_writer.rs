@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::api::{Patch, PatchParams};
+use kube::{Client, Resource};
 use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
 use crate::key::PolicyKey;
 use crate::operator::controller::{Controller, now_ms};
+use crate::operator::decode::policy_api;
 use crate::operator::events::EventReason;
 use crate::operator::index::PolicyEntry;
 use crate::operator::metrics::Readiness;
@@ -134,11 +135,6 @@ impl Controller {
             self.events.publish(regarding, EventReason::Synced, note);
         }
     }
-}
-
-/// The policies of `namespace`, as dynamic objects (status reads and writes, patches).
-pub(super) fn policy_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<ImageVariationPolicy>(&()))
 }
 
 fn policy_reference(entry: &PolicyEntry) -> ObjectReference {

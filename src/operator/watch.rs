@@ -23,7 +23,7 @@ use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
 use crate::operator::decode::WatchedPolicy;
 use crate::operator::served::ReplicaKey;
-use crate::report::GATEWAY_REPLICA_LABEL;
+use crate::serving::GATEWAY_REPLICA_LABEL;
 use crate::target::configmap::ConfigMapWatch;
 
 /// Which watch an event came from.

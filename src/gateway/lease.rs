@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::gateway::Serving;
 use crate::gateway::reload::first_time;
 use crate::key::TargetKey;
-use crate::report::{GATEWAY_FIELD_MANAGER, GATEWAY_REPLICA_LABEL, SERVING_ANNOTATION, ServingReport, lease_name};
+use crate::serving::{GATEWAY_FIELD_MANAGER, GATEWAY_REPLICA_LABEL, SERVING_ANNOTATION, ServingReport, lease_name};
 
 /// Where and how this replica reports.
 #[derive(Clone, Debug)]

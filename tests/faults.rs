@@ -183,6 +183,11 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_after_it_thaws() {
     eventually(WAIT, "the thawed replica to stand down", || async { (!leader.is_leader()).then_some(()) }).await;
     let stale = writes_logged_after(&leader.log(), frozen_at);
     assert!(stale.is_empty(), "the thawed leader wrote with a stale view:\n{}", stale.join("\n"));
+    // Its fence saw the gap: whatever woke first, nothing was written and it stood down.
+    eventually(WAIT, "the thawed leader's fence to say why it stands down", || async {
+        leader.log().contains("did not run for longer than its lease allows").then_some(())
+    })
+    .await;
     assert!(standby.is_leader(), "the standby still leads");
 }
 

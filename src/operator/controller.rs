@@ -19,6 +19,7 @@ use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
 use crate::operator::decode::{WatchedPolicy, decode, policy_key};
 use crate::operator::events::Recorder;
+use crate::operator::fence::Fence;
 use crate::operator::index::Index;
 use crate::operator::metrics::{Metrics, Queue};
 use crate::operator::queue::WorkQueue;
@@ -57,6 +58,8 @@ pub struct Settings {
     pub serve_wait: Duration,
     /// A replica that has not loaded a document this long after it landed is stale.
     pub serve_stale_after: Duration,
+    /// With leader election: writes stop once this fence breaks ([`Fence`]); `None` without.
+    pub fence: Option<Arc<Fence>>,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             instance: None,
             serve_wait: Duration::from_secs(5),
             serve_stale_after: Duration::from_secs(10),
+            fence: None,
         }
     }
 }
@@ -108,6 +112,12 @@ pub async fn run(
 }
 
 impl Controller {
+    /// Whether this replica may write: always without leader election; as the leader, until
+    /// its fence breaks.
+    pub(super) fn may_write(&self) -> bool {
+        self.settings.fence.as_ref().is_none_or(|fence| fence.holds())
+    }
+
     fn new(
         client: Client,
         settings: Settings,

@@ -28,6 +28,9 @@ impl Controller {
             let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
             let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": resource_version}});
             let (namespace, name) = (&*policy.namespace, &*policy.name);
+            if !this.may_write() {
+                return;
+            }
             match policy_api(&this.client, namespace).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
             {
                 Ok(_) => {

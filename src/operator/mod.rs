@@ -40,6 +40,7 @@ pub mod compile;
 pub mod controller;
 pub mod decode;
 pub mod events;
+pub mod fence;
 pub mod finalizer;
 pub mod index;
 pub mod metrics;

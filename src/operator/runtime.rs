@@ -13,6 +13,8 @@ use std::time::Duration;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+
+use crate::operator::fence::Fence;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -242,11 +244,13 @@ async fn lead(
 ) -> Result<(), RunError> {
     let lease_namespace = options.lease_namespace.clone().unwrap_or_else(default_lease_namespace);
     let duration = options.lease_duration.max(2);
+    // Renewed `grace` before it expires; the fence allows a gap of `grace` without running.
+    let grace = (duration / 2).max(1);
     let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
         .with_namespace(&lease_namespace)
         .with_identity(&identity)
         .with_duration(duration)
-        .with_grace((duration / 3).max(1))
+        .with_grace(grace)
         .build()
         .await
         .map_err(|e| lease_error(e, &lease_namespace))?;
@@ -257,7 +261,8 @@ async fn lead(
     let outcome = match wait_for_lease(&mut leading, stop.clone()).await {
         Ok(true) => {
             info!(%identity, "acquired the leader lease; reconciling");
-            reconcile_while_leading(client, settings, &health.metrics, leading.clone(), stop).await
+            let fence = Fence::new(Duration::from_secs(grace));
+            reconcile_while_leading(client, settings, &health.metrics, leading.clone(), stop, fence).await
         }
         Ok(false) => Ok(()),
         Err(e) => Err(e),
@@ -296,12 +301,15 @@ async fn wait_for_lease(
 /// restarts and rejoins as a standby).
 async fn reconcile_while_leading(
     client: Client,
-    settings: Settings,
+    mut settings: Settings,
     metrics: &Arc<Metrics>,
     mut leading: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
+    fence: Arc<Fence>,
 ) -> Result<(), RunError> {
     metrics.leader.set(1);
+    let heartbeat = tokio::spawn(fence.clone().heartbeat());
+    settings.fence = Some(fence.clone());
     let lost = Arc::new(AtomicBool::new(false));
     let until = {
         let lost = lost.clone();
@@ -309,10 +317,13 @@ async fn reconcile_while_leading(
             tokio::select! {
                 _ = stopped(stop) => {}
                 _ = leading.wait_for(|l| !*l) => lost.store(true, Ordering::Relaxed),
+                // Did not run for longer than the lease allows: it may be a standby's now.
+                _ = fence.broken() => lost.store(true, Ordering::Relaxed),
             }
         }
     };
     controller::run(client, settings, metrics.clone(), until).await;
+    heartbeat.abort();
     metrics.leader.set(0);
     if lost.load(Ordering::Relaxed) { Err(RunError::LostLease) } else { Ok(()) }
 }

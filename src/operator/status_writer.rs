@@ -54,6 +54,9 @@ impl Controller {
             if previous.as_ref().is_some_and(|memo| !memo.changed(&status)) {
                 return;
             }
+            if !self.may_write() {
+                return;
+            }
             match write_status(&self.client, key, &status).await {
                 Ok(()) => {
                     self.metrics.status_writes.inc();

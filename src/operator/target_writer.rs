@@ -27,6 +27,9 @@ pub enum ApplyError {
     /// The server-side apply failed.
     #[error("{0}")]
     Write(#[source] kube::Error),
+    /// This replica may have lost the lease while it did not run: it writes nothing more.
+    #[error("not written: this replica may no longer hold the leader lease")]
+    Fenced,
 }
 
 impl ApplyError {
@@ -35,6 +38,7 @@ impl ApplyError {
         match self {
             ApplyError::Read(_) => "read_error",
             ApplyError::Write(_) => "apply_error",
+            ApplyError::Fenced => "fenced",
         }
     }
 }
@@ -87,6 +91,9 @@ impl Controller {
         let keys = data.len();
         let cm = applied_configmap(target, data, &plan.config_hash);
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        if !self.may_write() {
+            return Err(ApplyError::Fenced);
+        }
         match api.patch(&target.name, &params, &Patch::Apply(&cm)).await {
             Ok(written) => {
                 self.metrics.configmap_writes.inc();

@@ -5,7 +5,9 @@
 //!
 //! If the API cannot be reached, the gateway keeps serving what it has and says so: a warning
 //! (once per distinct error) and `routerpolicy_gateway_source_up` at 0. Readiness, once
-//! reached, stays.
+//! reached, stays. While the watch is down the ConfigMap is also read directly every
+//! [`PROBE_EVERY`], so `source_up` returns to 1 as soon as the API server answers (a watch
+//! resumed without a change delivers nothing) and a change made meanwhile is served.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,18 +26,38 @@ use crate::gateway::store::FileRead;
 use crate::gateway::{Gateway, Serving};
 use crate::key::TargetKey;
 
+/// How often the API server is asked directly while the watch is down.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Watches `target` and serves what it holds until `stop` turns true.
 pub async fn watch_configmap(gw: Arc<Gateway>, client: Client, target: TargetKey, mut stop: watch::Receiver<bool>) {
     let api: Api<ConfigMap> = Api::namespaced(client, &target.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = watcher::watcher(api.clone(), config).default_backoff().boxed();
     let mut current: Option<ConfigMap> = None;
     let mut listed = false;
     let mut last_error: Option<String> = None;
     loop {
+        // While the watch is down, the API server is asked directly now and then: a watch that
+        // comes back without a change says nothing, and `source_up` must not stay 0 for it.
+        let down = last_error.is_some();
         let event = tokio::select! {
-            event = events.next() => event,
+            event = events.next() => Some(event),
+            _ = tokio::time::sleep(PROBE_EVERY), if down => None,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(event) = event else {
+            if let Ok(found) = api.get_opt(&target.name).await {
+                gw.metrics.source_up.set(1);
+                last_error = None;
+                info!(configmap = %target, "the API server answers again");
+                let version = |cm: &Option<ConfigMap>| cm.as_ref().and_then(|c| c.metadata.resource_version.clone());
+                if version(&found) != version(&current) {
+                    current = found;
+                    load(&gw, &target, current.as_ref());
+                }
+            }
+            continue;
         };
         let Some(event) = event else { return };
         let event = match event {

@@ -306,12 +306,13 @@ impl Authenticator {
     /// wait for its answer. The second value says whether this call sent the review.
     async fn review_once(&self, digest: [u8; 32], token: &str) -> (Result<Arc<Caller>, AuthError>, bool) {
         let pending = self.pending.lock().map(|mut pending| pending.entry(digest).or_default().clone()).ok();
-        let Some(pending) = pending else { return (self.review_bounded(token).await, true) };
+        let Some(pending) = pending else { return self.review_bounded(token).await };
         let asked = std::sync::atomic::AtomicBool::new(false);
         let verdict = pending
-            .get_or_init(|| {
-                asked.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.review_bounded(token)
+            .get_or_init(|| async {
+                let (verdict, sent) = self.review_bounded(token).await;
+                asked.store(sent, std::sync::atomic::Ordering::Relaxed);
+                verdict
             })
             .await
             .clone();
@@ -324,21 +325,23 @@ impl Authenticator {
     }
 
     /// A review, unless the bounds are reached: then 503 for this new token (cached callers are
-    /// not affected).
-    async fn review_bounded(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
+    /// not affected). The second value says whether the review was sent.
+    async fn review_bounded(&self, token: &str) -> (Result<Arc<Caller>, AuthError>, bool) {
         let Ok(_slot) = self.in_flight.try_acquire() else {
-            return Err(AuthError::Unavailable(format!(
+            let why = format!(
                 "{} TokenReviews are in flight already (--auth-max-reviews-in-flight)",
                 self.settings.max_reviews_in_flight
-            )));
+            );
+            return (Err(AuthError::Unavailable(why)), false);
         };
         if !self.within_rate() {
-            return Err(AuthError::Unavailable(format!(
+            let why = format!(
                 "{} TokenReviews were sent in the last second already (--auth-max-reviews-per-second)",
                 self.settings.max_reviews_per_second
-            )));
+            );
+            return (Err(AuthError::Unavailable(why)), false);
         }
-        self.review(token).await
+        (self.review(token).await, true)
     }
 
     /// Counts one review in the current second; false when the second's budget is spent.
@@ -411,6 +414,124 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
         headers
+    }
+
+    /// A fake API server: no issuer keys (404, so the TokenReview decides), and TokenReviews
+    /// answered after `delay`, accepted or not; it counts the reviews.
+    fn fake_api(delay: Duration, accept: bool) -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let count = reviews.clone();
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let count = count.clone();
+            async move {
+                let reply = |status: u16, body: String| {
+                    http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                        .expect("response")
+                };
+                if request.uri().path() == crate::gateway::issuer::JWKS_PATH {
+                    return Ok::<_, std::convert::Infallible>(reply(404, "{}".into()));
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let status = if accept {
+                    serde_json::json!({"authenticated": true, "audiences": ["gw"],
+                        "user": {"username": "system:serviceaccount:team:app"}})
+                } else {
+                    serde_json::json!({"authenticated": false, "error": "unknown token"})
+                };
+                let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": {}, "status": status});
+                Ok(reply(201, body.to_string()))
+            }
+        });
+        (kube::Client::new(service, "default"), reviews)
+    }
+
+    fn authenticator(client: kube::Client, cache_size: usize, max_in_flight: usize) -> Arc<Authenticator> {
+        Arc::new(Authenticator::new(
+            client,
+            AuthSettings {
+                audience: "gw".into(),
+                cache_ttl: Duration::from_secs(30),
+                negative_ttl: Duration::from_secs(5),
+                cache_size,
+                max_reviews_in_flight: max_in_flight,
+                max_reviews_per_second: 1000,
+            },
+        ))
+    }
+
+    /// A token for audience `gw` that passes the cheap checks; `n` makes it distinct.
+    fn token(n: usize) -> HeaderMap {
+        headers(&format!("Bearer {}", jwt(&format!(r#"{{"aud":["gw"],"exp":99999999999,"n":{n}}}"#))))
+    }
+
+    fn reviews(count: &std::sync::atomic::AtomicUsize) -> usize {
+        count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_remembered_without_asking_again() {
+        let (client, count) = fake_api(Duration::ZERO, false);
+        let auth = authenticator(client, 100, 8);
+        let (first, asked) = auth.authenticate(&token(1)).await;
+        assert!(matches!(first, Err(AuthError::Rejected(_))) && asked, "{first:?}");
+        let (again, asked) = auth.authenticate(&token(1)).await;
+        assert!(matches!(again, Err(AuthError::Rejected(_))) && !asked, "{again:?}");
+        assert_eq!(reviews(&count), 1, "the refusal came from the cache");
+    }
+
+    #[tokio::test]
+    async fn the_cache_never_holds_more_than_its_size() {
+        let (client, count) = fake_api(Duration::ZERO, true);
+        let auth = authenticator(client, 3, 8);
+        for n in 0..10 {
+            let (caller, _) = auth.authenticate(&token(n)).await;
+            assert_eq!(caller.map(|c| c.to_string()), Ok("team/app".to_string()));
+            assert!(auth.cache_len() <= 3, "{} tokens cached with a size of 3", auth.cache_len());
+        }
+        assert_eq!(reviews(&count), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_with_the_same_new_token_share_one_review() {
+        let (client, count) = fake_api(Duration::from_millis(100), true);
+        let auth = authenticator(client, 100, 8);
+        let calls = (0..8).map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.authenticate(&token(7)).await })
+        });
+        let answers = futures::future::join_all(calls).await;
+        for answer in &answers {
+            assert!(matches!(answer, Ok((Ok(_), _))), "{answer:?}");
+        }
+        assert_eq!(reviews(&count), 1, "eight requests, one TokenReview");
+        assert_eq!(answers.iter().filter(|a| matches!(a, Ok((_, true)))).count(), 1, "one of them asked");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_token_beyond_the_reviews_in_flight_gets_503_and_a_cached_one_does_not() {
+        let (client, count) = fake_api(Duration::from_millis(300), true);
+        let auth = authenticator(client, 100, 1);
+        assert!(auth.authenticate(&token(0)).await.0.is_ok(), "cached from now on");
+        let slow = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.authenticate(&token(1)).await.0 }
+        });
+        // Until the first review is in flight.
+        while reviews(&count) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (shed, asked) = auth.authenticate(&token(2)).await;
+        assert!(matches!(&shed, Err(AuthError::Unavailable(why)) if why.contains("in flight")), "{shed:?}");
+        assert!(!asked, "a shed token sends no review");
+        assert!(auth.authenticate(&token(0)).await.0.is_ok(), "a cached caller is served meanwhile");
+        assert!(slow.await.expect("task").is_ok());
+        assert_eq!(reviews(&count), 2);
     }
 
     #[test]

@@ -62,15 +62,42 @@ impl Callers {
     /// `policy_namespace`: always in its own namespace, elsewhere when listed.
     pub fn admits(&self, policy_namespace: &str, namespace: &str, service_account: &str) -> bool {
         policy_namespace == namespace
-            || self.0.iter().any(|c| {
-                c.namespace == namespace && c.service_account.as_deref().is_none_or(|sa| sa == service_account)
-            })
+            || self
+                .0
+                .iter()
+                .any(|c| entry_admits(&c.namespace, c.service_account.as_deref(), namespace, service_account))
     }
 
     /// The admitted callers.
     pub fn iter(&self) -> impl Iterator<Item = &AdmittedCaller> {
         self.0.iter()
     }
+}
+
+/// Whether one callers entry — `entry_namespace`, and only `entry_service_account` when set —
+/// admits the ServiceAccount `namespace`/`service_account`. The rule of [`Callers::admits`],
+/// also what `routerpolicy explain` applies to name the deciding entry.
+pub fn entry_admits(
+    entry_namespace: &str,
+    entry_service_account: Option<&str>,
+    namespace: &str,
+    service_account: &str,
+) -> bool {
+    entry_namespace == namespace && entry_service_account.is_none_or(|sa| sa == service_account)
+}
+
+/// The prefix of a ServiceAccount's user name, as TokenReviews and RBAC spell it.
+pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+
+/// `system:serviceaccount:<namespace>:<name>`.
+pub fn service_account_user(namespace: &str, service_account: &str) -> String {
+    format!("{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{service_account}")
+}
+
+/// The namespace and name of a ServiceAccount user name; `None` for any other user.
+pub fn parse_service_account_user(user: &str) -> Option<(&str, &str)> {
+    let (namespace, name) = user.strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?.split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty()).then_some((namespace, name))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::api::ImageVariationPolicySpec;
+use crate::callers::{SERVICE_ACCOUNT_USER_PREFIX, entry_admits, service_account_user};
 use crate::key::{is_dns_label, is_dns_subdomain};
 
 /// A ServiceAccount, as `--as system:serviceaccount:NS:SA` or `--as NS/SA` names it.
@@ -14,8 +15,6 @@ pub struct Subject {
     pub service_account: String,
 }
 
-const SUBJECT_PREFIX: &str = "system:serviceaccount:";
-
 impl Subject {
     /// Parses `system:serviceaccount:<namespace>:<name>` or `<namespace>/<name>`.
     pub fn parse(s: &str) -> Result<Subject, String> {
@@ -24,7 +23,7 @@ impl Subject {
                 "--as {s:?}: must be system:serviceaccount:<namespace>:<name> or <namespace>/<name> (a ServiceAccount)"
             )
         };
-        let (namespace, name) = match s.strip_prefix(SUBJECT_PREFIX) {
+        let (namespace, name) = match s.strip_prefix(SERVICE_ACCOUNT_USER_PREFIX) {
             Some(rest) => rest.split_once(':').ok_or_else(shape)?,
             None => s.split_once('/').ok_or_else(shape)?,
         };
@@ -39,7 +38,7 @@ impl Subject {
 
     /// `system:serviceaccount:<namespace>:<name>`: the user name a TokenReview gives it.
     pub fn user_name(&self) -> String {
-        format!("{SUBJECT_PREFIX}{}:{}", self.namespace, self.service_account)
+        service_account_user(&self.namespace, &self.service_account)
     }
 }
 
@@ -73,7 +72,7 @@ pub fn verdict(namespace: &str, spec: &ImageVariationPolicySpec, subject: &Subje
     }
     let callers = spec.callers.as_deref().unwrap_or_default();
     let admitting = callers.iter().position(|c| {
-        c.namespace == subject.namespace && c.service_account.as_deref().is_none_or(|sa| sa == subject.service_account)
+        entry_admits(&c.namespace, c.service_account.as_deref(), &subject.namespace, &subject.service_account)
     });
     if let Some(i) = admitting {
         let entry = &callers[i];

@@ -210,11 +210,9 @@ pub fn caller_of(status: &TokenReviewStatus, audience: &str) -> Result<Caller, A
         return Err(AuthError::WrongAudience(audience.to_string()));
     }
     let username = status.user.as_ref().and_then(|u| u.username.clone()).unwrap_or_default();
-    match username.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':')) {
-        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
-            Ok(Caller { namespace: namespace.to_string(), service_account: name.to_string() })
-        }
-        _ => Err(AuthError::NotServiceAccount(username)),
+    match crate::callers::parse_service_account_user(&username) {
+        Some((namespace, name)) => Ok(Caller { namespace: namespace.to_string(), service_account: name.to_string() }),
+        None => Err(AuthError::NotServiceAccount(username)),
     }
 }
 

@@ -151,7 +151,7 @@ impl IntoResponse for ProxyError {
         // What a refused team needs to ask `routerpolicy explain` about exactly this refusal
         // (never the token: only the subject the TokenReview named).
         if let ProxyError::Forbidden { caller, policy } = &self {
-            let subject = format!("system:serviceaccount:{}:{}", caller.namespace, caller.service_account);
+            let subject = crate::callers::service_account_user(&caller.namespace, &caller.service_account);
             error["policy"] = json!(format!("{}/{}", policy.namespace, policy.name));
             error["explain"] =
                 json!(format!("routerpolicy explain {}/{} --as {subject}", policy.namespace, policy.name));

@@ -11,7 +11,7 @@
 //! server that does not serve them), nothing is refused here: the TokenReview decides, as
 //! before, and a warning says so once.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
@@ -37,8 +37,8 @@ pub enum Signature {
 /// The keys as last read.
 #[derive(Default)]
 struct Read {
-    /// The last set read successfully.
-    keys: Option<JwkSet>,
+    /// The last set read successfully (shared, so a signature is checked outside the lock).
+    keys: Option<Arc<JwkSet>>,
     /// When a read was last tried, and whether it succeeded.
     at: Option<(Instant, bool)>,
     warned: bool,
@@ -81,12 +81,16 @@ impl IssuerKeys {
     }
 
     /// `f` on the set when it decides; `None` when the set lacks the key and may be re-read.
+    /// The lock is held only to take the set: the verification runs outside it.
     fn with_keys(&self, f: impl Fn(&JwkSet) -> Option<Signature>) -> Option<Signature> {
-        let read = self.read.lock().ok()?;
-        if let Some(verdict) = read.keys.as_ref().and_then(f) {
+        let (keys, recent) = {
+            let read = self.read.lock().ok()?;
+            (read.keys.clone(), read.recent())
+        };
+        if let Some(verdict) = keys.as_deref().and_then(f) {
             return Some(verdict);
         }
-        match read.recent() {
+        match recent {
             // Just read, and the key is not there: the issuer does not publish it.
             Some(true) => Some(Signature::Invalid(UNPUBLISHED.into())),
             // Just tried and failed: the TokenReview decides until a read succeeds.
@@ -105,7 +109,7 @@ impl IssuerKeys {
         let Ok(mut read) = self.read.lock() else { return };
         read.at = Some((Instant::now(), fetched.is_ok()));
         match fetched {
-            Ok(keys) => read.keys = Some(keys),
+            Ok(keys) => read.keys = Some(Arc::new(keys)),
             Err(e) if !read.warned => {
                 read.warned = true;
                 warn!(error = %e, path = JWKS_PATH, "cannot read the ServiceAccount issuer's keys: new tokens are checked by a TokenReview alone until a read succeeds");

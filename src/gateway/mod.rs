@@ -20,7 +20,7 @@
 //! (hop-by-hop), [`upstream`] (the client and the URL), [`reload`] (polling, publishing a new
 //! set of documents), [`source`] (the ConfigMap watch), [`lease`] (the report Lease), [`store`] and
 //! [`rewrite`] (pure), [`metrics`]. It imports nothing of the operator: only the leaves
-//! [`crate::key`], [`crate::hash`], [`crate::process`] and [`crate::report`].
+//! [`crate::key`], [`crate::hash`], [`crate::process`], [`crate::callers`] and [`crate::serving`].
 
 pub mod auth;
 pub mod budget;

@@ -13,13 +13,12 @@ use std::time::Duration;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
-
-use crate::operator::fence::Fence;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::api::ImageVariationPolicy;
 use crate::operator::controller::{self, Settings};
+use crate::operator::fence::Fence;
 use crate::operator::metrics::Metrics;
 use crate::process::admin::{self, Admin};
 use crate::process::{LogFormat, shutdown_signal};

@@ -109,19 +109,26 @@ fn leader_flags(ns: &str, lease: &str) -> Vec<String> {
     ]
 }
 
+/// Two replicas `<name>-a` and `<name>-b` electing a leader on Lease `fault-<name>`, with
+/// `extra` flags: (the leader, the standby) once exactly one leads.
+async fn two_replicas(ns: &str, name: &str, extra: &[&str]) -> (Instance, Instance) {
+    let cp = control_plane();
+    let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
+    let flags = leader_flags(ns, &format!("fault-{name}"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    let a = Instance::start(&cp.kubeconfig, &format!("{name}-a"), &flags);
+    let b = Instance::start(&cp.kubeconfig, &format!("{name}-b"), &flags);
+    eventually(WAIT, "one leader", || async { (a.is_leader() ^ b.is_leader()).then_some(()) }).await;
+    if a.is_leader() { (a, b) } else { (b, a) }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_leader_during_a_burst_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "kill").await;
-    let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
-    let flags = leader_flags(&ns, "fault-kill");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let a = Instance::start(&cp.kubeconfig, "kill-a", &flags);
-    let b = Instance::start(&cp.kubeconfig, "kill-b", &flags);
-    eventually(WAIT, "one leader", || async { (a.is_leader() ^ b.is_leader()).then_some(()) }).await;
-    let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
+    let (leader, standby) = two_replicas(&ns, "kill", &[]).await;
 
     burst(&client, &ns, POLICIES, 1).await;
     converged(&client, &ns, POLICIES, 1, &[], || leader.log()).await;
@@ -155,14 +162,8 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_after_it_thaws() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "split").await;
-    let _ = cp.kubectl(&["create", "namespace", "routerpolicy-system"]);
-    let mut flags = leader_flags(&ns, "fault-split");
-    flags.push("--log-level=info,routerpolicy::operator::status_writer=debug".into());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let a = Instance::start(&cp.kubeconfig, "split-a", &flags);
-    let b = Instance::start(&cp.kubeconfig, "split-b", &flags);
-    eventually(WAIT, "one leader", || async { (a.is_leader() ^ b.is_leader()).then_some(()) }).await;
-    let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
+    let debug_status = "--log-level=info,routerpolicy::operator::status_writer=debug";
+    let (leader, standby) = two_replicas(&ns, "split", &[debug_status]).await;
     burst(&client, &ns, POLICIES, 1).await;
     converged(&client, &ns, POLICIES, 1, &[], || leader.log()).await;
     assert!(!writes_logged_after(&leader.log(), 0).is_empty(), "the leader's writes are logged");

@@ -14,14 +14,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_routerpolicy");
 const URL_BASE: &str = "https://downloads.example.org/routerpolicy/v0.1.0";
 
 /// The krew command: `ROUTERPOLICY_KREW`, else built (once, cached under target/tools).
-fn krew() -> String {
-    if let Ok(path) = std::env::var("ROUTERPOLICY_KREW") {
-        return path;
-    }
-    let script = support::repo_root().join("tests/control-plane/build-krew.sh");
-    let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().expect("build-krew.sh");
-    assert!(out.status.success(), "tests/control-plane/build-krew.sh failed");
-    String::from_utf8_lossy(&out.stdout).lines().last().expect("path").trim().to_string()
+fn krew() -> PathBuf {
+    support::tool("ROUTERPOLICY_KREW", "tests/control-plane/build-krew.sh")
 }
 
 fn scratch(name: &str) -> PathBuf {

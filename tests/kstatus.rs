@@ -16,14 +16,8 @@ use routerpolicy::validate::{Report, Violation};
 use serde_json::json;
 
 /// The kstatus command: `ROUTERPOLICY_KSTATUS`, else built (once, cached under target/tools).
-fn kstatus() -> String {
-    if let Ok(path) = std::env::var("ROUTERPOLICY_KSTATUS") {
-        return path;
-    }
-    let script = support::repo_root().join("tests/control-plane/build-kstatus.sh");
-    let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().expect("build-kstatus.sh");
-    assert!(out.status.success(), "tests/control-plane/build-kstatus.sh failed");
-    String::from_utf8_lossy(&out.stdout).lines().last().expect("path").trim().to_string()
+fn kstatus() -> std::path::PathBuf {
+    support::tool("ROUTERPOLICY_KSTATUS", "tests/control-plane/build-kstatus.sh")
 }
 
 fn target(synced: bool, reason: TargetReason) -> TargetStatus {

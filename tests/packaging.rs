@@ -17,23 +17,10 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Runs one of tests/control-plane's scripts, which print the path they built or fetched on
 /// their last line.
-fn last_line_of(script: &str) -> PathBuf {
-    let out = Command::new(repo_root().join(script)).output().unwrap_or_else(|e| panic!("{script}: {e}"));
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().unwrap_or_else(|| panic!("{script} printed no path")).trim())
-}
-
 /// The helm binary: `ROUTERPOLICY_HELM`, else built (or reused) by build-helm.sh.
 fn helm_path() -> PathBuf {
     static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("ROUTERPOLICY_HELM") {
-            return PathBuf::from(path);
-        }
-        last_line_of("tests/control-plane/build-helm.sh")
-    })
-    .clone()
+    HELM.get_or_init(|| support::tool("ROUTERPOLICY_HELM", "tests/control-plane/build-helm.sh")).clone()
 }
 
 /// Runs helm against the test control plane, with its caches in the control plane's dir.
@@ -111,13 +98,7 @@ fn kustomize(dir: &str) -> Vec<Value> {
 /// reused) by build-chart-tools.sh.
 fn chart_tool(name: &str) -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(path) = std::env::var_os("ROUTERPOLICY_CHART_TOOLS") {
-            return PathBuf::from(path);
-        }
-        last_line_of("tests/control-plane/build-chart-tools.sh")
-    })
-    .join(name)
+    DIR.get_or_init(|| support::tool("ROUTERPOLICY_CHART_TOOLS", "tests/control-plane/build-chart-tools.sh")).join(name)
 }
 
 fn run_ok(program: &Path, args: &[&str]) -> String {
@@ -278,7 +259,7 @@ async fn the_production_values_example_is_accepted_by_the_api_server() {
     let cp = control_plane();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "chart-prod").await;
-    let crds = last_line_of("tests/control-plane/monitoring-crds.sh");
+    let crds = support::last_line_of("tests/control-plane/monitoring-crds.sh");
     for kind in ["servicemonitors", "prometheusrules"] {
         let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
         cp.kubectl_ok(&["apply", "--server-side", "-f", file.to_str().expect("utf-8")]);

@@ -52,6 +52,21 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The path `script` (relative to the repository) prints on its last line: the tool scripts
+/// under tests/control-plane/ build once, cache under target/, and print where.
+pub fn last_line_of(script: &str) -> PathBuf {
+    let out = Command::new(repo_root().join(script)).output().unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().unwrap_or_else(|| panic!("{script} printed no path")).trim())
+}
+
+/// A test tool: the path in the environment variable `env` (scripts/test.sh sets it), else
+/// what `script` builds.
+pub fn tool(env: &str, script: &str) -> PathBuf {
+    std::env::var_os(env).map_or_else(|| last_line_of(script), PathBuf::from)
+}
+
 /// The shared control plane of this test binary.
 pub fn control_plane() -> &'static ControlPlane {
     CONTROL_PLANE.get_or_init(|| {

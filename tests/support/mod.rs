@@ -323,6 +323,11 @@ impl ControlPlane {
     /// kubeconfig holding a token of that ServiceAccount: the credentials a gateway replica
     /// runs with.
     pub fn gateway_credentials(&self, ns: &str) -> PathBuf {
+        // Tests of one binary run side by side and these files hold cluster-scoped objects: two
+        // client-side applies of the same new ClusterRole race (both see it missing, one create
+        // fails with AlreadyExists). One test at a time applies them, and server-side.
+        static CLUSTER_SCOPED: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = CLUSTER_SCOPED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = repo_root().join("deploy/gateway");
         for file in ["serviceaccount.yaml", "rbac.yaml", "admission.yaml"] {
             self.kubectl_ok(&["apply", "--server-side", "-n", ns, "-f", dir.join(file).to_str().expect("utf-8")]);
@@ -334,7 +339,7 @@ impl ControlPlane {
                 "    name: routerpolicy-gateway\n",
                 &format!("    name: routerpolicy-gateway\n    namespace: {ns}\n"),
             );
-        let out = self.apply(&tokenreview);
+        let out = self.kubectl_with(&self.kubeconfig, &["apply", "--server-side", "-f", "-"], Some(&tokenreview));
         assert!(out.status.success(), "apply tokenreview.yaml: {}", String::from_utf8_lossy(&out.stderr));
         let token = self.kubectl_ok(&["create", "token", "routerpolicy-gateway", "-n", ns, "--duration=1h"]);
         let path = self.dir.join(format!("gateway-{ns}.kubeconfig"));

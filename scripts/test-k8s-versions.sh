@@ -19,8 +19,9 @@ for version in "${versions[@]}"; do
   "$bin/kube-apiserver" --version
   export ROUTERPOLICY_CONTROL_PLANE_BIN=$bin
   cargo test --locked --test differential --test operations -- --test-threads="${TEST_THREADS:-4}"
-  # Leases (the gateway replicas' reports, Ready means served) and TokenReviews (who calls).
-  cargo test --locked --test served --test auth -- --test-threads="${TEST_THREADS:-4}"
+  # Leases (the gateway replicas' reports, Ready means served, rollouts judged from them) and
+  # TokenReviews (who calls).
+  cargo test --locked --test served --test auth --test rollouts -- --test-threads="${TEST_THREADS:-4}"
   cargo test --locked --test e2e -- --test-threads="${TEST_THREADS:-4}" \
     crd_is_established_and_kubectl_explain_shows_descriptions \
     each_rule_is_refused_at_admission_with_the_path_validate_reports \

@@ -107,6 +107,56 @@ pub struct ImageVariationPolicySpec {
         "reason": "FieldValueDuplicate"
     }]))]
     pub callers: Option<Vec<Caller>>,
+
+    /// Roll a change of this policy out gradually: a new document first gets a share of the
+    /// calls, step by step, and is rolled back by itself when orq fails too many of them
+    /// (docs/rollouts.md). Absent: a change goes to every call at once. A first document (none
+    /// in service yet) always goes out whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// How a change of the policy goes out: the steps, and when it is rolled back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollout {
+    /// The share of calls the new document gets, step by step (1 to 10 steps, weights 1 to 99
+    /// percent and increasing); after the last step it gets every call.
+    #[schemars(length(min = ROLLOUT_STEPS_MIN, max = ROLLOUT_STEPS_MAX))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.map(s, s.weight).isSorted() && self.all(x, self.exists_one(y, y.weight == x.weight))",
+        "message": "weights must increase from step to step",
+        "reason": "FieldValueInvalid"
+    }]))]
+    pub steps: Vec<RolloutStep>,
+    /// Calls on the new document in a step before the step may be judged (1 to 1000000,
+    /// default 20). A step past its pause with fewer calls waits, and says so in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = ROLLOUT_MIN_REQUESTS_MIN, max = ROLLOUT_MIN_REQUESTS_MAX))]
+    pub min_requests: Option<i64>,
+    /// Failures over calls on the new document above which it is rolled back (0 to 1, default
+    /// 0.05). A failure is orq's 5xx, 400, 404 or 422, or the gateway's upstream timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_failure_ratio: Option<f64>,
+}
+
+/// One step of a rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutStep {
+    /// Percent of calls that get the new document in this step (1 to 99).
+    #[schemars(range(min = ROLLOUT_WEIGHT_MIN, max = ROLLOUT_WEIGHT_MAX))]
+    pub weight: i64,
+    /// How long the step holds before it is judged: hours, minutes and seconds (`30s`, `1m`,
+    /// `1h30m`), 5s to 24h.
+    #[schemars(length(min = 2, max = 24), regex(pattern = PAUSE_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "duration(self) >= duration('5s') && duration(self) <= duration('24h')",
+        "message": "must be between 5s and 24h",
+        "reason": "FieldValueInvalid"
+    }]))]
+    pub pause: String,
 }
 
 /// A caller admitted to a policy: every ServiceAccount of a namespace, or one of them.
@@ -304,6 +354,50 @@ pub struct ImageVariationPolicyStatus {
     /// Targets synced out of targets in spec, e.g. `2/2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_targets: Option<String>,
+    /// The rollout of the current generation, while `spec.rollout` is set and a change went
+    /// out gradually.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a rollout is, and what orq answered.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// `Progressing`, `Succeeded` or `RolledBack`.
+    pub phase: crate::rollout::Phase,
+    /// The generation rolled out.
+    pub generation: i64,
+    /// The current step, from 1 (the last step once it succeeded).
+    pub step: i64,
+    /// Percent of calls on the new document now (0 once it succeeded or was rolled back).
+    pub weight: i64,
+    /// Hash of the document in service before the change.
+    pub stable_hash: String,
+    /// Hash of the new document.
+    pub canary_hash: String,
+    /// When the current step began (RFC 3339).
+    pub step_started_at: String,
+    /// The new document's calls (all replicas) when the current step began.
+    #[serde(default)]
+    pub step_start_calls: i64,
+    /// Calls and failures on the new document, over the live gateway replicas.
+    pub canary: RolloutCounts,
+    /// Calls and failures on the stable document, over the live gateway replicas.
+    pub stable: RolloutCounts,
+    /// What the last decision said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Calls and failures on one document.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCounts {
+    /// Calls forwarded with the document.
+    pub calls: i64,
+    /// Of those, failures.
+    pub failures: i64,
 }
 
 /// The state of the policy in one target ConfigMap.
@@ -354,6 +448,8 @@ pub enum TargetReason {
     TargetFull,
     /// Writing the ConfigMap failed; retried with backoff.
     ApplyFailed,
+    /// The change was rolled back (`spec.rollout`): the document in service before it stays.
+    RolledBack,
 }
 
 impl TargetReason {
@@ -366,6 +462,7 @@ impl TargetReason {
             TargetReason::TargetNotManaged => "TargetNotManaged",
             TargetReason::TargetFull => "TargetFull",
             TargetReason::ApplyFailed => "ApplyFailed",
+            TargetReason::RolledBack => "RolledBack",
         }
     }
 }

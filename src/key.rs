@@ -22,6 +22,7 @@ pub const HASH_HEADER: &str = "x-routerpolicy-policy-hash";
 /// The suffix of a policy's data key and file name.
 const JSON_SUFFIX: &str = ".json";
 const CALLERS_SUFFIX: &str = ".callers";
+const CANARY_SUFFIX: &str = ".canary";
 
 static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_LABEL_PATTERN).expect("valid pattern"));
 static SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_SUBDOMAIN_PATTERN).expect("valid pattern"));
@@ -83,9 +84,23 @@ impl PolicyKey {
         PolicyKey::parse(key.strip_suffix(CALLERS_SUFFIX)?).ok()
     }
 
-    /// The policy a data key belongs to: its document's or its callers entry's.
+    /// The key of its canary entry during a rollout, `<namespace>.<name>.canary`
+    /// ([`crate::rollout::CanaryEntry`]).
+    pub fn canary_key(&self) -> String {
+        format!("{}.{}{CANARY_SUFFIX}", self.namespace, self.name)
+    }
+
+    /// The policy whose canary entry `key` is, if it is one.
+    pub fn from_canary_key(key: &str) -> Option<Self> {
+        PolicyKey::parse(key.strip_suffix(CANARY_SUFFIX)?).ok()
+    }
+
+    /// The policy a data key belongs to: its document's, its callers entry's or its canary
+    /// entry's.
     pub fn owner_of_data_key(key: &str) -> Option<Self> {
-        PolicyKey::from_data_key(key).or_else(|| PolicyKey::from_callers_key(key))
+        PolicyKey::from_data_key(key)
+            .or_else(|| PolicyKey::from_callers_key(key))
+            .or_else(|| PolicyKey::from_canary_key(key))
     }
 
     /// `<namespace>/<name>`: the operator's metric label, as kubectl names an object.
@@ -196,7 +211,13 @@ mod tests {
         let other = PolicyKey::new("team-a", "avatars.callers");
         assert_eq!(PolicyKey::from_callers_key(&other.data_key()), None);
         assert_eq!(PolicyKey::owner_of_data_key(&other.data_key()), Some(other));
-        assert_eq!(PolicyKey::owner_of_data_key(&key.callers_key()), Some(key));
+        assert_eq!(PolicyKey::owner_of_data_key(&key.callers_key()), Some(key.clone()));
+        // Nor is a canary entry; it names its policy too.
+        assert_eq!(key.canary_key(), "team-a.avatars.canary");
+        assert_eq!(PolicyKey::owner_of_data_key(&key.canary_key()), Some(key.clone()));
+        assert_eq!(PolicyKey::from_data_key(&key.canary_key()), None);
+        let canary_named = PolicyKey::new("team-a", "avatars.canary");
+        assert_eq!(PolicyKey::owner_of_data_key(&canary_named.data_key()), Some(canary_named));
     }
 
     #[test]

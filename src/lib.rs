@@ -16,7 +16,8 @@
 //!   operator.
 //! - **Leaves** both wings use: [`key`] (typed policy and ConfigMap names), [`hash`] (the
 //!   document hashes), [`process`] (logging, signals, admin endpoints), [`serving`] (what a
-//!   gateway replica reports it serves).
+//!   gateway replica reports it serves), [`rollout`] (the canary entry, failures, counts and
+//!   the judgement of a step).
 //!
 //! docs/architecture.md draws the data flow of an event and of a request.
 
@@ -33,6 +34,7 @@ pub mod operator;
 pub mod process;
 pub mod reference;
 pub mod render;
+pub mod rollout;
 pub mod schema;
 pub mod serving;
 pub mod target;

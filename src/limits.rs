@@ -103,3 +103,18 @@ pub const CALLERS_MAX: u32 = 32;
 
 /// The API server's limit on a ConfigMap's data (sum of key and value lengths).
 pub const CONFIGMAP_MAX_BYTES: usize = 1024 * 1024;
+
+/// Steps of `spec.rollout.steps`.
+pub const ROLLOUT_STEPS_MIN: u32 = 1;
+/// Steps of `spec.rollout.steps`, at most.
+pub const ROLLOUT_STEPS_MAX: u32 = 10;
+/// A step's weight (percent of calls on the new document).
+pub const ROLLOUT_WEIGHT_MIN: i64 = 1;
+/// A step's weight, at most.
+pub const ROLLOUT_WEIGHT_MAX: i64 = 99;
+/// `spec.rollout.minRequests`.
+pub const ROLLOUT_MIN_REQUESTS_MIN: i64 = 1;
+/// `spec.rollout.minRequests`, at most.
+pub const ROLLOUT_MIN_REQUESTS_MAX: i64 = 1_000_000;
+/// The pattern of a step's `pause`: hours, minutes, seconds, each at most once, in order.
+pub const PAUSE_PATTERN: &str = "^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?$";

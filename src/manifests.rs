@@ -452,8 +452,16 @@ fn collect_inputs(docs: &[Document], schema: &Value, default_namespace: &str, re
         policy.metadata.namespace = Some(namespace.clone());
         let name = policy.metadata.name.clone().unwrap_or_default();
         let document = render_policy(&policy.spec);
+        // With `spec.rollout`, a change of a document in service (a ConfigMap among the
+        // manifests holds another one) shows as the rollout's first step.
+        let first_weight =
+            policy.spec.rollout.as_ref().map(crate::rollout::Plan::of).and_then(|p| p.steps.first().map(|s| s.0));
         for target in policy.spec.targets(&namespace) {
-            let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), Content::Document(document.clone()));
+            let content = match first_weight {
+                Some(weight) => Content::Canary { document: document.clone(), weight },
+                None => Content::Document(document.clone()),
+            };
+            let at = PolicyAtTarget::new(PolicyKey::new(&namespace, &name), content);
             inputs.by_target.entry(target).or_default().push(at);
         }
     }

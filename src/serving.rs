@@ -34,6 +34,10 @@ pub struct ServingReport {
     /// Data keys the replica refused, with why (it keeps serving their last good document).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected: BTreeMap<String, String>,
+    /// Calls and failures per document hash, only for documents under rollout (so the report
+    /// stays small however many policies the replica serves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls: BTreeMap<String, crate::rollout::CallCounts>,
 }
 
 impl ServingReport {

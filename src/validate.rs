@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::api::{Caller, Fallback, Identity, ImageVariationPolicySpec, Retry, TargetRef, Timeout};
+use crate::api::{Caller, Fallback, Identity, ImageVariationPolicySpec, Retry, Rollout, TargetRef, Timeout};
 use crate::limits::*;
 
 /// What kind of finding a [`Violation`] is, where code must tell findings apart.
@@ -266,7 +266,49 @@ pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report
     if let Some(callers) = &spec.callers {
         check_callers(&mut report, callers);
     }
+    if let Some(rollout) = &spec.rollout {
+        check_rollout(&mut report, rollout);
+    }
     report
+}
+
+/// `spec.rollout`: 1 to 10 steps, weights 1 to 99 and increasing, pauses 5s to 24h, bounded
+/// `minRequests` and a ratio between 0 and 1.
+fn check_rollout(report: &mut Report, rollout: &Rollout) {
+    report.check_items("spec.rollout.steps", rollout.steps.len(), ROLLOUT_STEPS_MIN, ROLLOUT_STEPS_MAX);
+    let mut increasing = true;
+    for (i, step) in rollout.steps.iter().enumerate() {
+        report.check_range(
+            &format!("spec.rollout.steps[{i}].weight"),
+            step.weight,
+            ROLLOUT_WEIGHT_MIN,
+            ROLLOUT_WEIGHT_MAX,
+        );
+        let path = format!("spec.rollout.steps[{i}].pause");
+        report.check_string(&path, &step.pause, 2, 24, Some(PAUSE_PATTERN));
+        if step.pause.len() >= 2 && step.pause.len() <= 24 && matches_pattern(PAUSE_PATTERN, &step.pause) {
+            let seconds = crate::rollout::parse_pause(&step.pause).unwrap_or(0);
+            if !(crate::rollout::PAUSE_MIN_SECONDS..=crate::rollout::PAUSE_MAX_SECONDS).contains(&seconds) {
+                report.error(&path, "must be between 5s and 24h");
+            }
+        }
+        if i > 0 && rollout.steps[i - 1].weight >= step.weight {
+            increasing = false;
+        }
+    }
+    if !increasing {
+        report.error("spec.rollout.steps", "weights must increase from step to step");
+    }
+    if let Some(min) = rollout.min_requests {
+        report.check_range("spec.rollout.minRequests", min, ROLLOUT_MIN_REQUESTS_MIN, ROLLOUT_MIN_REQUESTS_MAX);
+    }
+    if let Some(ratio) = rollout.max_failure_ratio {
+        if ratio < 0.0 {
+            report.error("spec.rollout.maxFailureRatio", msg::minimum(0));
+        } else if ratio > 1.0 {
+            report.error("spec.rollout.maxFailureRatio", msg::maximum(1));
+        }
+    }
 }
 
 fn check_retry(report: &mut Report, retry: &Retry) {
@@ -526,6 +568,13 @@ fn trim_float(value: f64) -> String {
 pub fn validate_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpec) -> Report {
     let mut report = validate_spec(spec, namespace);
     report.errors.splice(0..0, validate_object_name(name, namespace));
+    let canary = crate::key::PolicyKey::new(namespace, name).canary_key();
+    if spec.rollout.is_some() && report.is_valid() && canary.len() > DNS1123_SUBDOMAIN_MAX as usize {
+        report.error(
+            "metadata.name",
+            format!("is too long for spec.rollout: the canary key {canary:?} would exceed {DNS1123_SUBDOMAIN_MAX} characters"),
+        );
+    }
     report
 }
 

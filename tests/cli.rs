@@ -282,3 +282,24 @@ fn docs_reference_matches_the_crd_schema() {
         "docs/reference.md drifted from the schema: UPDATE_GOLDEN=1 cargo test --test cli docs_reference"
     );
 }
+
+#[test]
+fn render_shows_a_rollouts_first_step_beside_the_document_in_service() {
+    let policy = "apiVersion: routerpolicy.io/v1alpha1\nkind: ImageVariationPolicy\nmetadata: {name: p, namespace: team-a}\n\
+        spec:\n  targetRefs: [{name: gw}]\n  retry: {count: 3}\n  rollout:\n    steps: [{weight: 20, pause: 1m}, {weight: 50, pause: 1m}]\n";
+    let in_service = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gw\n  namespace: team-a\n  labels: {app.kubernetes.io/managed-by: routerpolicy}\n\
+        data:\n  team-a.p.json: '{\"retry\":{\"count\":2}}'\n";
+    let out = routerpolicy(&["render", "-f", "-", "-o", "json"], Some(&format!("{policy}{in_service}")));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let data = &list["items"][0]["data"];
+    assert_eq!(data["team-a.p.json"], r#"{"retry":{"count":2}}"#, "the document in service stays");
+    let canary = data["team-a.p.canary"].as_str().expect("a canary entry");
+    let entry = routerpolicy::rollout::CanaryEntry::parse(canary.as_bytes()).expect("canary entry");
+    assert_eq!((entry.weight, entry.document.as_str()), (20, r#"{"retry":{"count":3}}"#));
+    // Without a document in service, the first one goes out whole.
+    let out = routerpolicy(&["render", "-f", "-", "-o", "json"], Some(policy));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(list["items"][0]["data"]["team-a.p.json"], r#"{"retry":{"count":3}}"#);
+    assert!(list["items"][0]["data"].get("team-a.p.canary").is_none());
+}

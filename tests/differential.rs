@@ -45,7 +45,9 @@ fn base() -> Value {
                 {"model": "openai/gpt-4o", "weight": 0.7},
                 {"model": "anthropic/claude-3-5-sonnet", "weight": 0.3}
             ]},
-            "timeout": {"callTimeout": 30000}
+            "timeout": {"callTimeout": 30000},
+            "rollout": {"steps": [{"weight": 20, "pause": "1m"}, {"weight": 50, "pause": "1h30m"}],
+                "minRequests": 20, "maxFailureRatio": 0.05}
         }
     })
 }

@@ -47,6 +47,7 @@ fn argocd_health_is_healthy_when_ready() {
         config_hash: Some("h".into()),
         targets: vec![target(true, TargetReason::Synced, "")],
         serves: vec![],
+        rollout: None,
     };
     let (status, message) = health(&policy_with(obs, 1));
     assert_eq!(status, "Healthy");
@@ -59,7 +60,8 @@ fn argocd_health_is_degraded_with_the_field_path_when_invalid() {
         errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
         warnings: vec![],
     };
-    let obs = StatusInput { generation: Some(3), report, config_hash: None, targets: vec![], serves: vec![] };
+    let obs =
+        StatusInput { generation: Some(3), report, config_hash: None, targets: vec![], serves: vec![], rollout: None };
     let (status, message) = health(&policy_with(obs, 3));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("ValidationFailed: spec.retry.count: must be less than or equal to 5"), "{message}");
@@ -73,6 +75,7 @@ fn argocd_health_is_degraded_when_a_target_refuses() {
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::RefNotPermitted, "no consent")],
         serves: vec![],
+        rollout: None,
     };
     let (status, message) = health(&policy_with(obs, 1));
     assert_eq!(status, "Degraded");
@@ -87,6 +90,7 @@ fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::ApplyFailed, "timeout")],
         serves: vec![],
+        rollout: None,
     };
     assert_eq!(health(&policy_with(obs.clone(), 1)).0, "Progressing");
     let ready = StatusInput { targets: vec![target(true, TargetReason::Synced, "")], ..obs.clone() };
@@ -347,4 +351,31 @@ fn every_document_the_repository_refers_to_is_in_it() {
         }
     }
     assert!(checked > 50, "the docs refer to each other ({checked} references found)");
+}
+
+#[test]
+fn argocd_health_follows_a_rollout_progressing_then_degraded_when_rolled_back() {
+    use routerpolicy::api::RolloutStatus;
+    use routerpolicy::rollout::Phase;
+    let with = |phase: Phase, synced: bool, reason: TargetReason| StatusInput {
+        generation: Some(2),
+        report: Report::default(),
+        config_hash: Some("new".into()),
+        targets: vec![target(synced, reason, "")],
+        serves: vec![],
+        rollout: Some(RolloutStatus {
+            phase,
+            step: 1,
+            weight: 20,
+            message: "rolled back: failure ratio 0.900; the most common orq answer was 404".into(),
+            ..Default::default()
+        }),
+    };
+    let (status, message) = health(&policy_with(with(Phase::Progressing, true, TargetReason::Synced), 2));
+    assert_eq!(status, "Progressing");
+    assert!(message.starts_with("RolloutProgressing: "), "{message}");
+    let (status, message) = health(&policy_with(with(Phase::RolledBack, false, TargetReason::RolledBack), 2));
+    assert_eq!(status, "Degraded");
+    assert!(message.starts_with("RolledBack: ") && message.contains("404"), "{message}");
+    assert_eq!(health(&policy_with(with(Phase::Succeeded, true, TargetReason::Synced), 2)).0, "Healthy");
 }

@@ -359,19 +359,9 @@ async fn a_namespace_scoped_instance_never_writes_a_policy_of_another_namespace(
 /// the document it applied.
 async fn call(gateway: &GatewayProcess, policy: &str) -> (u16, Option<String>) {
     let (addr, policy) = (gateway.addr, policy.to_string());
-    tokio::task::spawn_blocking(move || {
-        let body = gwsupport::multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &gwsupport::image(1024))]);
-        let head = gwsupport::post_head(
-            "/v2/router/images/variations",
-            "XyZ",
-            body.len(),
-            &[("X-Routerpolicy-Policy", policy.as_str())],
-        );
-        let response = gwsupport::send(addr, &head, &body, None).expect("a response");
-        (response.status, response.headers.get("x-routerpolicy-policy-hash").cloned())
-    })
-    .await
-    .expect("call task")
+    tokio::task::spawn_blocking(move || gwsupport::call_policy(addr, &policy, 1024).expect("a response"))
+        .await
+        .expect("call task")
 }
 
 /// The policy `ns/p` aiming at the gateway's ConfigMap, Ready at its generation: its hash.

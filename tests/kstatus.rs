@@ -9,9 +9,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use routerpolicy::api::{TargetReason, TargetStatus};
+use routerpolicy::api::{RolloutStatus, TargetReason, TargetStatus};
 use routerpolicy::operator::served::Serve;
 use routerpolicy::operator::status::{StatusInput, compute_status};
+use routerpolicy::rollout::Phase;
 use routerpolicy::validate::{Report, Violation};
 use serde_json::json;
 
@@ -41,7 +42,27 @@ fn input(report: Report, synced: bool, reason: TargetReason, serve: Serve) -> St
         config_hash: Some("abc".into()),
         targets: vec![target(synced, reason)],
         serves: vec![serve],
+        rollout: None,
     }
+}
+
+/// A policy whose change is rolling out (`Progressing`) or was rolled back.
+fn rolling(phase: Phase) -> StatusInput {
+    let (synced, reason) = match phase {
+        Phase::RolledBack => (false, TargetReason::RolledBack),
+        _ => (true, TargetReason::Synced),
+    };
+    let rollout = RolloutStatus {
+        phase,
+        generation: 2,
+        step: 1,
+        weight: 20,
+        stable_hash: "old".into(),
+        canary_hash: "abc".into(),
+        message: "rolled back: failure ratio 0.900 (18 of 20 calls); the most common orq answer was 404".into(),
+        ..Default::default()
+    };
+    StatusInput { rollout: Some(rollout), ..input(Report::default(), synced, reason, Serve::Served { replicas: 2 }) }
 }
 
 /// What kstatus says of a policy at `generation` whose status the operator computed.
@@ -112,6 +133,9 @@ fn kstatus_waits_for_gateway_replicas_and_fails_fast_on_a_refusing_or_stale_one(
         ("an invalid spec", input(invalid, false, TargetReason::ValidationFailed, Serve::NoReports), 2, "Failed"),
         ("a write being retried", input(ok(), false, TargetReason::ApplyFailed, Serve::NoReports), 2, "InProgress"),
         ("a newer generation", input(ok(), true, TargetReason::Synced, Serve::Served { replicas: 3 }), 3, "InProgress"),
+        ("a change rolling out", rolling(Phase::Progressing), 2, "InProgress"),
+        ("a change rolled back", rolling(Phase::RolledBack), 2, "Failed"),
+        ("a change rolled out", rolling(Phase::Succeeded), 2, "Current"),
     ];
     let inputs: Vec<(&str, StatusInput, i64)> = cases.iter().map(|(n, i, g, _)| (*n, i.clone(), *g)).collect();
     let results = kstatus_of(&inputs);
@@ -121,4 +145,6 @@ fn kstatus_waits_for_gateway_replicas_and_fails_fast_on_a_refusing_or_stale_one(
     }
     assert!(results[2].1.contains("waiting for the gateway replicas"), "{:?}", results[2]);
     assert!(results[3].1.contains("gw-1"), "Flux shows which replica refuses: {:?}", results[3]);
+    assert!(results[8].1.contains("20% of calls"), "Flux shows the step: {:?}", results[8]);
+    assert!(results[9].1.contains("404"), "Flux shows why it was rolled back: {:?}", results[9]);
 }

@@ -453,6 +453,7 @@ mod tests {
             config_map: "team-a/gw".into(),
             resource_version: revision.into(),
             rejected: rejected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
         };
         let renewed = k8s_openapi::jiff::Timestamp::from_millisecond(NOW_MS - ago_s * 1000).expect("time");
         Lease {

@@ -3,10 +3,12 @@
 //!
 //! The Lease (`coordination.k8s.io/v1`, in the replica's namespace, labelled
 //! `routerpolicy.io/gateway-replica: "true"`) is created after the first complete load,
-//! renewed every `--report-interval`, rewritten at once when what is served changes, owned by
+//! renewed every `--report-interval` (with the calls and failures of the documents under
+//! rollout), rewritten at once when what is served changes, owned by
 //! the replica's Pod where the downward API names it (`POD_NAME`, `POD_UID`), and deleted on
 //! shutdown. Nothing is written per request.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -19,6 +21,7 @@ use tracing::{info, warn};
 use crate::gateway::Serving;
 use crate::gateway::reload::first_time;
 use crate::key::TargetKey;
+use crate::rollout::CallCounts;
 use crate::serving::{GATEWAY_FIELD_MANAGER, GATEWAY_REPLICA_LABEL, SERVING_ANNOTATION, ServingReport, lease_name};
 
 /// Where and how this replica reports.
@@ -54,11 +57,12 @@ impl Reporter {
         }
     }
 
-    fn lease(&self, serving: &Serving, acquired: &MicroTime) -> Lease {
+    fn lease(&self, serving: &Serving, calls: CallsByHash, acquired: &MicroTime) -> Lease {
         let report = ServingReport {
             config_map: self.config_map.to_string(),
             resource_version: serving.resource_version.clone(),
             rejected: serving.rejected.clone(),
+            calls,
         };
         Lease {
             metadata: ObjectMeta {
@@ -80,8 +84,8 @@ impl Reporter {
         }
     }
 
-    async fn write(&self, serving: &Serving, acquired: &MicroTime) -> Result<(), kube::Error> {
-        let mut lease = serde_json::to_value(self.lease(serving, acquired)).map_err(kube::Error::SerdeError)?;
+    async fn write(&self, serving: &Serving, calls: CallsByHash, acquired: &MicroTime) -> Result<(), kube::Error> {
+        let mut lease = serde_json::to_value(self.lease(serving, calls, acquired)).map_err(kube::Error::SerdeError)?;
         lease["apiVersion"] = "coordination.k8s.io/v1".into();
         lease["kind"] = "Lease".into();
         let params = PatchParams::apply(GATEWAY_FIELD_MANAGER).force();
@@ -96,8 +100,17 @@ fn pod_owner() -> Option<OwnerReference> {
     Some(OwnerReference { api_version: "v1".into(), kind: "Pod".into(), name, uid, ..Default::default() })
 }
 
-/// Keeps the report Lease until `stop` turns true, then deletes it.
-pub async fn report(reporter: Reporter, mut serving: watch::Receiver<Serving>, mut stop: watch::Receiver<bool>) {
+/// Calls and failures per document hash under rollout.
+type CallsByHash = BTreeMap<String, CallCounts>;
+
+/// Keeps the report Lease until `stop` turns true, then deletes it. Every renewal carries the
+/// calls and failures of the documents under rollout as `calls()` gives them then.
+pub async fn report(
+    reporter: Reporter,
+    mut serving: watch::Receiver<Serving>,
+    calls: impl Fn() -> CallsByHash,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::select! {
         loaded = serving.wait_for(|s| s.loaded) => if loaded.is_err() { return },
         _ = stop.wait_for(|s| *s) => return,
@@ -107,7 +120,7 @@ pub async fn report(reporter: Reporter, mut serving: watch::Receiver<Serving>, m
     info!(lease = %reporter.name, "reporting what this replica serves");
     loop {
         let current = serving.borrow_and_update().clone();
-        match reporter.write(&current, &acquired).await {
+        match reporter.write(&current, calls(), &acquired).await {
             Ok(()) => {
                 if last_error.take().is_some() {
                     info!(lease = %reporter.name, "report Lease written again");

@@ -26,6 +26,7 @@ use crate::gateway::stream::StreamRewrite;
 use crate::gateway::upstream::{Chunks, UploadSender, UpstreamBody, error_chain, is_timeout, upload};
 use crate::gateway::{Gateway, HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
 use crate::key::PolicyKey;
+use crate::rollout;
 
 /// What a streamed request holds at most, and reserves of the budget: hyper's read buffer
 /// (about 400 KiB), the frame being split, up to [`UPLOAD_QUEUE`] chunks on their way to orq and
@@ -47,16 +48,29 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         Ok(caller) => caller,
         Err(error) => return answer(&gw, None, error),
     };
-    let policy = match select_policy(&gw, request.headers()).and_then(|p| authorize(&gw, caller.as_deref(), p)) {
-        Ok(policy) => policy,
+    // During a rollout the call takes the new document or the stable one (and is counted
+    // under it); the caller must be admitted by the one it takes.
+    let chosen = select_policy(&gw, request.headers()).map(|p| p.choose());
+    let (policy, counter) = match chosen.and_then(|(p, c)| Ok((authorize(&gw, caller.as_deref(), p)?, c))) {
+        Ok(chosen) => chosen,
         Err(error) => return answer(&gw, None, error),
     };
     match forward(&gw, &policy, request).await {
         Ok(response) => {
+            if let Some(counter) = counter {
+                counter.record(rollout::failure_of_status(response.status().as_u16()));
+            }
             gw.metrics.count(Some(&policy.key), response.status());
             response
         }
-        Err(error) => answer(&gw, Some(&policy.key), error),
+        Err(error) => {
+            if let Some(counter) = counter
+                && matches!(error, ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamConnectTimeout(_))
+            {
+                counter.record(Some(rollout::TIMEOUT_ANSWER.to_string()));
+            }
+            answer(&gw, Some(&policy.key), error)
+        }
     }
 }
 

@@ -148,7 +148,7 @@ pub fn publish(gw: &Gateway, files: BTreeMap<String, FileRead>) -> BTreeMap<Stri
     if let Ok(mut s) = gw.snapshot.write() {
         *s = Arc::new(result.snapshot);
     }
-    result.errors.into_iter().map(|e| (e.policy.data_key(), e.message)).collect()
+    result.errors.into_iter().map(|e| (e.key, e.message)).collect()
 }
 
 /// Re-reads the key file; keeps the key loaded before when it cannot be used.

@@ -81,7 +81,10 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         (Some(target), Some(client)) => {
             tasks.spawn(source::watch_configmap(gw.clone(), client.clone(), target.clone(), stop_rx.clone()));
             if options.report {
-                tasks.spawn(lease::report(reporter(&options, client, target), gw.serving.subscribe(), stop_rx.clone()));
+                let counts = gw.clone();
+                let calls = move || counts.snapshot.read().map(|s| s.rollout_counts()).unwrap_or_default();
+                let reporter = reporter(&options, client, target);
+                tasks.spawn(lease::report(reporter, gw.serving.subscribe(), calls, stop_rx.clone()));
             }
             None
         }

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use crate::api::ImageVariationPolicySpec;
 use crate::key::{PolicyKey, TargetKey};
 use crate::render::{GatewayDocument, render_policy};
+use crate::rollout::Plan;
 use crate::validate::{Report, Violation, validate_policy};
 
 /// What one spec compiles to.
@@ -22,6 +23,8 @@ pub struct CompiledPolicy {
     pub document: Option<GatewayDocument>,
     /// The targets the spec names (resolved, de-duplicated, in spec order).
     pub targets: Vec<TargetKey>,
+    /// How a change goes out (`spec.rollout`, of a valid policy).
+    pub rollout: Option<Plan>,
 }
 
 /// Compiles the spec of `policy` (raw JSON as the watch delivered it, or missing).
@@ -34,7 +37,8 @@ pub fn compile(policy: &PolicyKey, spec: Option<&RawValue>) -> CompiledPolicy {
         Ok(spec) => {
             let report = validate_policy(&policy.namespace, &policy.name, &spec);
             let document = report.is_valid().then(|| render_policy(&spec));
-            CompiledPolicy { readable: true, report, document, targets: spec.targets(&policy.namespace) }
+            let rollout = spec.rollout.as_ref().filter(|_| report.is_valid()).map(Plan::of);
+            CompiledPolicy { readable: true, report, document, targets: spec.targets(&policy.namespace), rollout }
         }
         Err(error) => CompiledPolicy {
             readable: false,
@@ -44,6 +48,7 @@ pub fn compile(policy: &PolicyKey, spec: Option<&RawValue>) -> CompiledPolicy {
             },
             document: None,
             targets: Vec::new(),
+            rollout: None,
         },
     }
 }

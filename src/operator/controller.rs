@@ -280,6 +280,9 @@ impl Controller {
         if touched.removed {
             self.metrics.set_ready(&key, None);
         }
+        if touched.rollout_action {
+            self.statuses.add(key.clone());
+        }
         if touched.legacy_finalizer
             && let Some((resource_version, finalizers)) = legacy
         {

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::api::ImageVariationPolicy;
 use crate::key::PolicyKey;
+use crate::rollout::ACTION_ANNOTATION;
 
 /// The finalizer earlier versions added to every policy; removed wherever it is found.
 pub const LEGACY_FINALIZER: &str = "routerpolicy.io/cleanup";
@@ -33,6 +34,7 @@ struct SlimMeta {
     resource_version: Option<String>,
     deletion_timestamp: Option<Time>,
     finalizers: Option<Vec<String>>,
+    annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl From<SlimMeta> for ObjectMeta {
@@ -45,6 +47,8 @@ impl From<SlimMeta> for ObjectMeta {
             resource_version: m.resource_version,
             deletion_timestamp: m.deletion_timestamp,
             finalizers: m.finalizers,
+            // Only the annotation the controller reads is kept.
+            annotations: m.annotations.and_then(|mut a| a.remove_entry(ACTION_ANNOTATION)).map(|entry| [entry].into()),
             ..Default::default()
         }
     }
@@ -119,6 +123,8 @@ pub struct DecodedPolicy {
     pub deleting: bool,
     /// Its finalizers (the legacy one is removed; others are kept).
     pub finalizers: Vec<String>,
+    /// The `routerpolicy.io/rollout-action` annotation (`promote` or `abort`), when set.
+    pub rollout_action: Option<String>,
 }
 
 impl DecodedPolicy {
@@ -147,6 +153,7 @@ pub fn decode(policy: WatchedPolicy) -> DecodedPolicy {
         status: policy.status,
         deleting: meta.deletion_timestamp.is_some(),
         finalizers: meta.finalizers.unwrap_or_default(),
+        rollout_action: meta.annotations.and_then(|mut a| a.remove(ACTION_ANNOTATION)),
     }
 }
 

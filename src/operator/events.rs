@@ -60,6 +60,12 @@ pub enum EventReason {
     DeprecatedField,
     /// A new document is in every target.
     Synced,
+    /// A rollout began or went to its next step.
+    RolloutStep,
+    /// A rollout finished: the new document gets every call.
+    RolloutPromoted,
+    /// A rollout was rolled back: only the document in service before it remains.
+    RolledBack,
 }
 
 impl EventReason {
@@ -73,13 +79,16 @@ impl EventReason {
             EventReason::ApplyFailed => "ApplyFailed",
             EventReason::DeprecatedField => "DeprecatedField",
             EventReason::Synced => "Synced",
+            EventReason::RolloutStep => "RolloutStep",
+            EventReason::RolloutPromoted => "RolloutPromoted",
+            EventReason::RolledBack => "RolledBack",
         }
     }
 
     /// `Normal` for a new document, `Warning` for everything else.
     pub fn event_type(self) -> EventType {
         match self {
-            EventReason::Synced => EventType::Normal,
+            EventReason::Synced | EventReason::RolloutStep | EventReason::RolloutPromoted => EventType::Normal,
             _ => EventType::Warning,
         }
     }
@@ -90,6 +99,7 @@ impl EventReason {
             TargetReason::RefNotPermitted => EventReason::RefNotPermitted,
             TargetReason::TargetNotManaged => EventReason::TargetNotManaged,
             TargetReason::TargetFull => EventReason::TargetFull,
+            TargetReason::RolledBack => EventReason::RolledBack,
             _ => EventReason::ApplyFailed,
         }
     }

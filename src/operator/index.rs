@@ -24,12 +24,17 @@ use crate::key::{PolicyKey, TargetKey};
 use crate::operator::boundary::Boundary;
 use crate::operator::compile::compile;
 use crate::operator::decode::DecodedPolicy;
-use crate::operator::served::{Landed, Replica, ReplicaKey, Reports};
+use crate::operator::served::{Landed, Replica, ReplicaKey, Reports, Serve};
 use crate::operator::status::{StatusInput, StatusMemo};
 use crate::render::GatewayDocument;
+use crate::rollout::{Phase, Plan, State};
 use crate::target::configmap::{ConfigMapWatch, ExistingTarget};
 use crate::target::plan::{Content, Outcome, PolicyAtTarget, TargetPlan};
 use crate::validate::Report;
+
+mod rollouts;
+
+pub use rollouts::Judged;
 
 /// One policy in the index.
 #[derive(Clone, Debug)]
@@ -61,6 +66,16 @@ pub struct PolicyEntry {
     /// Where the current document landed in each target (kept across spec changes that
     /// leave the document as it is).
     pub landed: Vec<(TargetKey, Landed)>,
+    /// How a change goes out (`spec.rollout`), for a valid policy that sets it.
+    pub rollout_plan: Option<Plan>,
+    /// The rollout of the current document (once settled), or the one before it (while
+    /// `rollout_pending`).
+    pub rollout: Option<State>,
+    /// Whether the rollout of a new generation is still to be settled against what the targets
+    /// hold (it is, when one of its targets is planned next: every watch has listed by then).
+    pub rollout_pending: bool,
+    /// The `routerpolicy.io/rollout-action` annotation, not acted on yet.
+    pub rollout_action: Option<String>,
 }
 
 impl PolicyEntry {
@@ -136,6 +151,8 @@ pub struct Touched {
     pub legacy_finalizer: bool,
     /// Whether the policy left the index (deleted, or being deleted).
     pub removed: bool,
+    /// Whether it carries a rollout action to act on (its status is looked at).
+    pub rollout_action: bool,
 }
 
 /// The input of one target's plan, and the policy revisions it was taken at.
@@ -251,7 +268,9 @@ impl Index {
             if not_older(entry.resource_version.as_deref(), decoded.resource_version.as_deref()) {
                 entry.resource_version = decoded.resource_version;
             }
-            return Touched { legacy_finalizer, ..Default::default() };
+            entry.rollout_action = decoded.rollout_action;
+            let rollout_action = entry.rollout_action.is_some();
+            return Touched { legacy_finalizer, rollout_action, ..Default::default() };
         }
         let compiled = compile(&decoded.key, decoded.spec.as_deref());
         let key = decoded.key.clone();
@@ -266,11 +285,25 @@ impl Index {
             touched.targets.insert(t.clone());
         }
         touched.targets.extend(self.holders.get(&key).into_iter().flatten().cloned());
+        // A policy new to the index (the operator started, or took over) brings its stored
+        // status: what the next one is compared with, and the rollout it continues.
+        let stored = match &previous {
+            Some(_) => None,
+            None => decoded
+                .status
+                .as_ref()
+                .and_then(|raw| serde_json::from_str::<ImageVariationPolicyStatus>(raw.get()).ok()),
+        };
         let status = previous.as_ref().and_then(|p| p.status.clone()).or_else(|| {
-            let raw = decoded.status.as_ref()?;
-            let stored = serde_json::from_str::<ImageVariationPolicyStatus>(raw.get()).ok()?;
-            Some(StatusMemo::of(&stored, StatusMemo::shows_deprecation(&stored, decoded.generation, &compiled.report)))
+            let stored = stored.as_ref()?;
+            Some(StatusMemo::of(stored, StatusMemo::shows_deprecation(stored, decoded.generation, &compiled.report)))
         });
+        let prior_rollout = match &previous {
+            Some(p) => p.rollout.clone(),
+            None => stored.as_ref().and_then(|s| s.rollout.as_ref()).map(State::of_status),
+        };
+        let rollout_pending = compiled.rollout.is_some() && compiled.document.is_some();
+        touched.rollout_action = decoded.rollout_action.is_some();
         self.policies.insert(
             key.clone(),
             PolicyEntry {
@@ -286,6 +319,10 @@ impl Index {
                 outcomes: Vec::new(),
                 status,
                 landed: previous.map(|p| p.landed).unwrap_or_default(),
+                rollout_plan: compiled.rollout,
+                rollout: prior_rollout.filter(|_| rollout_pending),
+                rollout_pending,
+                rollout_action: decoded.rollout_action,
             },
         );
         touched
@@ -418,7 +455,7 @@ impl Index {
             };
             let named = policy.targets.contains(target);
             let content = match &policy.document {
-                Some(doc) if named => Content::Document(doc.clone()),
+                Some(doc) if named => policy.content_of(doc),
                 Some(_) => continue, // retargeted: its key goes
                 None if named || holds => Content::KeepLastGood,
                 None => continue,
@@ -493,11 +530,32 @@ impl Index {
         let mut serves = Vec::with_capacity(targets.len());
         let data_key = key.data_key();
         for t in &targets {
-            statuses.push(entry.outcome(t)?.target_status(t, key));
+            let outcome = entry.outcome(t)?;
+            statuses.push(outcome.target_status(t, key));
             let landed = entry.landed.iter().find(|(l, _)| l == t).map(|(_, l)| l);
-            serves.push(self.reports.serve(t, &data_key, landed, now_ms, stale_after_ms));
+            serves.push(match outcome {
+                // Nothing new was written: there is nothing for the replicas to load.
+                Outcome::RolledBack { .. } => Serve::NoReports,
+                _ => self.reports.serve(t, &data_key, landed, now_ms, stale_after_ms),
+            });
         }
+        let rollout = match (&entry.rollout, &entry.rollout_plan, &entry.document) {
+            (Some(state), Some(plan), Some(doc)) if !entry.rollout_pending && state.canary_hash == doc.hash => {
+                // While it progresses, the replicas' counts now; once it ended, as last judged
+                // (the replicas count only documents under rollout).
+                Some(match state.phase {
+                    Phase::Progressing => {
+                        let canary = self.calls_of(key, &state.canary_hash, now_ms);
+                        let stable = self.calls_of(key, &state.stable_hash, now_ms);
+                        state.to_status(plan, &canary, &stable)
+                    }
+                    _ => state.to_status(plan, &state.canary, &state.stable),
+                })
+            }
+            _ => None,
+        };
         Some(StatusInput {
+            rollout,
             generation: entry.generation,
             report: entry.report.clone(),
             config_hash: entry.document.as_ref().map(|d| d.hash.clone()),
@@ -555,6 +613,8 @@ mod tests {
     use super::*;
     use crate::api::ImageVariationPolicySpec;
     use crate::operator::decode::LEGACY_FINALIZER;
+    use crate::operator::events::EventReason;
+    use crate::rollout::CallCounts;
     use crate::target::configmap::ConfigMapWatch::{Managed, OptedIn};
     use crate::target::configmap::{GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
     use crate::target::plan::plan_target;
@@ -584,6 +644,7 @@ mod tests {
             status: None,
             deleting: false,
             finalizers: Vec::new(),
+            rollout_action: None,
         }
     }
 
@@ -670,6 +731,136 @@ mod tests {
         let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert!(input.targets[0].last_good_kept);
         assert!(!input.report.is_valid());
+    }
+
+    /// A spec with a two-step rollout (20 % then 50 %, 10 s each, judged on 10 calls).
+    fn rolling(count: i64) -> ImageVariationPolicySpec {
+        let mut spec = spec(&[("gw", None)], count);
+        spec.rollout = serde_json::from_value(serde_json::json!({
+            "steps": [{"weight": 20, "pause": "10s"}, {"weight": 50, "pause": "10s"}],
+            "minRequests": 10, "maxFailureRatio": 0.1
+        }))
+        .expect("rollout");
+        spec
+    }
+
+    /// Plans `gw` as the controller does (settle, plan, record, write back): its new data.
+    fn plan_and_write(index: &mut Index, revision: &str) -> BTreeMap<String, String> {
+        index.settle_rollouts(&t("a", "gw"));
+        let input = index.plan_input(&t("a", "gw"));
+        let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
+        let data = plan.apply.clone().expect("writable");
+        let owned: Vec<(&str, &str)> = data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        index.wrote_target(&t("a", "gw"), managed(&owned), Some(revision.into()));
+        index.record_plan(&t("a", "gw"), &input, &plan, None, 0);
+        data
+    }
+
+    /// A replica of `gw` reporting `calls` per hash.
+    fn counting(index: &mut Index, calls: &[(&str, u64, u64)]) {
+        let report = Replica {
+            identity: "gw-0".into(),
+            target: t("a", "gw"),
+            revision: 1,
+            rejected: BTreeMap::new(),
+            expires_ms: i64::MAX,
+            calls: calls
+                .iter()
+                .map(|(hash, calls, failures)| {
+                    let answers = [("404".to_string(), *failures)].into_iter().filter(|(_, n)| *n > 0).collect();
+                    (hash.to_string(), CallCounts { calls: *calls, failures: *failures, answers })
+                })
+                .collect(),
+        };
+        let key = ReplicaKey { namespace: "a".into(), name: "gw-0".into() };
+        index.apply_report(key, report);
+    }
+
+    #[test]
+    fn a_change_rolls_out_step_by_step_and_the_first_document_goes_whole() {
+        let mut index = Index::default();
+        index.apply_policy(decoded("a", "p", 1, rolling(1)));
+        let first = plan_and_write(&mut index, "1");
+        assert!(first.contains_key("a.p.json") && !first.contains_key("a.p.canary"), "{first:?}");
+        let stable = index.policy(&pk("a", "p")).and_then(|p| p.document.clone()).expect("doc").hash;
+        assert_eq!(index.judge_rollout(&pk("a", "p"), 0), Judged::default(), "a first document has no rollout");
+
+        index.apply_policy(decoded("a", "p", 2, rolling(2)));
+        let step1 = plan_and_write(&mut index, "2");
+        assert_eq!(step1["a.p.json"], first["a.p.json"], "the stable document stays");
+        let canary = crate::rollout::CanaryEntry::parse(step1["a.p.canary"].as_bytes()).expect("canary entry");
+        assert_eq!(canary.weight, 20);
+        let new = canary.hash();
+        // The clock starts at the first judgement; the pause holds.
+        let judged = index.judge_rollout(&pk("a", "p"), 1_000);
+        assert_eq!(judged.event.map(|e| e.0), Some(EventReason::RolloutStep));
+        counting(&mut index, &[(&new, 30, 1), (&stable, 100, 0)]);
+        assert!(index.judge_rollout(&pk("a", "p"), 5_000).replan.is_empty());
+        let status = index.status_input(&pk("a", "p"), 5_000, 10_000).and_then(|i| i.rollout).expect("rollout");
+        assert_eq!((status.step, status.weight, status.canary.calls, status.stable.calls), (1, 20, 30, 100));
+        // After the pause it advances; after the last step it promotes.
+        let advanced = index.judge_rollout(&pk("a", "p"), 11_000);
+        assert_eq!(advanced.replan, [t("a", "gw")]);
+        let step2 = plan_and_write(&mut index, "3");
+        assert_eq!(crate::rollout::CanaryEntry::parse(step2["a.p.canary"].as_bytes()).map(|c| c.weight), Ok(50));
+        counting(&mut index, &[(&new, 45, 1), (&stable, 120, 0)]);
+        let promoted = index.judge_rollout(&pk("a", "p"), 22_000);
+        assert_eq!(promoted.event.map(|e| e.0), Some(EventReason::RolloutPromoted));
+        assert!(index.status_input(&pk("a", "p"), 22_000, 10_000).is_none(), "status waits for the promotion's plan");
+        let done = plan_and_write(&mut index, "4");
+        assert_eq!(done["a.p.json"], canary.document);
+        assert!(!done.contains_key("a.p.canary"));
+        let status = index.status_input(&pk("a", "p"), 22_000, 10_000).and_then(|i| i.rollout).expect("rollout");
+        assert_eq!(status.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn failures_roll_a_change_back_and_it_is_not_served_again_for_its_generation() {
+        let mut index = Index::default();
+        index.apply_policy(decoded("a", "p", 1, rolling(1)));
+        let first = plan_and_write(&mut index, "1");
+        index.apply_policy(decoded("a", "p", 2, rolling(2)));
+        let step1 = plan_and_write(&mut index, "2");
+        let new = crate::rollout::CanaryEntry::parse(step1["a.p.canary"].as_bytes()).expect("canary").hash();
+        index.judge_rollout(&pk("a", "p"), 1_000);
+        counting(&mut index, &[(&new, 10, 9)]);
+        let judged = index.judge_rollout(&pk("a", "p"), 2_000);
+        let (reason, note) = judged.event.expect("an event");
+        assert_eq!(reason, EventReason::RolledBack);
+        assert!(note.contains("9 of 10") && note.contains("404"), "{note}");
+        let after = plan_and_write(&mut index, "3");
+        assert_eq!(after, first, "only the stable document remains");
+        let input = index.status_input(&pk("a", "p"), 2_000, 10_000).expect("complete");
+        assert_eq!(input.targets[0].reason, crate::api::TargetReason::RolledBack);
+        // Nothing new to load: the status does not wait for the replicas.
+        assert_eq!(input.serves, [Serve::NoReports]);
+        assert_eq!(input.rollout.as_ref().map(|r| (r.canary.calls, r.canary.failures)), Some((10, 9)));
+        // A restart of the operator reads the rollback back from status and keeps it.
+        let mut restarted = Index::default();
+        restarted.apply_target(Managed, &t("a", "gw"), managed(&[("a.p.json", &after["a.p.json"])]), Some("3".into()));
+        let status = crate::api::ImageVariationPolicyStatus { rollout: input.rollout.clone(), ..Default::default() };
+        let mut again = decoded("a", "p", 2, rolling(2));
+        again.status = Some(serde_json::value::to_raw_value(&status).expect("raw"));
+        restarted.apply_policy(again);
+        assert_eq!(plan_and_write(&mut restarted, "4"), first);
+    }
+
+    #[test]
+    fn the_action_annotation_promotes_or_aborts_at_once() {
+        for (action, phase) in [("promote", Phase::Succeeded), ("abort", Phase::RolledBack)] {
+            let mut index = Index::default();
+            index.apply_policy(decoded("a", "p", 1, rolling(1)));
+            plan_and_write(&mut index, "1");
+            index.apply_policy(decoded("a", "p", 2, rolling(2)));
+            plan_and_write(&mut index, "2");
+            index.judge_rollout(&pk("a", "p"), 1_000);
+            let mut annotated = decoded("a", "p", 2, rolling(2));
+            annotated.rollout_action = Some(action.into());
+            assert!(index.apply_policy(annotated).rollout_action);
+            let judged = index.judge_rollout(&pk("a", "p"), 1_500);
+            assert!(judged.clear_action && !judged.replan.is_empty(), "{action}");
+            assert_eq!(index.policy(&pk("a", "p")).and_then(|p| p.rollout.as_ref()).map(|r| r.phase), Some(phase));
+        }
     }
 
     #[test]
@@ -799,6 +990,7 @@ mod tests {
         let plan = plan_target(&t("a", "gw"), input.live.as_ref(), &input.policies);
         index.record_plan(&t("a", "gw"), &input, &plan, None, 1_000);
         let replica = |revision| Replica {
+            calls: BTreeMap::new(),
             identity: "gw-0".into(),
             target: t("a", "gw"),
             revision,

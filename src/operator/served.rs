@@ -12,6 +12,7 @@ use std::fmt;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::key::TargetKey;
+use crate::rollout::CallCounts;
 use crate::serving::LeaseReport;
 
 /// A replica's report Lease, by namespace and name.
@@ -60,6 +61,8 @@ pub struct Replica {
     pub rejected: BTreeMap<String, String>,
     /// When its Lease expires unless renewed (Unix milliseconds).
     pub expires_ms: i64,
+    /// Calls and failures per document hash under rollout.
+    pub calls: BTreeMap<String, CallCounts>,
 }
 
 impl Replica {
@@ -71,12 +74,16 @@ impl Replica {
             expires_ms: lease.expires_ms(),
             identity: lease.identity,
             rejected: lease.report.rejected,
+            calls: lease.report.calls,
         })
     }
 
     /// Whether two reports say the same about what is served (renewals do not).
     fn same_content(&self, other: &Replica) -> bool {
-        self.target == other.target && self.revision == other.revision && self.rejected == other.rejected
+        self.target == other.target
+            && self.revision == other.revision
+            && self.rejected == other.rejected
+            && self.calls == other.calls
     }
 }
 
@@ -201,6 +208,19 @@ impl Reports {
         self.replicas.keys().cloned().collect()
     }
 
+    /// The calls and failures the live replicas of `target` report for the document `hash`.
+    pub fn calls(&self, target: &TargetKey, hash: &str, now_ms: i64) -> CallCounts {
+        let mut total = CallCounts::default();
+        for replica in self.by_target.get(target).into_iter().flatten().filter_map(|k| self.replicas.get(k)) {
+            if replica.expires_ms > now_ms
+                && let Some(counts) = replica.calls.get(hash)
+            {
+                total.add(counts);
+            }
+        }
+        total
+    }
+
     /// What the live replicas of `target` say about the document of `data_key` that landed
     /// as `landed`; past `stale_after_ms` since it landed, a lagging replica is stale.
     pub fn serve(
@@ -253,7 +273,14 @@ mod tests {
     }
 
     fn replica(identity: &str, revision: u64, expires_ms: i64) -> Replica {
-        Replica { identity: identity.into(), target: target(), revision, rejected: BTreeMap::new(), expires_ms }
+        Replica {
+            identity: identity.into(),
+            target: target(),
+            revision,
+            rejected: BTreeMap::new(),
+            expires_ms,
+            calls: BTreeMap::new(),
+        }
     }
 
     fn key(name: &str) -> ReplicaKey {

@@ -10,8 +10,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ImageVariationPolicyStatus, TargetReason, TargetStatus};
+use crate::api::{ImageVariationPolicyStatus, RolloutStatus, TargetReason, TargetStatus};
 use crate::operator::served::Serve;
+use crate::rollout::Phase;
 use crate::validate::Report;
 
 /// Valid and every target permitted.
@@ -41,6 +42,8 @@ pub struct StatusInput {
     /// What the gateway replicas of each target say about the current document, in the order
     /// of `targets` (missing entries: no reports).
     pub serves: Vec<Serve>,
+    /// The rollout of the current document (`spec.rollout`), with the replicas' counts.
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// One condition's verdict before it is stamped with a type, generation and time.
@@ -121,6 +124,7 @@ fn synced(input: &StatusInput) -> Verdict {
             TargetReason::TargetNotManaged,
             TargetReason::TargetFull,
             TargetReason::ApplyFailed,
+            TargetReason::RolledBack,
         ],
     );
     if !input.report.is_valid() {
@@ -178,8 +182,33 @@ fn served(input: &StatusInput, synced: &Verdict) -> Verdict {
     Verdict::new(true, "Served", format!("served by {}", parts.join(", ")))
 }
 
-/// Accepted, Synced, and Served where gateways report.
+/// While a rollout progresses: what it does now (it holds `Ready` back, and is `Reconciling`).
+fn rollout_progressing(input: &StatusInput) -> Option<Verdict> {
+    let rollout = input.rollout.as_ref().filter(|r| r.phase == Phase::Progressing)?;
+    let message = format!(
+        "rolling out {} over {}: step {}, {}% of calls on the new document ({} calls, {} failures). {}",
+        rollout.canary_hash,
+        rollout.stable_hash,
+        rollout.step,
+        rollout.weight,
+        rollout.canary.calls,
+        rollout.canary.failures,
+        rollout.message
+    );
+    Some(Verdict::new(true, "RolloutProgressing", message.trim_end()))
+}
+
+/// After a rollback: why (it stalls until the spec changes).
+fn rolled_back(input: &StatusInput) -> Option<Verdict> {
+    let rollout = input.rollout.as_ref().filter(|r| r.phase == Phase::RolledBack)?;
+    Some(Verdict::new(true, "RolledBack", format!("{} is not served; {}", rollout.canary_hash, rollout.message)))
+}
+
+/// Accepted, Synced, and Served where gateways report, and no rollout under way.
 fn ready(accepted: &Verdict, synced: &Verdict, served: &Verdict, input: &StatusInput, warnings: &str) -> Verdict {
+    if let Some(progressing) = rollout_progressing(input) {
+        return Verdict::new(false, "RolloutProgressing", progressing.message);
+    }
     if accepted.ok && synced.ok && served.not_false() {
         let (done, total) = (input.targets.iter().filter(|t| t.synced).count(), input.targets.len());
         return Verdict::new(true, "Ready", format!("served by {done}/{total} target(s).{warnings}").trim());
@@ -241,8 +270,8 @@ pub fn compute_status(
     let transient = input.targets.iter().any(|t| !t.synced && t.reason == TargetReason::ApplyFailed);
     let served = served(input, &synced);
     let ready = ready(&accepted, &synced, &served, input, &warnings);
-    let reconciling = reconciling(transient, &served);
-    let stalled = stalled(input, &accepted, &synced, &served, transient);
+    let reconciling = rollout_progressing(input).or_else(|| reconciling(transient, &served));
+    let stalled = rolled_back(input).or_else(|| stalled(input, &accepted, &synced, &served, transient));
     let mut conditions = vec![
         accepted.condition(ACCEPTED, generation, now),
         synced.condition(SYNCED, generation, now),
@@ -276,6 +305,7 @@ pub fn compute_status(
             previous.and_then(|p| p.config_hash.clone())
         },
         synced_targets: Some(format!("{done}/{total}")),
+        rollout: input.rollout.clone(),
     }
 }
 
@@ -425,7 +455,7 @@ mod tests {
 
     fn observe(report: Report, targets: Vec<TargetStatus>) -> StatusInput {
         let serves = vec![Serve::NoReports; targets.len()];
-        StatusInput { generation: Some(2), report, config_hash: Some("abc".into()), targets, serves }
+        StatusInput { generation: Some(2), report, config_hash: Some("abc".into()), targets, serves, rollout: None }
     }
 
     fn get<'a>(s: &'a ImageVariationPolicyStatus, t: &str) -> &'a Condition {
@@ -468,6 +498,47 @@ mod tests {
             compute_status(&serving(Serve::Stale { replicas: 2, serving: 1, replica: "gw-2".into() }), None, &at(1));
         assert_eq!(get(&s, STALLED).reason, "ServeStale");
         assert_eq!(get(&s, READY).status, "False");
+    }
+
+    fn rolling(phase: Phase, synced: bool, reason: TargetReason) -> StatusInput {
+        let rollout = RolloutStatus {
+            phase,
+            step: 1,
+            weight: 20,
+            stable_hash: "old".into(),
+            canary_hash: "abc".into(),
+            message: "rolled back: failure ratio 0.950; the most common orq answer was 404".into(),
+            ..Default::default()
+        };
+        StatusInput { rollout: Some(rollout), ..serving(Serve::Served { replicas: 2 }) }.with_target(synced, reason)
+    }
+
+    impl StatusInput {
+        fn with_target(mut self, synced: bool, reason: TargetReason) -> Self {
+            self.targets = vec![target(synced, reason)];
+            self
+        }
+    }
+
+    #[test]
+    fn a_progressing_rollout_holds_ready_back_and_reconciles() {
+        let s = compute_status(&rolling(Phase::Progressing, true, TargetReason::Synced), None, &at(1));
+        assert_eq!((get(&s, READY).status.as_str(), get(&s, READY).reason.as_str()), ("False", "RolloutProgressing"));
+        assert_eq!(get(&s, RECONCILING).reason, "RolloutProgressing");
+        assert!(get(&s, RECONCILING).message.contains("20% of calls"), "{}", get(&s, RECONCILING).message);
+        assert!(!has(&s, STALLED));
+        assert_eq!(s.rollout.as_ref().map(|r| r.phase), Some(Phase::Progressing));
+        let done = compute_status(&rolling(Phase::Succeeded, true, TargetReason::Synced), None, &at(1));
+        assert_eq!(get(&done, READY).status, "True");
+    }
+
+    #[test]
+    fn a_rolled_back_change_stalls_naming_why() {
+        let s = compute_status(&rolling(Phase::RolledBack, false, TargetReason::RolledBack), None, &at(1));
+        assert_eq!((get(&s, READY).status.as_str(), get(&s, READY).reason.as_str()), ("False", "RolledBack"));
+        assert_eq!(get(&s, STALLED).reason, "RolledBack");
+        assert!(get(&s, STALLED).message.contains("0.950") && get(&s, STALLED).message.contains("404"));
+        assert!(!has(&s, RECONCILING));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::json;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{ImageVariationPolicy, ImageVariationPolicyStatus};
 use crate::key::PolicyKey;
@@ -21,13 +21,19 @@ use crate::operator::index::PolicyEntry;
 use crate::operator::metrics::Readiness;
 use crate::operator::served::Serve;
 use crate::operator::status::{READY, StatusInput, StatusMemo, compute_status};
+use crate::rollout::ACTION_ANNOTATION;
 use crate::target::configmap::FIELD_MANAGER;
+
+/// How often a progressing rollout is judged again at most (the replicas' counts arrive with
+/// their report renewals).
+const ROLLOUT_LOOK_EVERY: Duration = Duration::from_secs(1);
 
 impl Controller {
     /// Computes, and writes when changed, the status of `key`; a failed write is retried
     /// after a backoff.
     pub(super) async fn reconcile_status(self: &Arc<Self>, key: &PolicyKey) {
         let now = now_ms();
+        self.act_on_rollout(key, now);
         let stale_after = self.settings.serve_stale_after.as_millis() as i64;
         let Some((input, previous, reference, readable)) = ({
             let index = self.index();
@@ -76,6 +82,41 @@ impl Controller {
         .await
     }
 
+    /// Judges the policy's rollout (docs/rollouts.md) and does what the judgement says: the
+    /// targets whose content changes are re-planned, its Event is published, a handled action
+    /// annotation is removed, and a progressing rollout is looked at again (at its pause's end,
+    /// and every [`ROLLOUT_LOOK_EVERY`] for the replicas' new counts).
+    fn act_on_rollout(self: &Arc<Self>, key: &PolicyKey, now: i64) {
+        let (judged, reference) = {
+            let mut index = self.index();
+            let judged = index.judge_rollout(key, now);
+            (judged, index.policy(key).map(policy_reference))
+        };
+        if let Some(again) = judged.again_in_ms {
+            let wait = Duration::from_millis(again.max(0) as u64).min(ROLLOUT_LOOK_EVERY);
+            self.statuses.add_after(key.clone(), wait.max(Duration::from_millis(50)));
+        }
+        if !judged.replan.is_empty() {
+            self.targets.add_all(judged.replan);
+        }
+        if let (Some((reason, note)), Some(reference)) = (judged.event, reference)
+            && self.may_write()
+        {
+            info!(policy = %key, reason = reason.as_str(), %note, "rollout");
+            self.events.publish(reference, reason, note);
+        }
+        if judged.clear_action && self.may_write() {
+            let (client, key) = (self.client.clone(), key.clone());
+            tokio::spawn(async move {
+                let patch = json!({"metadata": {"annotations": {ACTION_ANNOTATION: null}}});
+                let api = policy_api(&client, &key.namespace);
+                if let Err(error) = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    warn!(policy = %key, %error, "could not remove the rollout-action annotation");
+                }
+            });
+        }
+    }
+
     /// While gateway replicas have not loaded a new document: within `serve_wait` of its
     /// landing the status is not written yet (true; it is looked at again when a report
     /// arrives, or when the wait is over), so the common case is one write with `Served` in
@@ -118,7 +159,9 @@ impl Controller {
             return;
         }
         for t in &status.targets {
-            if t.synced || previous.is_some_and(|p| p.had_target(t)) {
+            // A rollback has its own Event, naming why.
+            if t.synced || t.reason == crate::api::TargetReason::RolledBack || previous.is_some_and(|p| p.had_target(t))
+            {
                 continue;
             }
             let note = format!("{}/{}: {}", t.namespace, t.name, t.message);

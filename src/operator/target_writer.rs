@@ -65,7 +65,11 @@ impl Controller {
     }
 
     async fn sync_target(&self, target: &TargetKey) -> Result<(), ApplyError> {
-        let input = self.index().plan_input(target);
+        let input = {
+            let mut index = self.index();
+            index.settle_rollouts(target);
+            index.plan_input(target)
+        };
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &target.namespace);
         let (live, mut failed) = match live_view(&api, target, &input).await {
             Ok(live) => (live, None),

@@ -54,9 +54,9 @@ impl ExistingTarget {
     }
 
     /// The view of a ConfigMap manifest (no `managedFields`): keys that look like policy keys
-    /// (documents and callers entries) are taken as the operator's, so last-good and size rules apply to them.
+    /// (documents, callers and canary entries) are taken as the operator's, so last-good and size rules apply to them.
     pub fn from_manifest(cm: &ConfigMap) -> Self {
-        Self::with_owned(cm, |key| key.ends_with(".json") || crate::key::PolicyKey::from_callers_key(key).is_some())
+        Self::with_owned(cm, |key| key.ends_with(".json") || crate::key::PolicyKey::owner_of_data_key(key).is_some())
     }
 
     fn with_owned(cm: &ConfigMap, is_owned: impl Fn(&str) -> bool) -> Self {

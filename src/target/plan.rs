@@ -36,9 +36,10 @@ impl PolicyAtTarget {
         PolicyAtTarget { key: policy.data_key(), policy, content }
     }
 
-    /// The data keys the policy may hold: its document's and its callers entry's.
-    fn keys(&self) -> [String; 2] {
-        [self.key.clone(), self.policy.callers_key()]
+    /// The data keys the policy may hold: its document's, its callers entry's and its canary
+    /// entry's.
+    fn keys(&self) -> [String; 3] {
+        [self.key.clone(), self.policy.callers_key(), self.policy.canary_key()]
     }
 }
 
@@ -49,6 +50,17 @@ pub enum Content {
     Document(GatewayDocument),
     /// An invalid policy: keep whatever good document is there already.
     KeepLastGood,
+    /// A rollout step (`spec.rollout`): the document in service stays, and the new one goes
+    /// beside it as the canary entry with the step's weight. Where no document is in service
+    /// yet, the new one goes out whole.
+    Canary {
+        /// The new document.
+        document: GatewayDocument,
+        /// Percent of calls it gets (1 to 99).
+        weight: u8,
+    },
+    /// A rolled-back change: the document in service stays, the new one is not written.
+    RolledBack,
     /// A key of a policy in a namespace this operator instance does not watch: kept at its
     /// current value, neither judged nor pruned (never prune from an incomplete picture).
     NotWatched,
@@ -77,6 +89,11 @@ pub enum Outcome {
     },
     /// The write of the plan failed (decided by the controller, not the planner).
     ApplyFailed(String),
+    /// The change was rolled back; the document in service before it stays (if there was one).
+    RolledBack {
+        /// Whether a document of the policy stays.
+        has_last_good: bool,
+    },
 }
 
 impl Outcome {
@@ -89,6 +106,7 @@ impl Outcome {
             Outcome::TargetNotManaged(_) => TargetReason::TargetNotManaged,
             Outcome::TargetFull { .. } => TargetReason::TargetFull,
             Outcome::ApplyFailed(_) => TargetReason::ApplyFailed,
+            Outcome::RolledBack { .. } => TargetReason::RolledBack,
         }
     }
 
@@ -99,7 +117,12 @@ impl Outcome {
 
     /// Whether an earlier good document of the policy stays in the target.
     pub fn last_good_kept(&self) -> bool {
-        matches!(self, Outcome::Retained { has_last_good: true } | Outcome::TargetFull { has_last_good: true, .. })
+        matches!(
+            self,
+            Outcome::Retained { has_last_good: true }
+                | Outcome::TargetFull { has_last_good: true, .. }
+                | Outcome::RolledBack { has_last_good: true }
+        )
     }
 
     /// Human-readable detail for status and events.
@@ -110,6 +133,10 @@ impl Outcome {
             Outcome::Retained { has_last_good: false } => "invalid spec; no earlier document to keep".to_string(),
             Outcome::RefNotPermitted(m) | Outcome::TargetNotManaged(m) | Outcome::ApplyFailed(m) => m.clone(),
             Outcome::TargetFull { message, .. } => message.clone(),
+            Outcome::RolledBack { has_last_good: true } => {
+                "the change was rolled back; the document in service before it stays".to_string()
+            }
+            Outcome::RolledBack { has_last_good: false } => "the change was rolled back".to_string(),
         }
     }
 
@@ -240,12 +267,72 @@ fn fill(
     for policy in permitted {
         let outcome = match &policy.content {
             Content::NotWatched => continue,
-            Content::KeepLastGood => Outcome::Retained { has_last_good: apply.contains_key(&policy.key) },
-            Content::Document(doc) => place(target, &mut apply, &mut used, policy, doc),
+            Content::KeepLastGood => {
+                drop_canary(&mut apply, &mut used, policy);
+                Outcome::Retained { has_last_good: apply.contains_key(&policy.key) }
+            }
+            Content::RolledBack => {
+                drop_canary(&mut apply, &mut used, policy);
+                Outcome::RolledBack { has_last_good: apply.contains_key(&policy.key) }
+            }
+            Content::Document(doc) => {
+                drop_canary(&mut apply, &mut used, policy);
+                place(target, &mut apply, &mut used, policy, doc)
+            }
+            Content::Canary { document, weight } if in_service(&apply, policy).is_some_and(|h| h != document.hash) => {
+                place_canary(target, &mut apply, &mut used, policy, document, *weight)
+            }
+            // Nothing in service here yet (or this very document): it goes out whole.
+            Content::Canary { document, .. } => {
+                drop_canary(&mut apply, &mut used, policy);
+                place(target, &mut apply, &mut used, policy, document)
+            }
         };
         outcomes.insert(policy.policy.clone(), outcome);
     }
     apply
+}
+
+/// The hash of the policy's document in service here (with its callers entry), if any.
+fn in_service(apply: &BTreeMap<String, String>, policy: &PolicyAtTarget) -> Option<String> {
+    let document = apply.get(&policy.key)?;
+    let callers = apply.get(&policy.policy.callers_key());
+    Some(crate::hash::policy_hash(document.as_bytes(), callers.map(String::as_bytes)))
+}
+
+/// Takes the policy's canary entry out (a rollout that ended, or none).
+fn drop_canary(apply: &mut BTreeMap<String, String>, used: &mut usize, policy: &PolicyAtTarget) {
+    let key = policy.policy.canary_key();
+    if let Some(old) = apply.remove(&key) {
+        *used -= entry_size(&key, &old);
+    }
+}
+
+/// Puts the canary entry of a rollout step beside the document in service, if it fits.
+fn place_canary(
+    target: &TargetKey,
+    apply: &mut BTreeMap<String, String>,
+    used: &mut usize,
+    policy: &PolicyAtTarget,
+    doc: &GatewayDocument,
+    weight: u8,
+) -> Outcome {
+    let key = policy.policy.canary_key();
+    let entry = crate::rollout::CanaryEntry { weight, document: doc.json.clone(), callers: doc.callers.clone() };
+    let text = entry.to_text();
+    let old = apply.get(&key).map(|v| entry_size(&key, v)).unwrap_or(0);
+    let new = entry_size(&key, &text);
+    if *used - old + new <= CONFIGMAP_MAX_BYTES {
+        *used = *used - old + new;
+        apply.insert(key, text);
+        return Outcome::Synced;
+    }
+    Outcome::TargetFull {
+        has_last_good: true,
+        message: format!(
+            "ConfigMap {target} would exceed the {CONFIGMAP_MAX_BYTES}-byte limit with this rollout's canary entry ({new} bytes); the document in service stays"
+        ),
+    }
 }
 
 /// What other writers hold: their keys count against the size limit too (a key this plan
@@ -329,6 +416,38 @@ mod tests {
 
     fn outcome(plan: &TargetPlan, ns: &str, name: &str) -> Outcome {
         plan.outcomes[&PolicyKey::new(ns, name)].clone()
+    }
+
+    fn canary(namespace: &str, name: &str, doc: &str, weight: u8) -> PolicyAtTarget {
+        let Content::Document(document) = policy(namespace, name, doc).content else { unreachable!() };
+        PolicyAtTarget { content: Content::Canary { document, weight }, ..policy(namespace, name, doc) }
+    }
+
+    #[test]
+    fn a_rollout_step_keeps_the_stable_document_and_adds_the_canary_entry() {
+        let cm = owning(with_label(existing(), MANAGED_BY_LABEL, MANAGED_BY_VALUE), "gateway.p.json", "{\"old\":1}");
+        let plan = plan_target(&target(), Some(&cm), &[canary("gateway", "p", "{\"new\":1}", 20)]);
+        let apply = plan.apply.expect("writable");
+        assert_eq!(apply["gateway.p.json"], "{\"old\":1}");
+        let entry = crate::rollout::CanaryEntry::parse(apply["gateway.p.canary"].as_bytes()).expect("entry");
+        assert_eq!((entry.weight, entry.document.as_str()), (20, "{\"new\":1}"));
+        assert_eq!(
+            outcome(&plan_target(&target(), Some(&cm), &[canary("gateway", "p", "{}", 20)]), "gateway", "p"),
+            Outcome::Synced
+        );
+        // Nothing in service: the document goes out whole.
+        let fresh = plan_target(&target(), None, &[canary("gateway", "p", "{\"new\":1}", 20)]).apply.expect("writable");
+        assert!(fresh.contains_key("gateway.p.json") && !fresh.contains_key("gateway.p.canary"));
+        // A promotion (the whole document) or a rollback takes the canary entry out.
+        let during = owning(cm, "gateway.p.canary", &apply["gateway.p.canary"]);
+        let promoted =
+            plan_target(&target(), Some(&during), &[policy("gateway", "p", "{\"new\":1}")]).apply.expect("w");
+        assert!(!promoted.contains_key("gateway.p.canary") && promoted["gateway.p.json"] == "{\"new\":1}");
+        let back = PolicyAtTarget { content: Content::RolledBack, ..policy("gateway", "p", "") };
+        let plan = plan_target(&target(), Some(&during), &[back]);
+        assert_eq!(outcome(&plan, "gateway", "p"), Outcome::RolledBack { has_last_good: true });
+        let apply = plan.apply.expect("writable");
+        assert!(!apply.contains_key("gateway.p.canary") && apply["gateway.p.json"] == "{\"old\":1}");
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum Mode {
     Ok,
     /// 200 after this delay.
     Delay(Duration),
+    /// 404, as orq answers a model the account cannot use, for a request whose body names
+    /// this model; 200 for any other.
+    Refuse(&'static str),
 }
 
 struct UpstreamState {
@@ -101,6 +104,12 @@ async fn upstream_handler(State(state): State<Arc<UpstreamState>>, request: Requ
     };
     state.count.fetch_add(1, Ordering::SeqCst);
     state.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    if let Mode::Refuse(model) = *state.mode.lock().expect("lock")
+        && body.windows(model.len()).any(|w| w == model.as_bytes())
+    {
+        let text = format!(r#"{{"error":{{"message":"model {model} is not available to this account"}}}}"#);
+        return (StatusCode::NOT_FOUND, text).into_response();
+    }
     if state.record {
         let mut headers = BTreeMap::new();
         for (name, value) in &parts.headers {
@@ -501,6 +510,15 @@ pub fn get_tls(addr: SocketAddr, ca: &Path, path: &str) -> Option<(HttpResponse,
 /// GET `path`.
 pub fn get(addr: SocketAddr, path: &str) -> Option<HttpResponse> {
     send(addr, &format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").into_bytes(), &[], None)
+}
+
+/// One image-variation call for `policy` (`<namespace>.<name>`) with an image of `image_bytes`:
+/// its status and the hash of the document the gateway applied (`None`: no answer at all).
+pub fn call_policy(addr: SocketAddr, policy: &str, image_bytes: usize) -> Option<(u16, Option<String>)> {
+    let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(image_bytes))]);
+    let head = post_head("/v2/router/images/variations", "XyZ", body.len(), &[("X-Routerpolicy-Policy", policy)]);
+    let response = send(addr, &head, &body, None)?;
+    Some((response.status, response.headers.get("x-routerpolicy-policy-hash").cloned()))
 }
 
 /// Sends `head` (ending in the blank line), then — after `pause` returns, if given — `body`;

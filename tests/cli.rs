@@ -65,7 +65,17 @@ fn validate_examples_exits_1_only_because_of_the_invalid_example() {
 #[test]
 fn validate_valid_examples_exits_0() {
     let out = routerpolicy(
-        &["validate", "-f", "examples/minimal.yaml", "-f", "examples/full.yaml", "-f", "examples/cross-namespace.yaml"],
+        &[
+            "validate",
+            "-f",
+            "examples/minimal.yaml",
+            "-f",
+            "examples/full.yaml",
+            "-f",
+            "examples/cross-namespace.yaml",
+            "-f",
+            "examples/rollout.yaml",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));

@@ -486,12 +486,12 @@ async fn every_example_applies_and_the_invalid_one_is_refused() {
     }
     let _operator = start_operator(&client, &["team-a", "team-b", "gateway"]);
     let examples = support::repo_root().join("examples");
-    for file in ["minimal.yaml", "full.yaml", "cross-namespace.yaml"] {
+    for file in ["minimal.yaml", "full.yaml", "cross-namespace.yaml", "rollout.yaml"] {
         let path = examples.join(file);
         let out = cp.kubectl(&["apply", "-f", path.to_str().expect("utf-8")]);
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    for (ns, name) in [("team-a", "minimal"), ("team-a", "avatars"), ("team-b", "thumbnails")] {
+    for (ns, name) in [("team-a", "minimal"), ("team-a", "avatars"), ("team-b", "thumbnails"), ("team-a", "banners")] {
         let out = cp.kubectl(&["wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", &format!("ivp/{name}")]);
         assert!(out.status.success(), "{ns}/{name}: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -59,7 +59,7 @@ fn validate_examples_exits_1_only_because_of_the_invalid_example() {
         assert!(errors.iter().any(|l| l.contains(&format!("error: {path}: "))), "{path} missing in:\n{text}");
     }
     assert!(text.contains("skipped ConfigMap gateway/shared-image-gateway"));
-    assert!(text.ends_with("4 policies checked, 1 invalid\n"), "{text}");
+    assert!(text.ends_with("5 policies checked, 1 invalid\n"), "{text}");
 }
 
 #[test]

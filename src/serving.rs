@@ -38,6 +38,10 @@ pub struct ServingReport {
     /// stays small however many policies the replica serves).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, crate::rollout::CallCounts>,
+    /// A volume-mode replica (`--report-for`): it cannot see the resourceVersion it loaded, so
+    /// `Served` does not count it; its calls count in rollouts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volume: bool,
 }
 
 impl ServingReport {
@@ -110,6 +114,23 @@ mod tests {
         assert_eq!(json, r#"{"configMap":"gw/policies","resourceVersion":"42"}"#);
         assert_eq!(serde_json::from_str::<ServingReport>(&json).expect("parse"), report);
         assert_eq!(ServingReport { config_map: "nonsense".into(), ..Default::default() }.target(), None);
+    }
+
+    #[test]
+    fn a_report_carries_rollout_counts_and_the_volume_mark_only_when_it_has_them() {
+        let counts = crate::rollout::CallCounts { calls: 3, failures: 1, answers: [("404".to_string(), 1)].into() };
+        let report = ServingReport {
+            config_map: "gw/policies".into(),
+            calls: [("abc".to_string(), counts)].into(),
+            volume: true,
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&report).expect("json");
+        assert_eq!(
+            json,
+            r#"{"configMap":"gw/policies","resourceVersion":"","calls":{"abc":{"calls":3,"failures":1,"answers":{"404":1}}},"volume":true}"#
+        );
+        assert_eq!(serde_json::from_str::<ServingReport>(&json).expect("parse"), report);
     }
 
     #[test]

@@ -258,3 +258,67 @@ async fn an_operator_killed_mid_rollout_resumes_it_and_the_annotation_aborts_one
         assert_ne!(used.as_deref(), Some(hash.as_str()), "the aborted document was served");
     }
 }
+
+/// Mirrors the ConfigMap into `dir` every 200 ms, as kubelet does for a mounted volume, until
+/// the task is dropped.
+fn mirror(client: Client, ns: String, mut dir: gwsupport::KubeletDir) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let data = configmap_data(&client, &ns).await;
+            if last.as_ref() != Some(&data) {
+                dir.publish(data.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect());
+                last = Some(data);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_mode_replica_reports_its_rollout_counts_without_counting_for_served() {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "volume").await;
+    let kubeconfig = cp.gateway_credentials(&ns);
+    let orq = FakeUpstream::start(false).await;
+    orq.set_mode(Mode::Refuse(REFUSED));
+    let _operator = operator(&ns, "volume-op");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = gwsupport::KubeletDir::new(scratch.path());
+    let args = vec![
+        format!("--config-dir={}", dir.path.display()),
+        format!("--report-for={ns}/{CONFIGMAP}"),
+        "--identity=gw-volume".to_string(),
+        format!("--upstream={}", orq.url()),
+        "--report-interval=1s".to_string(),
+        "--poll-interval=200ms".to_string(),
+    ];
+    let env = [("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))];
+    let _mirror = mirror(client.clone(), ns.clone(), dir);
+    let replicas = [GatewayProcess::start_with_env(&cp.dir, &args, &env)];
+    let steps = [(50, "5s")];
+
+    apply(&ns, "openai/first", &steps);
+    let first = wait_until(&client, &ns, "the first document is Ready", is_ready).await;
+    // Its report is not one of the replicas Served counts: it cannot say what it loaded.
+    let served = condition(&first, "Served").expect("Served");
+    assert_eq!((served.status.as_str(), served.reason.as_str()), ("Unknown", "NoGatewayReports"), "{served:?}");
+    let stable = first.status.and_then(|s| s.config_hash).expect("hash");
+    eventually(WAIT, "the volume replica serves the first document", || async {
+        (call(&replicas[0], &ns).await == (200, Some(stable.clone()))).then_some(())
+    })
+    .await;
+
+    // A bad change is rolled back from the volume replica's counts alone.
+    apply(&ns, REFUSED, &steps);
+    let rolled_back = |p: &ImageVariationPolicy| rollout(p).is_some_and(|r| r.phase == Phase::RolledBack);
+    let (back, _) = drive(&client, &ns, &replicas, rolled_back).await;
+    let status = rollout(&back).expect("status.rollout");
+    assert!(status.canary.calls >= 20 && status.canary.failures >= 20, "{status:?}");
+    assert!(status.message.contains("404"), "{status:?}");
+    eventually(WAIT, "the volume replica serves the stable document again", || async {
+        (call(&replicas[0], &ns).await == (200, Some(stable.clone()))).then_some(())
+    })
+    .await;
+}

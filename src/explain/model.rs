@@ -321,7 +321,8 @@ struct Judged<'a> {
 impl Judged<'_> {
     /// The view of one report, or `None` when it is about another ConfigMap.
     fn replica(&self, lease: LeaseReport) -> Option<ReplicaView> {
-        if lease.report.target().as_ref() != Some(self.target) {
+        // A volume-mode replica's report carries rollout counts only: it cannot say what it loaded.
+        if lease.report.target().as_ref() != Some(self.target) || lease.report.volume {
             return None;
         }
         let loaded = lease.report.resource_version.clone();

@@ -41,6 +41,8 @@ pub struct Reporter {
     pub lease_duration: Duration,
     /// How often it is renewed.
     pub interval: Duration,
+    /// Whether this is a volume-mode replica (`--report-for`).
+    pub volume: bool,
 }
 
 impl Reporter {
@@ -54,6 +56,7 @@ impl Reporter {
             config_map,
             lease_duration: Duration::from_secs(30),
             interval: Duration::from_secs(5),
+            volume: false,
         }
     }
 
@@ -63,6 +66,7 @@ impl Reporter {
             resource_version: serving.resource_version.clone(),
             rejected: serving.rejected.clone(),
             calls,
+            volume: self.volume,
         };
         Lease {
             metadata: ObjectMeta {

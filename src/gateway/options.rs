@@ -46,8 +46,14 @@ pub struct GatewayOptions {
     /// reports what it serves in a Lease (see --report).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONFIG_MAP")]
     pub config_map: Option<TargetKey>,
-    /// With --config-map: keep a report Lease of what this replica serves, which the operator
-    /// folds into each policy's `Served` condition (true|false).
+    /// Volume mode: the ConfigMap `<namespace>/<name>` mounted at --config-dir. With it (and a
+    /// kubeconfig or the in-cluster config) the replica keeps a report Lease too, marked
+    /// volume: `Served` does not count it (it cannot see the resourceVersion it loaded), but the
+    /// calls it counts during a rollout are judged with the others' (docs/rollouts.md).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_REPORT_FOR", conflicts_with = "config_map")]
+    pub report_for: Option<TargetKey>,
+    /// With --config-map (or --report-for): keep a report Lease of what this replica serves,
+    /// which the operator folds into each policy's `Served` condition (true|false).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_REPORT", default_value_t = true, action = clap::ArgAction::Set)]
     pub report: bool,
     /// Identity of this replica in its report Lease (default: the pod name, else the host

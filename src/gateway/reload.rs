@@ -18,9 +18,9 @@ use axum::http::HeaderValue;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::gateway::Gateway;
 use crate::gateway::metrics::{PolicyInfoLabels, PolicyLabels};
 use crate::gateway::store::{self, FileRead};
+use crate::gateway::{Gateway, Serving};
 use crate::key::PolicyKey;
 
 /// What decides whether the directory must be re-read: the `..data` link and each entry's
@@ -101,7 +101,9 @@ fn reload_once(gw: &Gateway, dir: &Path, state: &mut PollState) -> bool {
     if state.fingerprint.as_ref() == Some(&print) {
         return true;
     }
-    publish(gw, read_files(dir, &print));
+    let rejected = publish(gw, read_files(dir, &print));
+    // What the report Lease says (volume mode with --report-for): loaded, and what it refused.
+    gw.serving.send_replace(Serving { loaded: true, resource_version: String::new(), rejected });
     state.fingerprint = Some(print);
     true
 }

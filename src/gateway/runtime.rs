@@ -69,7 +69,8 @@ impl Gateway {
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains in-flight requests.
 pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
-    let client = if options.config_map.is_some() || options.auth == auth::AuthMode::Serviceaccount {
+    let needs_api = options.config_map.is_some() || options.report_for.is_some();
+    let client = if needs_api || options.auth == auth::AuthMode::Serviceaccount {
         Some(kube::Client::try_default().await.map_err(GatewayError::Kube)?)
     } else {
         None
@@ -77,18 +78,29 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     let gw = Arc::new(Gateway::new(&options, client.clone())?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let report = |client: kube::Client, target: &crate::key::TargetKey, tasks: &mut tokio::task::JoinSet<()>| {
+        let counts = gw.clone();
+        let calls = move || counts.snapshot.read().map(|s| s.rollout_counts()).unwrap_or_default();
+        let reporter = reporter(&options, client, target);
+        tasks.spawn(lease::report(reporter, gw.serving.subscribe(), calls, stop_rx.clone()));
+    };
     let dir = match (&options.config_map, client) {
         (Some(target), Some(client)) => {
             tasks.spawn(source::watch_configmap(gw.clone(), client.clone(), target.clone(), stop_rx.clone()));
             if options.report {
-                let counts = gw.clone();
-                let calls = move || counts.snapshot.read().map(|s| s.rollout_counts()).unwrap_or_default();
-                let reporter = reporter(&options, client, target);
-                tasks.spawn(lease::report(reporter, gw.serving.subscribe(), calls, stop_rx.clone()));
+                report(client, target, &mut tasks);
             }
             None
         }
-        _ => Some(options.config_dir.clone()),
+        (_, client) => {
+            // Volume mode; with --report-for, its rollout counts are reported too.
+            if let (Some(target), Some(client)) = (&options.report_for, client)
+                && options.report
+            {
+                report(client, target, &mut tasks);
+            }
+            Some(options.config_dir.clone())
+        }
     };
     let tls = listener_tls(&options, &gw, &mut tasks, &stop_rx)?;
     tasks.spawn(reload::reloader(gw.clone(), dir, options.api_key_file.clone(), options.poll_interval.0, stop_rx));
@@ -182,5 +194,6 @@ fn reporter(options: &GatewayOptions, client: kube::Client, target: &crate::key:
     let mut reporter = lease::Reporter::new(client, &namespace, identity, target.clone());
     reporter.lease_duration = options.report_lease_duration.0;
     reporter.interval = options.report_interval.0;
+    reporter.volume = options.config_map.is_none();
     reporter
 }

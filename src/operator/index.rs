@@ -764,6 +764,7 @@ mod tests {
             revision: 1,
             rejected: BTreeMap::new(),
             expires_ms: i64::MAX,
+            volume: false,
             calls: calls
                 .iter()
                 .map(|(hash, calls, failures)| {
@@ -991,6 +992,7 @@ mod tests {
         index.record_plan(&t("a", "gw"), &input, &plan, None, 1_000);
         let replica = |revision| Replica {
             calls: BTreeMap::new(),
+            volume: false,
             identity: "gw-0".into(),
             target: t("a", "gw"),
             revision,

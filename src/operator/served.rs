@@ -63,6 +63,8 @@ pub struct Replica {
     pub expires_ms: i64,
     /// Calls and failures per document hash under rollout.
     pub calls: BTreeMap<String, CallCounts>,
+    /// A volume-mode replica: its calls count in rollouts, `Served` does not count it.
+    pub volume: bool,
 }
 
 impl Replica {
@@ -75,6 +77,7 @@ impl Replica {
             identity: lease.identity,
             rejected: lease.report.rejected,
             calls: lease.report.calls,
+            volume: lease.report.volume,
         })
     }
 
@@ -84,6 +87,7 @@ impl Replica {
             && self.revision == other.revision
             && self.rejected == other.rejected
             && self.calls == other.calls
+            && self.volume == other.volume
     }
 }
 
@@ -237,7 +241,7 @@ impl Reports {
             .into_iter()
             .flatten()
             .filter_map(|k| self.replicas.get(k))
-            .filter(|r| r.expires_ms > now_ms)
+            .filter(|r| r.expires_ms > now_ms && !r.volume)
             .collect();
         if replicas.is_empty() {
             return Serve::NoReports;
@@ -280,6 +284,7 @@ mod tests {
             rejected: BTreeMap::new(),
             expires_ms,
             calls: BTreeMap::new(),
+            volume: false,
         }
     }
 
@@ -327,6 +332,28 @@ mod tests {
             reports.serve(&target(), "team.q.json", Some(&landed(10, 0)), 1_000, 10_000),
             Serve::Served { replicas: 1 }
         );
+    }
+
+    #[test]
+    fn a_volume_mode_replica_counts_in_rollouts_but_not_for_served() {
+        let mut reports = Reports::default();
+        let counts = CallCounts { calls: 30, failures: 3, answers: BTreeMap::new() };
+        let volume =
+            Replica { volume: true, calls: [("new".to_string(), counts)].into(), ..replica("gw-v", 0, 10_000) };
+        let key = |name: &str| ReplicaKey { namespace: "gw".into(), name: name.into() };
+        reports.apply(key("gw-v"), volume);
+        let landed = Landed { hash: "new".into(), revision: 5, at_ms: 0 };
+        assert_eq!(reports.serve(&target(), "team.p.json", Some(&landed), 1_000, 10_000), Serve::NoReports);
+        reports.apply(key("gw-a"), replica("gw-a", 5, 10_000));
+        assert_eq!(
+            reports.serve(&target(), "team.p.json", Some(&landed), 1_000, 10_000),
+            Serve::Served { replicas: 1 }
+        );
+        assert_eq!(
+            (reports.calls(&target(), "new", 1_000).calls, reports.calls(&target(), "new", 1_000).failures),
+            (30, 3)
+        );
+        assert_eq!(reports.calls(&target(), "new", 20_000).calls, 0, "an expired report counts no calls");
     }
 
     #[test]

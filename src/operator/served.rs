@@ -213,9 +213,12 @@ impl Reports {
     }
 
     /// The calls and failures the live replicas of `target` report for the document `hash`.
+    /// Only reports kept in the ConfigMap's own namespace count: another namespace's gateway
+    /// token cannot promote or roll back a change by claiming calls.
     pub fn calls(&self, target: &TargetKey, hash: &str, now_ms: i64) -> CallCounts {
         let mut total = CallCounts::default();
-        for replica in self.by_target.get(target).into_iter().flatten().filter_map(|k| self.replicas.get(k)) {
+        let here = self.by_target.get(target).into_iter().flatten().filter(|k| *k.namespace == *target.namespace);
+        for replica in here.filter_map(|k| self.replicas.get(k)) {
             if replica.expires_ms > now_ms
                 && let Some(counts) = replica.calls.get(hash)
             {
@@ -354,6 +357,11 @@ mod tests {
             (30, 3)
         );
         assert_eq!(reports.calls(&target(), "new", 20_000).calls, 0, "an expired report counts no calls");
+        // A report kept in another namespace claims calls in vain.
+        let elsewhere = ReplicaKey { namespace: "team-x".into(), name: "gw-x".into() };
+        let claim = CallCounts { calls: 1000, failures: 1000, answers: BTreeMap::new() };
+        reports.apply(elsewhere, Replica { calls: [("new".to_string(), claim)].into(), ..replica("gw-x", 5, 10_000) });
+        assert_eq!(reports.calls(&target(), "new", 1_000).calls, 30);
     }
 
     #[test]

@@ -122,13 +122,19 @@ impl Setup {
         .await;
     }
 
-    /// POSTs an image for `policy` (`<name>` of the gateway's namespace) with `authorization`.
+    /// POSTs a 4 KiB image for `policy` (`<name>` of the gateway's namespace) with
+    /// `authorization`.
     async fn call(&self, policy: &str, authorization: Option<&str>) -> HttpResponse {
+        self.call_sized(policy, authorization, 4096).await
+    }
+
+    /// [`Setup::call`] with an image of `image_bytes`.
+    async fn call_sized(&self, policy: &str, authorization: Option<&str>, image_bytes: usize) -> HttpResponse {
         let addr = self.gateway.addr;
         let policy = format!("{}.{policy}", self.ns);
         let authorization = authorization.map(str::to_string);
         tokio::task::spawn_blocking(move || {
-            let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(4096))]);
+            let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(image_bytes))]);
             let mut extra = vec![("X-Routerpolicy-Policy", policy.as_str())];
             if let Some(value) = &authorization {
                 extra.push(("Authorization", value.as_str()));
@@ -203,10 +209,14 @@ async fn callers_use_their_own_namespaces_policies_and_those_that_admit_them() {
     s.refused("own", Some(&format!("Bearer {api_audience}")), 401, "token_audience").await;
 
     // A token that expires: accepted until it does, refused after (never served from the cache).
-    let short = short_lived_token(&s.ns, "app", 3);
+    let short = short_lived_token(&s.ns, "app", 5);
     s.allowed("own", &short).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    s.refused("own", Some(&format!("Bearer {short}")), 401, "token_expired").await;
+    let expired = eventually(WAIT, "the short-lived token refused once it expired", || async {
+        let response = s.call("own", Some(&format!("Bearer {short}"))).await;
+        (response.status == 401).then_some(response)
+    })
+    .await;
+    assert_eq!(expired.error_code(), "token_expired", "{}", expired.text());
 
     // A deleted ServiceAccount: its token stops working once the gateway's cache entry (1 s)
     // and the API server's own token cache (10 s) have let it go.
@@ -225,6 +235,31 @@ async fn callers_use_their_own_namespaces_policies_and_those_that_admit_them() {
     for secret in [&own, &other_app, &doomed, &short] {
         assert!(!log.contains(secret.as_str()), "a caller's token is in the gateway's log");
     }
+}
+
+/// The body bound and the budget hold with callers checked: an unknown caller is refused before
+/// its body counts for anything, an admitted one meets the same 413 and 503 as without auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limits_and_shedding_hold_for_checked_callers() {
+    let client = control_plane().client().await;
+    let bounds = ["--max-body-bytes=262144", "--max-buffered-bytes=131072", "--max-buffered-wait=100ms"];
+    let s = Setup::start_with(&client, &bounds).await;
+    let app = format!("Bearer {}", token(&s.ns, "app", AUDIENCE));
+    s.allowed("own", &token(&s.ns, "app", AUDIENCE)).await;
+    // Larger than --max-body-bytes: 413 for the admitted caller, 401 for a missing token.
+    let too_large = s.call_sized("own", Some(&app), 300 * 1024).await;
+    assert_eq!((too_large.status, too_large.error_code().as_str()), (413, "body_too_large"), "{}", too_large.text());
+    let anonymous = s.call_sized("own", None, 300 * 1024).await;
+    assert_eq!((anonymous.status, anonymous.error_code().as_str()), (401, "unauthenticated"), "{}", anonymous.text());
+    // Within the body bound but more than the whole budget: shed (503) for the admitted caller;
+    // a forged token is refused (401) before it could hold any of the budget.
+    let shed = s.call_sized("own", Some(&app), 200 * 1024).await;
+    assert_eq!((shed.status, shed.error_code().as_str()), (503, "overloaded"), "{}", shed.text());
+    let forged =
+        forged(&token(&s.ns, "app", AUDIENCE), |_| {}, |claims| claims["sub"] = "system:serviceaccount:x:y".into());
+    let refused = s.call_sized("own", Some(&format!("Bearer {forged}")), 200 * 1024).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(s.gateway.metric("routerpolicy_gateway_shed_total"), Some(1.0), "only the admitted caller was shed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

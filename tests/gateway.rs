@@ -332,7 +332,12 @@ async fn a_request_in_flight_keeps_the_document_it_started_with() {
         send(addr, &head, &body, Some(&pause)).expect("response")
     });
     swap_rx.recv_timeout(Duration::from_secs(10)).expect("head sent");
-    tokio::time::sleep(Duration::from_millis(200)).await; // the gateway has read the head
+    // The gateway has read the head (and taken the policy's document) once it reserved the
+    // body's bytes from the budget.
+    eventually(Duration::from_secs(10), "the head read and its body reserved", || async {
+        (s.gateway.metric("routerpolicy_gateway_buffered_bytes").unwrap_or(0.0) > 0.0).then_some(())
+    })
+    .await;
     s.mount.set("team.a.json", DOC_B.as_bytes());
     eventually(Duration::from_secs(3), "new document loaded", || async {
         (s.gateway.metric(&info_b) == Some(1.0)).then_some(())
@@ -357,9 +362,12 @@ async fn api_key_file_is_reread_when_the_secret_changes() {
         (s.upstream.last().headers["authorization"] == "Bearer sk-rotated").then_some(())
     })
     .await;
-    // An emptied file keeps the key loaded before.
+    // An emptied file keeps the key loaded before (once the gateway has read it and said so).
     std::fs::write(s.dir.path().join("key"), "").expect("empty");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(Duration::from_secs(5), "the emptied key file read", || async {
+        s.gateway.log().contains("cannot read the API key").then_some(())
+    })
+    .await;
     s.served("team.a").await;
     assert_eq!(s.upstream.last().headers["authorization"], "Bearer sk-rotated");
 }
@@ -502,7 +510,10 @@ async fn over_budget_requests_are_shed_with_503_before_their_body_and_nothing_go
     let addr = s.gateway.addr;
     // Two stalled uploads of 400 KiB hold 800 KiB of the 1 MiB budget.
     let held: Vec<_> = (0..2).map(|_| stalled_upload(addr, 400 * 1024, 10)).collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(10), "both stalled uploads hold their share", || async {
+        (s.gateway.metric("routerpolicy_gateway_buffered_bytes") == Some(2.0 * 400.0 * 1024.0)).then_some(())
+    })
+    .await;
     // A third of 400 KiB does not fit: shed at once, its body unread.
     let started = Instant::now();
     let shed =
@@ -520,7 +531,10 @@ async fn over_budget_requests_are_shed_with_503_before_their_body_and_nothing_go
     assert_eq!(s.upstream.count(), 1, "nothing of the shed or stalled requests went upstream");
     drop(held);
     // The budget comes back when the stalled clients go.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(Duration::from_secs(10), "the stalled uploads' share returned", || async {
+        (s.gateway.metric("routerpolicy_gateway_buffered_bytes") == Some(0.0)).then_some(())
+    })
+    .await;
     let body = multipart("XyZ", &[("image", Some("a.png"), Some("image/png"), &image(700 * 1024))]);
     let big = s.post(body, &[("X-Routerpolicy-Policy", "team.a")]).await;
     assert_eq!(big.status, 200, "{}", big.text());

@@ -301,9 +301,12 @@ async fn a_gateway_token_reads_only_its_configmap_and_writes_only_report_leases(
     args.push("--identity=gw-another".into());
     let kube = kubeconfig.to_str().expect("utf-8");
     let elsewhere = GatewayProcess::start_with_env(&cp.dir, &args, &[("KUBECONFIG", kube)]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(gwsupport::get(elsewhere.addr, "/readyz").map(|r| r.status), Some(503));
-    assert!(elsewhere.log().contains("forbidden") || elsewhere.log().contains("Forbidden"), "{}", elsewhere.log());
+    eventually(WAIT, "the API server refuses the other ConfigMap's watch", || async {
+        let log = elsewhere.log();
+        (log.contains("forbidden") || log.contains("Forbidden")).then_some(())
+    })
+    .await;
+    assert_eq!(gwsupport::get(elsewhere.addr, "/readyz").map(|r| r.status), Some(503), "{}", elsewhere.log());
 
     // RBAC allows Leases; the admission policy keeps them to report Leases.
     let foreign = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",

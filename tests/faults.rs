@@ -447,3 +447,64 @@ async fn an_api_mode_gateway_serves_through_an_api_server_outage_and_follows_its
     .await;
     assert!(gateway.metric("routerpolicy_gateway_source_up") == Some(1.0), "{}", gateway.log());
 }
+
+/// The gateway's own token refused (its RoleBinding gone when the API server comes back, so
+/// every watch and read is 403): it keeps serving what it has, stays ready, marks its source
+/// down, and resumes on its own once the binding is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_mode_gateway_whose_token_is_refused_keeps_serving_and_resumes() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "refused").await;
+    let kubeconfig = cp.gateway_credentials(&ns);
+    let operator = single_operator("refused", &ns);
+    let upstream = FakeUpstream::start(false).await;
+    let args = vec![
+        format!("--config-map={ns}/image-gateway-policies"),
+        format!("--upstream={}", upstream.url()),
+        "--auth=none".to_string(),
+        "--report-interval=1s".to_string(),
+    ];
+    let gateway =
+        GatewayProcess::start_with_env(&cp.dir, &args, &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))]);
+    let policy = format!("{ns}.p");
+    let first = served_policy(&client, &ns, 1, &operator).await;
+    assert_eq!(call(&gateway, &policy).await, (200, Some(first.clone())));
+    let source_up = || gateway.metric("routerpolicy_gateway_source_up");
+
+    // The binding goes, and the API server restarts so the open watch must be made again.
+    let binding = cp.kubectl_ok(&["get", "rolebinding", "routerpolicy-gateway", "-n", &ns, "-o", "json"]);
+    cp.kubectl_ok(&["delete", "rolebinding", "routerpolicy-gateway", "-n", &ns]);
+    tokio::task::spawn_blocking(|| control_plane().restart_apiserver()).await.expect("restart");
+    eventually(WAIT, "the gateway marks its refused source down", || async {
+        (source_up() == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(gateway.log().contains("forbidden") || gateway.log().contains("Forbidden"), "{}", gateway.log());
+    assert_eq!(call(&gateway, &policy).await, (200, Some(first.clone())), "served while refused");
+    assert_eq!(gwsupport::get(gateway.addr, "/readyz").map(|r| r.status), Some(200), "ready while refused");
+
+    // The binding is back: the source comes up without a restart and the next edit is served.
+    let out = cp.kubectl_with(&cp.kubeconfig, &["create", "-f", "-"], Some(&strip_server_fields(&binding)));
+    assert!(out.status.success(), "re-create the binding: {}", String::from_utf8_lossy(&out.stderr));
+    eventually(WAIT, "the gateway's source is up again", || async { (source_up() == Some(1.0)).then_some(()) }).await;
+    let client = cp.client().await;
+    let second = served_policy(&client, &ns, 2, &operator).await;
+    eventually(WAIT, "the edit is served", || async {
+        (call(&gateway, &policy).await == (200, Some(second.clone()))).then_some(())
+    })
+    .await;
+}
+
+/// An object as `kubectl get -o json` prints it, without what the server set (so it can be
+/// created again).
+fn strip_server_fields(json: &str) -> String {
+    let mut value: Value = serde_json::from_str(json).expect("json");
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields"] {
+            meta.remove(field);
+        }
+    }
+    value.to_string()
+}

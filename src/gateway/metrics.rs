@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use crate::gateway::auth::AuthOutcome;
 use crate::key::PolicyKey;
+use crate::process::admin::registered;
 
 /// A policy label is `<namespace>.<name>`, the name a caller selects it by.
 impl EncodeLabelValue for PolicyKey {
@@ -98,68 +99,71 @@ pub struct TlsMetrics {
 
 impl TlsMetrics {
     fn register(registry: &mut Registry) -> TlsMetrics {
-        let tls = TlsMetrics::default();
-        registry.register("tls_reloads", "TLS certificate pairs loaded after their files changed", tls.reloads.clone());
-        registry.register(
+        let reloads = registered(
+            registry,
+            "tls_reloads",
+            "TLS certificate pairs loaded after their files changed",
+            Counter::default(),
+        );
+        let reload_errors = registered(
+            registry,
             "tls_reload_errors",
             "Changed TLS certificate pairs that did not load (the one in use stayed)",
-            tls.reload_errors.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let handshake_failures = registered(
+            registry,
             "tls_handshake_failures",
             "Connections whose TLS handshake failed or timed out",
-            tls.handshake_failures.clone(),
+            Counter::default(),
         );
-        tls
+        TlsMetrics { reloads, reload_errors, handshake_failures }
     }
 }
 
 impl Default for GatewayMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("routerpolicy_gateway");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let upstream_duration = Family::<PolicyLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
-        );
-        let reload_errors = Family::<PolicyLabels, Counter>::default();
-        let policy_info = Family::<PolicyInfoLabels, Gauge>::default();
-        let policies = Gauge::default();
-        let reloads = Counter::default();
-        let in_flight = Gauge::default();
-        let source_up = Gauge::default();
-        let shed = Counter::default();
-        let body_timeouts = Counter::default();
-        let buffered_bytes = Gauge::default();
-        registry.register("shed", "Requests answered 503 overloaded before their body was read", shed.clone());
-        registry.register(
+        let r = &mut registry;
+        let shed =
+            registered(r, "shed", "Requests answered 503 overloaded before their body was read", Counter::default());
+        let body_timeouts = registered(
+            r,
             "body_timeouts",
             "Request bodies that stalled or did not arrive in time (408)",
-            body_timeouts.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let buffered_bytes = registered(
+            r,
             "buffered_bytes",
             "Bytes of request bodies reserved now (of --max-buffered-bytes)",
-            buffered_bytes.clone(),
+            Gauge::default(),
         );
-        registry.register("requests", "Requests answered, by policy and status code", requests.clone());
-        registry.register(
+        let requests = registered(r, "requests", "Requests answered, by policy and status code", Family::default());
+        let upstream_duration = registered(
+            r,
             "upstream_duration_seconds",
             "Time from sending a request to orq until its response headers",
-            upstream_duration.clone(),
+            Family::<PolicyLabels, Histogram>::new_with_constructor(
+                (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
+            ),
         );
-        registry.register("reload_errors", "Policy files that could not be used at a reload", reload_errors.clone());
-        registry.register(
+        let reload_errors =
+            registered(r, "reload_errors", "Policy files that could not be used at a reload", Family::default());
+        let policy_info = registered(
+            r,
             "policy_info",
             "One series per served policy; hash equals the policy's status.configHash",
-            policy_info.clone(),
+            Family::default(),
         );
-        registry.register("policies", "Policies served", policies.clone());
-        registry.register("reloads", "Reloads of the config directory", reloads.clone());
-        registry.register("in_flight", "Requests being proxied now", in_flight.clone());
-        registry.register(
+        let policies = registered(r, "policies", "Policies served", Gauge::default());
+        let reloads = registered(r, "reloads", "Reloads of the config directory", Counter::default());
+        let in_flight = registered(r, "in_flight", "Requests being proxied now", Gauge::default());
+        let source_up = registered(
+            r,
             "source_up",
             "1 while the ConfigMap watch is healthy, 0 while it fails (--config-map)",
-            source_up.clone(),
+            Gauge::default(),
         );
         let (auth, token_reviews) = register_auth(&mut registry);
         let tls = TlsMetrics::register(&mut registry);
@@ -184,13 +188,12 @@ impl Default for GatewayMetrics {
 }
 
 fn register_auth(registry: &mut Registry) -> (Family<AuthLabels, Counter>, Counter) {
-    let auth = Family::<AuthLabels, Counter>::default();
-    let token_reviews = Counter::default();
-    registry.register("auth", "Callers checked (--auth serviceaccount), by outcome", auth.clone());
-    registry.register(
+    let auth = registered(registry, "auth", "Callers checked (--auth serviceaccount), by outcome", Family::default());
+    let token_reviews = registered(
+        registry,
         "token_reviews",
         "TokenReviews sent to the API server (tokens not in the cache)",
-        token_reviews.clone(),
+        Counter::default(),
     );
     (auth, token_reviews)
 }

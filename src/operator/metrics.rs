@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::key::PolicyKey;
+use crate::process::admin::registered;
 
 /// Implements [`EncodeLabelValue`] for a label enum through its `as_str`.
 macro_rules! label_value {
@@ -143,34 +144,27 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("routerpolicy");
-        let reconciles = Family::<OutcomeLabels, Counter>::default();
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let policies = Family::<ReadyLabels, Gauge>::default();
-        let configmap_writes = Counter::default();
-        let in_flight = Gauge::default();
-        let leader = Gauge::default();
-        let status_writes = Counter::default();
-        let policy_writes = Counter::default();
-        let pending = Family::<QueueLabels, Gauge>::default();
-        let events = Counter::default();
-        let events_dropped = Counter::default();
-        let index_policies = Gauge::default();
-        registry.register("reconciles", "Target reconciles by outcome", reconciles.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one target reconcile", reconcile_duration.clone());
-        registry.register("policies", "Policies by Ready condition status", policies.clone());
-        registry.register("configmap_writes", "Server-side applies of gateway ConfigMaps", configmap_writes.clone());
-        registry.register("reconciles_in_flight", "Target reconciles running now", in_flight.clone());
-        registry.register("status_writes", "Status writes to policies", status_writes.clone());
-        registry.register(
-            "policy_writes",
-            "Writes to policy objects (legacy finalizer removal)",
-            policy_writes.clone(),
+        let r = &mut registry;
+        let reconciles = registered(r, "reconciles", "Target reconciles by outcome", Family::default());
+        let reconcile_duration = registered(
+            r,
+            "reconcile_duration_seconds",
+            "Duration of one target reconcile",
+            Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         );
-        registry.register("events", "Events published on policies", events.clone());
-        registry.register("events_dropped", "Events dropped because the event queue was full", events_dropped.clone());
-        registry.register("work_pending", "Work queued or in progress", pending.clone());
-        registry.register("index_policies", "Policies in the index", index_policies.clone());
-        registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
+        let policies = registered(r, "policies", "Policies by Ready condition status", Family::default());
+        let configmap_writes =
+            registered(r, "configmap_writes", "Server-side applies of gateway ConfigMaps", Counter::default());
+        let in_flight = registered(r, "reconciles_in_flight", "Target reconciles running now", Gauge::default());
+        let status_writes = registered(r, "status_writes", "Status writes to policies", Counter::default());
+        let policy_writes =
+            registered(r, "policy_writes", "Writes to policy objects (legacy finalizer removal)", Counter::default());
+        let events = registered(r, "events", "Events published on policies", Counter::default());
+        let events_dropped =
+            registered(r, "events_dropped", "Events dropped because the event queue was full", Counter::default());
+        let pending = registered(r, "work_pending", "Work queued or in progress", Family::default());
+        let index_policies = registered(r, "index_policies", "Policies in the index", Gauge::default());
+        let leader = registered(r, "leader", "1 when this replica holds the leader lease", Gauge::default());
         Self {
             registry,
             reconciles,

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -25,6 +25,13 @@ pub trait Admin: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// `Ok` when ready for work, else the short reason `/readyz` answers 503 with.
     fn readiness(&self) -> Result<(), &'static str>;
+}
+
+/// Registers `metric` under `name` with `help` and returns it: each wing builds its metrics
+/// with this, one line a metric.
+pub fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Encodes a registry in the OpenMetrics text format (empty if encoding fails).

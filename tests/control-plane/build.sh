@@ -17,6 +17,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.sh
 . "$here/versions.sh"
+# shellcheck source=go-tool.sh
+. "$here/go-tool.sh"
 K8S_VERSION=${K8S_VERSION:-$K8S_DEFAULT}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 out=${CONTROL_PLANE_DIR:-$root/target/control-plane/v$K8S_VERSION-etcd$ETCD_VERSION}
@@ -48,16 +50,7 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 if [ -n "$kube_missing" ]; then
   echo "==> $(echo $kube_missing) v$K8S_VERSION" >&2
-  rm -rf "$work/kube"
-  cp -r "$here/kube" "$work/kube"
-  cd "$work/kube"
-  cat > go.mod <<GOMOD
-module routerpolicy.test/controlplane/kube
-
-go 1.24
-
-require k8s.io/kubernetes v$K8S_VERSION
-GOMOD
+  go_tool_module "$here/kube" "$work/kube" kube k8s.io/kubernetes "v$K8S_VERSION"
   upstream_gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
   [ -f "$upstream_gomod" ] || { echo "build.sh: could not download k8s.io/kubernetes@v$K8S_VERSION" >&2; exit 1; }
   staging=$(awk '/^require[[:space:]]*\(/{inreq=1; next} inreq && /^\)/{inreq=0} inreq && $2=="v0.0.0" {print $1} /^require[[:space:]]+k8s.io\/[^ ]+ v0.0.0/{print $2}' "$upstream_gomod" | grep '^k8s.io/' | sort -u)
@@ -79,16 +72,7 @@ fi
 
 if [ -n "$etcd_missing" ]; then
   echo "==> etcd v$ETCD_VERSION" >&2
-  rm -rf "$work/etcd"
-  cp -r "$here/etcd" "$work/etcd"
-  cd "$work/etcd"
-  cat > go.mod <<GOMOD
-module routerpolicy.test/controlplane/etcd
-
-go 1.24
-
-require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
-GOMOD
+  go_tool_module "$here/etcd" "$work/etcd" etcd go.etcd.io/etcd/server/v3 "v$ETCD_VERSION"
   go mod tidy
   go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" .
   mv "$bin/etcd.tmp" "$bin/etcd"

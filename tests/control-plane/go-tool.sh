@@ -8,6 +8,11 @@
 #   go_tool_install MODULE/CMD VERSION BIN [LDFLAGS]
 #                                            `go install` (module mode, outside any go.mod)
 #                                            into $go_tool_tmp, then BIN moved into DIR
+#   go_tool_module SOURCE WORK NAME MODULE VERSION
+#                                            a fresh copy of SOURCE (a main package) in WORK
+#                                            with a generated go.mod, module
+#                                            routerpolicy.test/controlplane/NAME, requiring
+#                                            MODULE@VERSION; the working directory is WORK after
 
 go_tool_cached() {
   local script=$1 dir=$2 print=$3 bin
@@ -35,4 +40,18 @@ go_tool_install() {
   echo "==> $bin ($package@$version)" >&2
   (cd "$go_tool_tmp" && GOBIN="$go_tool_tmp" go install -trimpath -ldflags "$ldflags" "$package@$version" >&2)
   mv "$go_tool_tmp/$bin" "$go_tool_dir/$bin"
+}
+
+go_tool_module() {
+  local source=$1 work=$2 name=$3 module=$4 version=$5
+  rm -rf "$work"
+  cp -r "$source" "$work"
+  cd "$work"
+  cat > go.mod <<GOMOD
+module routerpolicy.test/controlplane/$name
+
+go 1.24
+
+require $module $version
+GOMOD
 }

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
                 .map(|d| manifests::check_document_with(d, &schema, &namespace, unquoted_booleans))
                 .collect();
             print!("{}", manifests::format_results(&results, output));
-            if results.iter().any(|r| !r.report.is_valid()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            if results.iter().any(|r| !r.findings.is_valid()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Command::Explain(args) => ExitCode::from(routerpolicy::explain::cli::run(&args)),
         Command::Completions { shell } => {

@@ -55,14 +55,14 @@ impl fmt::Display for Violation {
 
 /// Everything the rules found in one policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Report {
+pub struct Findings {
     /// Broken rules: the policy must not be served.
     pub errors: Vec<Violation>,
     /// Advice: the policy is served, and the warning is shown in status and events.
     pub warnings: Vec<Violation>,
 }
 
-impl Report {
+impl Findings {
     /// True when no rule is broken.
     pub fn is_valid(&self) -> bool {
         self.errors.is_empty()
@@ -82,7 +82,7 @@ impl Report {
     }
 
     /// Adds the violations of `other` that this report does not have yet.
-    pub fn merge(&mut self, other: Report) {
+    pub fn merge(&mut self, other: Findings) {
         for v in other.errors {
             if !self.errors.contains(&v) {
                 self.errors.push(v);
@@ -197,7 +197,7 @@ pub fn matches_pattern(pattern: &str, value: &str) -> bool {
     re.is_match(value)
 }
 
-impl Report {
+impl Findings {
     fn check_string(&mut self, path: &str, value: &str, min: u32, max: u32, pattern: Option<&str>) {
         // Kubernetes counts string length in Unicode code points.
         let len = value.chars().count();
@@ -231,65 +231,65 @@ impl Report {
 
 /// Validates a policy spec. `namespace` is the policy's namespace (used to resolve
 /// `targetRefs` without a namespace when looking for duplicates).
-pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Report {
-    let mut report = Report::default();
-    check_targets(&mut report, &spec.target_refs, namespace);
+pub fn validate_spec(spec: &ImageVariationPolicySpec, namespace: &str) -> Findings {
+    let mut findings = Findings::default();
+    check_targets(&mut findings, &spec.target_refs, namespace);
     if let Some(name) = &spec.name {
-        report.check_string("spec.name", name, 1, TRACE_NAME_MAX, Some(NO_CONTROL_CHARS_PATTERN));
+        findings.check_string("spec.name", name, 1, TRACE_NAME_MAX, Some(NO_CONTROL_CHARS_PATTERN));
     }
     if let Some(retry) = &spec.retry {
-        check_retry(&mut report, retry);
+        check_retry(&mut findings, retry);
     }
     if let Some(fallbacks) = &spec.fallbacks {
-        check_fallbacks(&mut report, fallbacks);
+        check_fallbacks(&mut findings, fallbacks);
     }
     if let Some(prompt) = &spec.prompt {
-        report.check_string("spec.prompt.id", &prompt.id, 1, PROMPT_ID_MAX, Some(PROMPT_ID_PATTERN));
+        findings.check_string("spec.prompt.id", &prompt.id, 1, PROMPT_ID_MAX, Some(PROMPT_ID_PATTERN));
     }
     if let Some(identity) = &spec.identity {
-        check_identity(&mut report, "spec.identity", identity);
+        check_identity(&mut findings, "spec.identity", identity);
     }
     if let Some(contact) = &spec.contact {
-        check_contact(&mut report, contact, spec.identity.is_some());
+        check_contact(&mut findings, contact, spec.identity.is_some());
     }
     if let Some(cache) = &spec.cache
         && let Some(ttl) = cache.ttl
     {
-        report.check_range("spec.cache.ttl", ttl, CACHE_TTL_MIN, CACHE_TTL_MAX);
+        findings.check_range("spec.cache.ttl", ttl, CACHE_TTL_MIN, CACHE_TTL_MAX);
     }
     if let Some(lb) = &spec.load_balancer {
-        check_load_balancer(&mut report, spec, lb);
+        check_load_balancer(&mut findings, spec, lb);
     }
     if let Some(timeout) = &spec.timeout {
-        check_timeout(&mut report, timeout);
+        check_timeout(&mut findings, timeout);
     }
     if let Some(callers) = &spec.callers {
-        check_callers(&mut report, callers);
+        check_callers(&mut findings, callers);
     }
     if let Some(rollout) = &spec.rollout {
-        check_rollout(&mut report, rollout);
+        check_rollout(&mut findings, rollout);
     }
-    report
+    findings
 }
 
 /// `spec.rollout`: 1 to 10 steps, weights 1 to 99 and increasing, pauses 5s to 24h, bounded
 /// `minRequests` and a ratio between 0 and 1.
-fn check_rollout(report: &mut Report, rollout: &Rollout) {
-    report.check_items("spec.rollout.steps", rollout.steps.len(), ROLLOUT_STEPS_MIN, ROLLOUT_STEPS_MAX);
+fn check_rollout(findings: &mut Findings, rollout: &Rollout) {
+    findings.check_items("spec.rollout.steps", rollout.steps.len(), ROLLOUT_STEPS_MIN, ROLLOUT_STEPS_MAX);
     let mut increasing = true;
     for (i, step) in rollout.steps.iter().enumerate() {
-        report.check_range(
+        findings.check_range(
             &format!("spec.rollout.steps[{i}].weight"),
             step.weight,
             ROLLOUT_WEIGHT_MIN,
             ROLLOUT_WEIGHT_MAX,
         );
         let path = format!("spec.rollout.steps[{i}].pause");
-        report.check_string(&path, &step.pause, 2, 24, Some(PAUSE_PATTERN));
+        findings.check_string(&path, &step.pause, 2, 24, Some(PAUSE_PATTERN));
         if step.pause.len() >= 2 && step.pause.len() <= 24 && matches_pattern(PAUSE_PATTERN, &step.pause) {
             let seconds = crate::rollout::parse_pause(&step.pause).unwrap_or(0);
             if !(crate::rollout::PAUSE_MIN_SECONDS..=crate::rollout::PAUSE_MAX_SECONDS).contains(&seconds) {
-                report.error(&path, "must be between 5s and 24h");
+                findings.error(&path, "must be between 5s and 24h");
             }
         }
         if i > 0 && rollout.steps[i - 1].weight >= step.weight {
@@ -297,54 +297,54 @@ fn check_rollout(report: &mut Report, rollout: &Rollout) {
         }
     }
     if !increasing {
-        report.error("spec.rollout.steps", "weights must increase from step to step");
+        findings.error("spec.rollout.steps", "weights must increase from step to step");
     }
     if let Some(min) = rollout.min_requests {
-        report.check_range("spec.rollout.minRequests", min, ROLLOUT_MIN_REQUESTS_MIN, ROLLOUT_MIN_REQUESTS_MAX);
+        findings.check_range("spec.rollout.minRequests", min, ROLLOUT_MIN_REQUESTS_MIN, ROLLOUT_MIN_REQUESTS_MAX);
     }
     if let Some(ratio) = rollout.max_failure_ratio {
         if ratio < 0.0 {
-            report.error("spec.rollout.maxFailureRatio", msg::minimum(0));
+            findings.error("spec.rollout.maxFailureRatio", msg::minimum(0));
         } else if ratio > 1.0 {
-            report.error("spec.rollout.maxFailureRatio", msg::maximum(1));
+            findings.error("spec.rollout.maxFailureRatio", msg::maximum(1));
         }
     }
 }
 
-fn check_retry(report: &mut Report, retry: &Retry) {
+fn check_retry(findings: &mut Findings, retry: &Retry) {
     if let Some(count) = retry.count {
-        report.check_range("spec.retry.count", count, RETRY_COUNT_MIN, RETRY_COUNT_MAX);
+        findings.check_range("spec.retry.count", count, RETRY_COUNT_MIN, RETRY_COUNT_MAX);
     }
     let Some(codes) = &retry.on_codes else { return };
-    report.check_items("spec.retry.onCodes", codes.len(), 1, RETRY_CODES_MAX);
+    findings.check_items("spec.retry.onCodes", codes.len(), 1, RETRY_CODES_MAX);
     let mut seen = HashSet::new();
     for (i, code) in codes.iter().enumerate() {
         let path = format!("spec.retry.onCodes[{i}]");
-        report.check_range(&path, *code, RETRY_CODE_MIN, RETRY_CODE_MAX);
+        findings.check_range(&path, *code, RETRY_CODE_MIN, RETRY_CODE_MAX);
         if !seen.insert(*code) {
-            report.error(path, msg::duplicate(code));
+            findings.error(path, msg::duplicate(code));
         }
     }
     if !codes.is_empty() && !codes.iter().any(|c| *c == 429 || (500..=599).contains(c)) {
-        report.warn(
+        findings.warn(
             "spec.retry.onCodes",
             "retries on no 429 or 5xx code: rate limits and server errors, the failures a retry can fix, are not retried",
         );
     }
 }
 
-fn check_fallbacks(report: &mut Report, fallbacks: &[Fallback]) {
-    report.check_items("spec.fallbacks", fallbacks.len(), 0, FALLBACKS_MAX);
+fn check_fallbacks(findings: &mut Findings, fallbacks: &[Fallback]) {
+    findings.check_items("spec.fallbacks", fallbacks.len(), 0, FALLBACKS_MAX);
     let mut seen = HashSet::new();
     for (i, fallback) in fallbacks.iter().enumerate() {
         let path = format!("spec.fallbacks[{i}].model");
-        report.check_string(&path, &fallback.model, 1, MODEL_MAX, Some(MODEL_PATTERN));
+        findings.check_string(&path, &fallback.model, 1, MODEL_MAX, Some(MODEL_PATTERN));
         if !seen.insert(fallback.model.as_str()) {
-            report.error(format!("spec.fallbacks[{i}]"), msg::duplicate(&fallback.model));
+            findings.error(format!("spec.fallbacks[{i}]"), msg::duplicate(&fallback.model));
         }
     }
     if fallbacks.len() > FALLBACKS_ADVISED_MAX && fallbacks.len() <= FALLBACKS_MAX as usize {
-        report.warn(
+        findings.warn(
             "spec.fallbacks",
             format!(
                 "{} fallbacks: orq advises at most {FALLBACKS_ADVISED_MAX}, each one adds a full attempt's latency to a failing request",
@@ -356,24 +356,24 @@ fn check_fallbacks(report: &mut Report, fallbacks: &[Fallback]) {
 
 /// `contact`, the deprecated name of `identity`: checked the same, refused next to
 /// `identity`, and otherwise a deprecation warning.
-fn check_contact(report: &mut Report, contact: &Identity, has_identity: bool) {
-    check_identity(report, "spec.contact", contact);
+fn check_contact(findings: &mut Findings, contact: &Identity, has_identity: bool) {
+    check_identity(findings, "spec.contact", contact);
     if has_identity {
-        report.error(
+        findings.error(
             "spec.contact",
             "must not be set together with spec.identity (contact is the deprecated name of identity)",
         );
     } else {
-        report
+        findings
             .warnings
             .push(Violation::deprecated("spec.contact", "is deprecated: rename it to spec.identity (same fields)"));
     }
 }
 
-fn check_timeout(report: &mut Report, timeout: &Timeout) {
-    report.check_range("spec.timeout.callTimeout", timeout.call_timeout, CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
+fn check_timeout(findings: &mut Findings, timeout: &Timeout) {
+    findings.check_range("spec.timeout.callTimeout", timeout.call_timeout, CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
     if (CALL_TIMEOUT_MIN..CALL_TIMEOUT_ADVISED_MIN).contains(&timeout.call_timeout) {
-        report.warn(
+        findings.warn(
             "spec.timeout.callTimeout",
             format!(
                 "{} ms is shorter than {CALL_TIMEOUT_ADVISED_MIN} ms: most image-variation calls will time out (it applies to each attempt)",
@@ -383,11 +383,11 @@ fn check_timeout(report: &mut Report, timeout: &Timeout) {
     }
 }
 
-fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
-    report.check_items("spec.targetRefs", targets.len(), TARGETS_MIN, TARGETS_MAX);
+fn check_targets(findings: &mut Findings, targets: &[TargetRef], namespace: &str) {
+    findings.check_items("spec.targetRefs", targets.len(), TARGETS_MIN, TARGETS_MAX);
     let mut seen = BTreeSet::new();
     for (i, target) in targets.iter().enumerate() {
-        report.check_string(
+        findings.check_string(
             &format!("spec.targetRefs[{i}].name"),
             &target.name,
             1,
@@ -395,7 +395,7 @@ fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
             Some(DNS1123_SUBDOMAIN_PATTERN),
         );
         if let Some(ns) = &target.namespace {
-            report.check_string(
+            findings.check_string(
                 &format!("spec.targetRefs[{i}].namespace"),
                 ns,
                 1,
@@ -406,17 +406,17 @@ fn check_targets(report: &mut Report, targets: &[TargetRef], namespace: &str) {
         // Reported on the list, as the CRD's CEL rule does (it cannot name an index).
         let resolved = (target.resolved_namespace(namespace), target.name.as_str());
         if !seen.insert(resolved) {
-            report.error("spec.targetRefs", msg::duplicate(format!("{}/{} (entry [{i}])", resolved.0, resolved.1)));
+            findings.error("spec.targetRefs", msg::duplicate(format!("{}/{} (entry [{i}])", resolved.0, resolved.1)));
         }
     }
 }
 
-fn check_callers(report: &mut Report, callers: &[Caller]) {
-    report.check_items("spec.callers", callers.len(), 1, CALLERS_MAX);
+fn check_callers(findings: &mut Findings, callers: &[Caller]) {
+    findings.check_items("spec.callers", callers.len(), 1, CALLERS_MAX);
     let mut seen = BTreeSet::new();
     for (i, caller) in callers.iter().enumerate() {
         let path = format!("spec.callers[{i}]");
-        report.check_string(
+        findings.check_string(
             &format!("{path}.namespace"),
             &caller.namespace,
             1,
@@ -424,7 +424,7 @@ fn check_callers(report: &mut Report, callers: &[Caller]) {
             Some(DNS1123_LABEL_PATTERN),
         );
         if let Some(sa) = &caller.service_account {
-            report.check_string(
+            findings.check_string(
                 &format!("{path}.serviceAccount"),
                 sa,
                 1,
@@ -438,56 +438,56 @@ fn check_callers(report: &mut Report, callers: &[Caller]) {
                 Some(sa) => format!("{}/{sa}", caller.namespace),
                 None => caller.namespace.clone(),
             };
-            report.error("spec.callers", msg::duplicate(format!("{who} (entry [{i}])")));
+            findings.error("spec.callers", msg::duplicate(format!("{who} (entry [{i}])")));
         }
     }
 }
 
-fn check_identity(report: &mut Report, base: &str, identity: &Identity) {
-    report.check_string(&format!("{base}.id"), &identity.id, 1, IDENTITY_ID_MAX, None);
+fn check_identity(findings: &mut Findings, base: &str, identity: &Identity) {
+    findings.check_string(&format!("{base}.id"), &identity.id, 1, IDENTITY_ID_MAX, None);
     if let Some(name) = &identity.display_name {
-        report.check_string(&format!("{base}.displayName"), name, 1, DISPLAY_NAME_MAX, None);
+        findings.check_string(&format!("{base}.displayName"), name, 1, DISPLAY_NAME_MAX, None);
     }
     if let Some(email) = &identity.email {
-        report.check_string(&format!("{base}.email"), email, 0, EMAIL_MAX, Some(EMAIL_PATTERN));
+        findings.check_string(&format!("{base}.email"), email, 0, EMAIL_MAX, Some(EMAIL_PATTERN));
     }
     if let Some(url) = &identity.logo_url {
-        report.check_string(&format!("{base}.logoUrl"), url, 0, LOGO_URL_MAX, Some(LOGO_URL_PATTERN));
+        findings.check_string(&format!("{base}.logoUrl"), url, 0, LOGO_URL_MAX, Some(LOGO_URL_PATTERN));
     }
     if let Some(metadata) = &identity.metadata {
-        report.check_items(&format!("{base}.metadata"), metadata.len(), 0, METADATA_MAX);
+        findings.check_items(&format!("{base}.metadata"), metadata.len(), 0, METADATA_MAX);
         for (i, map) in metadata.iter().enumerate() {
             let path = format!("{base}.metadata[{i}]");
             if map.len() > METADATA_ENTRIES_MAX as usize {
-                report.error(path.clone(), msg::max_properties(METADATA_ENTRIES_MAX));
+                findings.error(path.clone(), msg::max_properties(METADATA_ENTRIES_MAX));
             }
             if map.keys().any(|k| k.is_empty() || k.chars().count() > METADATA_KEY_MAX as usize) {
-                report.error(path.clone(), METADATA_KEY_MESSAGE);
+                findings.error(path.clone(), METADATA_KEY_MESSAGE);
             }
             for (key, value) in map {
-                report.check_string(&format!("{path}.{key}"), value, 0, METADATA_VALUE_MAX, None);
+                findings.check_string(&format!("{path}.{key}"), value, 0, METADATA_VALUE_MAX, None);
             }
         }
     }
     if let Some(tags) = &identity.tags {
-        report.check_items(&format!("{base}.tags"), tags.len(), 0, TAGS_MAX);
+        findings.check_items(&format!("{base}.tags"), tags.len(), 0, TAGS_MAX);
         let mut seen = HashSet::new();
         for (i, tag) in tags.iter().enumerate() {
             let path = format!("{base}.tags[{i}]");
-            report.check_string(&path, tag, 1, TAG_MAX, None);
+            findings.check_string(&path, tag, 1, TAG_MAX, None);
             if !seen.insert(tag.as_str()) {
-                report.error(path, msg::duplicate(format!("{tag:?}")));
+                findings.error(path, msg::duplicate(format!("{tag:?}")));
             }
         }
     }
 }
 
-fn check_load_balancer(report: &mut Report, spec: &ImageVariationPolicySpec, lb: &crate::api::LoadBalancer) {
-    report.check_items("spec.loadBalancer.models", lb.models.len(), 1, LB_MODELS_MAX);
+fn check_load_balancer(findings: &mut Findings, spec: &ImageVariationPolicySpec, lb: &crate::api::LoadBalancer) {
+    findings.check_items("spec.loadBalancer.models", lb.models.len(), 1, LB_MODELS_MAX);
     let mut seen = HashSet::new();
     let mut weights_ok = true;
     for (i, m) in lb.models.iter().enumerate() {
-        report.check_string(
+        findings.check_string(
             &format!("spec.loadBalancer.models[{i}].model"),
             &m.model,
             1,
@@ -495,18 +495,18 @@ fn check_load_balancer(report: &mut Report, spec: &ImageVariationPolicySpec, lb:
             Some(MODEL_PATTERN),
         );
         if !seen.insert(m.model.as_str()) {
-            report.error(format!("spec.loadBalancer.models[{i}]"), msg::duplicate(&m.model));
+            findings.error(format!("spec.loadBalancer.models[{i}]"), msg::duplicate(&m.model));
         }
         if let Some(w) = m.weight {
             let path = format!("spec.loadBalancer.models[{i}].weight");
             if !w.is_finite() {
-                report.error(path, "must be a finite number");
+                findings.error(path, "must be a finite number");
                 weights_ok = false;
             } else if w < WEIGHT_MIN {
-                report.error(path, msg::minimum(WEIGHT_MIN));
+                findings.error(path, msg::minimum(WEIGHT_MIN));
                 weights_ok = false;
             } else if w > WEIGHT_MAX {
-                report.error(path, msg::maximum(WEIGHT_MAX));
+                findings.error(path, msg::maximum(WEIGHT_MAX));
                 weights_ok = false;
             }
         }
@@ -515,7 +515,7 @@ fn check_load_balancer(report: &mut Report, spec: &ImageVariationPolicySpec, lb:
     if let Some(fallbacks) = &spec.fallbacks {
         for (i, f) in fallbacks.iter().enumerate() {
             if seen.contains(f.model.as_str()) {
-                report.warn(
+                findings.warn(
                     format!("spec.fallbacks[{i}].model"),
                     format!(
                         "{} is also a load-balancer model: a failing call may fall back to the model that just failed",
@@ -541,7 +541,7 @@ fn check_load_balancer(report: &mut Report, spec: &ImageVariationPolicySpec, lb:
             } else {
                 format!("weights sum to {}, not 1", trim_float(sum))
             };
-            report.warn("spec.loadBalancer.models", format!("{why}; orq normalizes them to: {shares}"));
+            findings.warn("spec.loadBalancer.models", format!("{why}; orq normalizes them to: {shares}"));
         }
     }
 }
@@ -565,32 +565,32 @@ fn trim_float(value: f64) -> String {
 }
 
 /// Validates a whole policy in `namespace`: its object name, then its spec.
-pub fn validate_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpec) -> Report {
-    let mut report = validate_spec(spec, namespace);
-    report.errors.splice(0..0, validate_object_name(name, namespace));
+pub fn validate_policy(namespace: &str, name: &str, spec: &ImageVariationPolicySpec) -> Findings {
+    let mut findings = validate_spec(spec, namespace);
+    findings.errors.splice(0..0, validate_object_name(name, namespace));
     let canary = crate::key::PolicyKey::new(namespace, name).canary_key();
-    if spec.rollout.is_some() && report.is_valid() && canary.len() > DNS1123_SUBDOMAIN_MAX as usize {
-        report.error(
+    if spec.rollout.is_some() && findings.is_valid() && canary.len() > DNS1123_SUBDOMAIN_MAX as usize {
+        findings.error(
             "metadata.name",
             format!("is too long for spec.rollout: the canary key {canary:?} would exceed {DNS1123_SUBDOMAIN_MAX} characters"),
         );
     }
-    report
+    findings
 }
 
 /// Checks a policy's metadata name: a DNS-1123 subdomain, short enough that its data key
 /// `<namespace>.<name>.json` stays a valid ConfigMap key (at most 253 characters).
 pub fn validate_object_name(name: &str, namespace: &str) -> Vec<Violation> {
-    let mut report = Report::default();
-    report.check_string("metadata.name", name, 1, DNS1123_SUBDOMAIN_MAX, Some(DNS1123_SUBDOMAIN_PATTERN));
-    if report.errors.is_empty() {
+    let mut findings = Findings::default();
+    findings.check_string("metadata.name", name, 1, DNS1123_SUBDOMAIN_MAX, Some(DNS1123_SUBDOMAIN_PATTERN));
+    if findings.errors.is_empty() {
         let key = crate::key::PolicyKey::new(namespace, name).data_key();
         if key.len() > DNS1123_SUBDOMAIN_MAX as usize {
-            report.error(
+            findings.error(
                 "metadata.name",
                 format!("is too long: the data key {key:?} would exceed {DNS1123_SUBDOMAIN_MAX} characters"),
             );
         }
     }
-    report.errors
+    findings.errors
 }

@@ -351,7 +351,7 @@ async fn validate_and_the_api_server_agree_on_every_generated_manifest() {
         let text = serde_json::to_string_pretty(&case.manifest).expect("json");
         let docs = parse_documents("case.json", &text);
         let checked = check_document(&docs[0], &schema, &ns);
-        let offline = &checked.report.errors;
+        let offline = &checked.findings.errors;
         match (offline.is_empty(), server) {
             (true, Ok(())) => accepted += 1,
             (false, Err(message)) => {
@@ -400,7 +400,7 @@ async fn unquoted_yaml_1_1_booleans_are_refused_like_kubectl_apply_does() {
         let out = cp.kubectl_with(&cp.kubeconfig, &["create", "--dry-run=server", "-f", "-"], Some(&text));
         let stderr = String::from_utf8_lossy(&out.stderr);
         let docs = parse_documents("case.yaml", &text);
-        let errors = check_document(&docs[0], &schema, &ns).report.errors;
+        let errors = check_document(&docs[0], &schema, &ns).findings.errors;
         match refused_at {
             Some(path) => {
                 assert!(!out.status.success(), "{name}: kubectl accepted it");

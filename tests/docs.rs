@@ -8,7 +8,7 @@ use routerpolicy::api::{TargetReason, TargetStatus};
 use routerpolicy::key::PolicyKey;
 use routerpolicy::operator::served::Serve;
 use routerpolicy::operator::status::{StatusInput, compute_status};
-use routerpolicy::validate::{Report, Violation};
+use routerpolicy::validate::{Findings, Violation};
 use serde_json::{Value, json};
 
 fn health(obj: &Value) -> (String, String) {
@@ -43,7 +43,7 @@ fn target(synced: bool, reason: TargetReason, message: &str) -> TargetStatus {
 fn argocd_health_is_healthy_when_ready() {
     let obs = StatusInput {
         generation: Some(1),
-        report: Report::default(),
+        findings: Findings::default(),
         config_hash: Some("h".into()),
         targets: vec![target(true, TargetReason::Synced, "")],
         serves: vec![],
@@ -56,12 +56,18 @@ fn argocd_health_is_healthy_when_ready() {
 
 #[test]
 fn argocd_health_is_degraded_with_the_field_path_when_invalid() {
-    let report = Report {
+    let findings = Findings {
         errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
         warnings: vec![],
     };
-    let obs =
-        StatusInput { generation: Some(3), report, config_hash: None, targets: vec![], serves: vec![], rollout: None };
+    let obs = StatusInput {
+        generation: Some(3),
+        findings,
+        config_hash: None,
+        targets: vec![],
+        serves: vec![],
+        rollout: None,
+    };
     let (status, message) = health(&policy_with(obs, 3));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("ValidationFailed: spec.retry.count: must be less than or equal to 5"), "{message}");
@@ -71,7 +77,7 @@ fn argocd_health_is_degraded_with_the_field_path_when_invalid() {
 fn argocd_health_is_degraded_when_a_target_refuses() {
     let obs = StatusInput {
         generation: Some(1),
-        report: Report::default(),
+        findings: Findings::default(),
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::RefNotPermitted, "no consent")],
         serves: vec![],
@@ -86,7 +92,7 @@ fn argocd_health_is_degraded_when_a_target_refuses() {
 fn argocd_health_is_progressing_while_retrying_or_not_yet_observed() {
     let obs = StatusInput {
         generation: Some(1),
-        report: Report::default(),
+        findings: Findings::default(),
         config_hash: Some("h".into()),
         targets: vec![target(false, TargetReason::ApplyFailed, "timeout")],
         serves: vec![],
@@ -359,7 +365,7 @@ fn argocd_health_follows_a_rollout_progressing_then_degraded_when_rolled_back() 
     use routerpolicy::rollout::Phase;
     let with = |phase: Phase, synced: bool, reason: TargetReason| StatusInput {
         generation: Some(2),
-        report: Report::default(),
+        findings: Findings::default(),
         config_hash: Some("new".into()),
         targets: vec![target(synced, reason, "")],
         serves: vec![],

@@ -564,8 +564,12 @@ async fn each_rule_is_refused_at_admission_with_the_path_validate_reports() {
 
         let docs = routerpolicy::manifests::parse_documents(&file.display().to_string(), &text);
         let checked = routerpolicy::manifests::check_document(&docs[0], &schema, &ns);
-        if !checked.report.errors.iter().any(|e| e.path == expect) {
-            failures.push(format!("{}: validate did not report {expect}: {:?}", file.display(), checked.report.errors));
+        if !checked.findings.errors.iter().any(|e| e.path == expect) {
+            failures.push(format!(
+                "{}: validate did not report {expect}: {:?}",
+                file.display(),
+                checked.findings.errors
+            ));
         }
 
         let out = cp.kubectl_with(&cp.kubeconfig, &["apply", "-n", &ns, "-f", "-"], Some(&text));
@@ -605,7 +609,7 @@ async fn the_targetrefs_admission_message_is_validates_first_error() {
         let schema = routerpolicy::crd::openapi_schema();
         let docs = routerpolicy::manifests::parse_documents("repeats.yaml", &manifest);
         let checked = routerpolicy::manifests::check_document(&docs[0], &schema, &ns);
-        let first = checked.report.errors.first().expect("validate refuses a repeat");
+        let first = checked.findings.errors.first().expect("validate refuses a repeat");
         let expected = format!("{}: {}", first.path, first.message);
         let out = cp.kubectl_with(&cp.kubeconfig, &["create", "--dry-run=server", "-f", "-"], Some(&manifest));
         let stderr = String::from_utf8_lossy(&out.stderr);

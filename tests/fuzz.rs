@@ -226,7 +226,7 @@ fn pipeline(input: &[u8], schema: &serde_json::Value, reach: &mut Reach) {
         reach.documents += u64::from(doc.value.is_ok());
         let checked = check_document(doc, schema, "default");
         reach.policies += u64::from(!checked.skipped && doc.value.is_ok());
-        reach.valid += u64::from(!checked.skipped && checked.report.is_valid());
+        reach.valid += u64::from(!checked.skipped && checked.findings.is_valid());
     }
     let _ = render_configmaps(&docs, schema, "default");
 }

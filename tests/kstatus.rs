@@ -13,7 +13,7 @@ use routerpolicy::api::{RolloutStatus, TargetReason, TargetStatus};
 use routerpolicy::operator::served::Serve;
 use routerpolicy::operator::status::{StatusInput, compute_status};
 use routerpolicy::rollout::Phase;
-use routerpolicy::validate::{Report, Violation};
+use routerpolicy::validate::{Findings, Violation};
 use serde_json::json;
 
 /// The kstatus command: `ROUTERPOLICY_KSTATUS`, else built (once, cached under target/tools).
@@ -35,10 +35,10 @@ fn target(synced: bool, reason: TargetReason) -> TargetStatus {
     }
 }
 
-fn input(report: Report, synced: bool, reason: TargetReason, serve: Serve) -> StatusInput {
+fn input(findings: Findings, synced: bool, reason: TargetReason, serve: Serve) -> StatusInput {
     StatusInput {
         generation: Some(2),
-        report,
+        findings,
         config_hash: Some("abc".into()),
         targets: vec![target(synced, reason)],
         serves: vec![serve],
@@ -62,7 +62,7 @@ fn rolling(phase: Phase) -> StatusInput {
         message: "rolled back: failure ratio 0.900 (18 of 20 calls); the most common orq answer was 404".into(),
         ..Default::default()
     };
-    StatusInput { rollout: Some(rollout), ..input(Report::default(), synced, reason, Serve::Served { replicas: 2 }) }
+    StatusInput { rollout: Some(rollout), ..input(Findings::default(), synced, reason, Serve::Served { replicas: 2 }) }
 }
 
 /// What kstatus says of a policy at `generation` whose status the operator computed.
@@ -94,11 +94,11 @@ fn kstatus_of(cases: &[(&str, StatusInput, i64)]) -> Vec<(String, String)> {
 
 #[test]
 fn kstatus_waits_for_gateway_replicas_and_fails_fast_on_a_refusing_or_stale_one() {
-    let invalid = Report {
+    let invalid = Findings {
         errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
         warnings: vec![],
     };
-    let ok = || Report::default();
+    let ok = || Findings::default();
     let cases = [
         (
             "served by every replica",

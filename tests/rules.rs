@@ -31,7 +31,7 @@ fn manifest(spec: Value) -> Value {
 fn offline_errors(spec: Value) -> Vec<String> {
     let schema = routerpolicy::crd::openapi_schema();
     let doc = Document::from_value(Origin { file: "t".into(), document: 1 }, manifest(spec));
-    check_document(&doc, &schema, "default").report.errors.iter().map(|v| v.path.clone()).collect()
+    check_document(&doc, &schema, "default").findings.errors.iter().map(|v| v.path.clone()).collect()
 }
 
 /// Errors from the Rust rules alone (what the reconcile loop checks), when the spec parses.
@@ -568,8 +568,11 @@ fn metadata_name_too_long_for_a_data_key_is_refused() {
     let mut m = manifest(spec_with(json!({})));
     m["metadata"]["name"] = json!("a".repeat(250));
     let doc = Document::from_value(Origin { file: "t".into(), document: 1 }, m);
-    let report = check_document(&doc, &schema, "default").report;
-    assert!(report.errors.iter().any(|e| e.path == "metadata.name" && e.message.contains("data key")), "{report:?}");
+    let findings = check_document(&doc, &schema, "default").findings;
+    assert!(
+        findings.errors.iter().any(|e| e.path == "metadata.name" && e.message.contains("data key")),
+        "{findings:?}"
+    );
 }
 
 // ---- property tests ----

@@ -27,7 +27,11 @@ pub fn observe(
         .find(|c| !c.skipped && c.object == wanted && c.kind == "ImageVariationPolicy")
         .ok_or_else(|| format!("no ImageVariationPolicy {wanted} in the manifests given"))?;
     let mut policy = checked.policy.ok_or_else(|| {
-        format!("{}: ImageVariationPolicy {wanted} cannot be read: {}", checked.origin, checked.report.errors_summary())
+        format!(
+            "{}: ImageVariationPolicy {wanted} cannot be read: {}",
+            checked.origin,
+            checked.findings.errors_summary()
+        )
     })?;
     policy.metadata.namespace = Some(key.namespace.to_string());
     let rendered = render_configmaps(docs, schema, default_namespace);

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::load::{Document, Origin};
 use crate::api::ImageVariationPolicy;
-use crate::validate::{Report, Violation, validate_object_name};
+use crate::validate::{Findings, Violation, validate_object_name};
 
 /// How `validate` treats an unquoted YAML 1.1 boolean word in a string field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -29,7 +29,7 @@ pub struct Checked {
     /// Whether it was checked (only policies are).
     pub skipped: bool,
     /// Errors and warnings.
-    pub report: Report,
+    pub findings: Findings,
     /// The policy as the API server would store it (normalized), when it could be read.
     pub policy: Option<ImageVariationPolicy>,
 }
@@ -50,7 +50,7 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
                 kind: String::new(),
                 object: String::new(),
                 skipped: false,
-                report: Report { errors: vec![Violation::new("<document>", e.clone())], warnings: vec![] },
+                findings: Findings { errors: vec![Violation::new("<document>", e.clone())], warnings: vec![] },
                 policy: None,
             };
         }
@@ -68,7 +68,7 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
             kind,
             object,
             skipped: true,
-            report: Report::default(),
+            findings: Findings::default(),
             policy: None,
         };
     }
@@ -78,40 +78,40 @@ pub fn check_document_with(doc: &Document, schema: &Value, default_namespace: &s
     let mut normalized = value.clone();
     crate::schema::normalize(schema, &mut normalized);
     let value = &normalized;
-    let mut report = Report::default();
+    let mut findings = Findings::default();
     if api_version != "routerpolicy.io/v1alpha1" {
-        report
+        findings
             .errors
             .push(Violation::new("apiVersion", format!("{api_version:?} is not served; use routerpolicy.io/v1alpha1")));
     }
-    report.errors.extend(crate::schema::check(schema, value));
-    report_boolean_words(doc, value, words, &mut report);
+    findings.errors.extend(crate::schema::check(schema, value));
+    report_boolean_words(doc, value, words, &mut findings);
     if name.is_empty() {
-        report.errors.push(Violation::new("metadata.name", "is required"));
+        findings.errors.push(Violation::new("metadata.name", "is required"));
     } else {
-        report.errors.extend(validate_object_name(&name, &namespace));
+        findings.errors.extend(validate_object_name(&name, &namespace));
     }
     let policy = match serde_json::from_value::<ImageVariationPolicy>(normalized) {
         Ok(policy) => {
             let mut rules = crate::validate::validate_policy(&namespace, &name, &policy.spec);
             // The object-name rule is already in the report.
             rules.errors.retain(|v| v.path != "metadata.name");
-            report.merge(rules);
+            findings.merge(rules);
             Some(policy)
         }
         Err(e) => {
-            if report.errors.is_empty() {
-                report.errors.push(Violation::new("<document>", e.to_string()));
+            if findings.errors.is_empty() {
+                findings.errors.push(Violation::new("<document>", e.to_string()));
             }
             None
         }
     };
-    Checked { origin: doc.origin.clone(), kind, object, skipped: false, report, policy }
+    Checked { origin: doc.origin.clone(), kind, object, skipped: false, findings, policy }
 }
 
 /// Unquoted YAML 1.1 boolean words that stayed strings in `value` (so `kubectl apply -f`
 /// would read them as booleans): an error, or a warning with `--unquoted-booleans warning`.
-fn report_boolean_words(doc: &Document, value: &Value, words: BooleanWords, report: &mut Report) {
+fn report_boolean_words(doc: &Document, value: &Value, words: BooleanWords, findings: &mut Findings) {
     for word in &doc.boolean_words {
         if value.pointer(&word.pointer).and_then(Value::as_str) == Some(word.word.as_str()) {
             let finding = Violation::new(
@@ -123,8 +123,8 @@ fn report_boolean_words(doc: &Document, value: &Value, words: BooleanWords, repo
                 ),
             );
             match words {
-                BooleanWords::Error => report.errors.push(finding),
-                BooleanWords::Warning => report.warnings.push(finding),
+                BooleanWords::Error => findings.errors.push(finding),
+                BooleanWords::Warning => findings.warnings.push(finding),
             }
         }
     }

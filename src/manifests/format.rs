@@ -20,7 +20,7 @@ pub enum Format {
 /// Formats the results of `validate`.
 pub fn format_results(results: &[Checked], format: Format) -> String {
     let mut out = String::new();
-    let invalid = results.iter().filter(|r| !r.report.is_valid()).count();
+    let invalid = results.iter().filter(|r| !r.findings.is_valid()).count();
     let checked = results.iter().filter(|r| !r.skipped).count();
     match format {
         Format::Text => {
@@ -37,13 +37,13 @@ pub fn format_results(results: &[Checked], format: Format) -> String {
                 }
                 let subject =
                     if r.kind.is_empty() { String::new() } else { format!(" ImageVariationPolicy {}:", r.object) };
-                if r.report.is_valid() {
+                if r.findings.is_valid() {
                     let _ = writeln!(out, "{}:{subject} valid", r.origin);
                 }
-                for e in &r.report.errors {
+                for e in &r.findings.errors {
                     let _ = writeln!(out, "{}:{subject} error: {e}", r.origin);
                 }
-                for w in &r.report.warnings {
+                for w in &r.findings.warnings {
                     let _ = writeln!(out, "{}:{subject} warning: {w}", r.origin);
                 }
             }
@@ -59,9 +59,9 @@ pub fn format_results(results: &[Checked], format: Format) -> String {
                         "kind": r.kind,
                         "object": r.object,
                         "skipped": r.skipped,
-                        "valid": r.report.is_valid(),
-                        "errors": r.report.errors.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>(),
-                        "warnings": r.report.warnings.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>(),
+                        "valid": r.findings.is_valid(),
+                        "errors": r.findings.errors.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>(),
+                        "warnings": r.findings.warnings.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -71,7 +71,7 @@ pub fn format_results(results: &[Checked], format: Format) -> String {
         }
         Format::Github => {
             for r in results.iter().filter(|r| !r.skipped) {
-                for (level, list) in [("error", &r.report.errors), ("warning", &r.report.warnings)] {
+                for (level, list) in [("error", &r.findings.errors), ("warning", &r.findings.warnings)] {
                     for v in list.iter() {
                         let _ = writeln!(
                             out,

@@ -101,13 +101,13 @@ fn collect_inputs(docs: &[Document], schema: &Value, default_namespace: &str, re
         if checked.skipped {
             continue;
         }
-        if !checked.report.is_valid() {
+        if !checked.findings.is_valid() {
             rendered.any_invalid = true;
             rendered.notes.push(format!(
                 "{}: ImageVariationPolicy {} is invalid and not rendered: {}",
                 doc.origin,
                 checked.object,
-                checked.report.errors_summary()
+                checked.findings.errors_summary()
             ));
             continue;
         }

@@ -10,7 +10,7 @@ use crate::api::ImageVariationPolicySpec;
 use crate::key::{PolicyKey, TargetKey};
 use crate::render::{GatewayDocument, render_policy};
 use crate::rollout::Plan;
-use crate::validate::{Report, Violation, validate_policy};
+use crate::validate::{Findings, Violation, validate_policy};
 
 /// What one spec compiles to.
 #[derive(Clone, Debug)]
@@ -18,7 +18,7 @@ pub struct CompiledPolicy {
     /// Whether the spec could be read at all.
     pub readable: bool,
     /// The rule book's verdict (errors and warnings).
-    pub report: Report,
+    pub findings: Findings,
     /// The rendered document, for a valid policy.
     pub document: Option<GatewayDocument>,
     /// The targets the spec names (resolved, de-duplicated, in spec order).
@@ -35,14 +35,14 @@ pub fn compile(policy: &PolicyKey, spec: Option<&RawValue>) -> CompiledPolicy {
     };
     match parsed {
         Ok(spec) => {
-            let report = validate_policy(&policy.namespace, &policy.name, &spec);
-            let document = report.is_valid().then(|| render_policy(&spec));
-            let rollout = spec.rollout.as_ref().filter(|_| report.is_valid()).map(Plan::of);
-            CompiledPolicy { readable: true, report, document, targets: spec.targets(&policy.namespace), rollout }
+            let findings = validate_policy(&policy.namespace, &policy.name, &spec);
+            let document = findings.is_valid().then(|| render_policy(&spec));
+            let rollout = spec.rollout.as_ref().filter(|_| findings.is_valid()).map(Plan::of);
+            CompiledPolicy { readable: true, findings, document, targets: spec.targets(&policy.namespace), rollout }
         }
         Err(error) => CompiledPolicy {
             readable: false,
-            report: Report {
+            findings: Findings {
                 errors: vec![Violation::new("spec", format!("cannot be read: {error}"))],
                 warnings: vec![],
             },
@@ -65,7 +65,7 @@ mod tests {
     fn a_valid_spec_compiles_to_its_document_and_targets() {
         let key = PolicyKey::new("a", "p");
         let compiled = compile(&key, Some(&raw(r#"{"targetRefs":[{"name":"gw"}],"retry":{"count":2}}"#)));
-        assert!(compiled.readable && compiled.report.is_valid());
+        assert!(compiled.readable && compiled.findings.is_valid());
         assert_eq!(compiled.document.map(|d| d.json), Some(r#"{"retry":{"count":2}}"#.to_string()));
         assert_eq!(compiled.targets, [TargetKey::new("a", "gw")]);
     }
@@ -74,10 +74,10 @@ mod tests {
     fn an_invalid_spec_has_no_document_and_an_unreadable_one_says_why() {
         let key = PolicyKey::new("a", "p");
         let invalid = compile(&key, Some(&raw(r#"{"targetRefs":[{"name":"gw"}],"retry":{"count":9}}"#)));
-        assert!(invalid.readable && !invalid.report.is_valid() && invalid.document.is_none());
+        assert!(invalid.readable && !invalid.findings.is_valid() && invalid.document.is_none());
         let unreadable = compile(&key, Some(&raw(r#"{"targetRefs":"not a list"}"#)));
         assert!(!unreadable.readable && unreadable.targets.is_empty());
-        assert_eq!(unreadable.report.errors[0].path, "spec");
+        assert_eq!(unreadable.findings.errors[0].path, "spec");
         assert!(!compile(&key, None).readable);
     }
 }

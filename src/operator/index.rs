@@ -30,7 +30,7 @@ use crate::render::GatewayDocument;
 use crate::rollout::{Phase, Plan, State};
 use crate::target::configmap::{ConfigMapWatch, ExistingTarget};
 use crate::target::plan::{Content, Outcome, PolicyAtTarget, TargetPlan};
-use crate::validate::Report;
+use crate::validate::Findings;
 
 mod rollouts;
 
@@ -50,7 +50,7 @@ pub struct PolicyEntry {
     /// Whether the object could be read at all.
     pub readable: bool,
     /// The rule book's verdict (errors and warnings).
-    pub report: Report,
+    pub findings: Findings,
     /// The rendered document, for a valid policy.
     pub document: Option<GatewayDocument>,
     /// The targets the spec names (resolved, de-duplicated, in spec order).
@@ -296,7 +296,7 @@ impl Index {
         };
         let status = previous.as_ref().and_then(|p| p.status.clone()).or_else(|| {
             let stored = stored.as_ref()?;
-            Some(StatusMemo::of(stored, StatusMemo::shows_deprecation(stored, decoded.generation, &compiled.report)))
+            Some(StatusMemo::of(stored, StatusMemo::shows_deprecation(stored, decoded.generation, &compiled.findings)))
         });
         let prior_rollout = match &previous {
             Some(p) => p.rollout.clone(),
@@ -312,7 +312,7 @@ impl Index {
                 generation: decoded.generation,
                 resource_version: decoded.resource_version,
                 readable: compiled.readable,
-                report: compiled.report,
+                findings: compiled.findings,
                 document: compiled.document,
                 targets: compiled.targets,
                 revision: previous.as_ref().map(|p| p.revision + 1).unwrap_or(0),
@@ -557,7 +557,7 @@ impl Index {
         Some(StatusInput {
             rollout,
             generation: entry.generation,
-            report: entry.report.clone(),
+            findings: entry.findings.clone(),
             config_hash: entry.document.as_ref().map(|d| d.hash.clone()),
             targets: statuses,
             serves,
@@ -600,7 +600,7 @@ impl Index {
     /// The operator wrote `status` for the policy: it is the previous status from now on.
     pub fn wrote_status(&mut self, key: &PolicyKey, status: &ImageVariationPolicyStatus) {
         if let Some(entry) = self.policies.get_mut(key) {
-            let shown = StatusMemo::shows_deprecation(status, entry.generation, &entry.report);
+            let shown = StatusMemo::shows_deprecation(status, entry.generation, &entry.findings);
             entry.status = Some(StatusMemo::of(status, shown));
         }
     }
@@ -730,7 +730,7 @@ mod tests {
         index.record_plan(&t("a", "gw"), &input, &plan, None, 0);
         let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert!(input.targets[0].last_good_kept);
-        assert!(!input.report.is_valid());
+        assert!(!input.findings.is_valid());
     }
 
     /// A spec with a two-step rollout (20 % then 50 %, 10 s each, judged on 10 calls).
@@ -965,7 +965,7 @@ mod tests {
         index.record_plan(&t("a", "gw"), &input, &plan, None, 0);
         let input = index.status_input(&pk("a", "p"), 0, 10_000).expect("complete");
         assert_eq!(input.targets.len(), 1);
-        assert!(input.report.errors[0].message.contains("cannot be read"));
+        assert!(input.findings.errors[0].message.contains("cannot be read"));
     }
 
     #[test]

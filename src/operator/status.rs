@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::{ImageVariationPolicyStatus, RolloutStatus, TargetReason, TargetStatus};
 use crate::operator::served::Serve;
 use crate::rollout::Phase;
-use crate::validate::Report;
+use crate::validate::Findings;
 
 /// Valid and every target permitted.
 pub const ACCEPTED: &str = "Accepted";
@@ -34,7 +34,7 @@ pub struct StatusInput {
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// The rule book's verdict (errors and warnings).
-    pub report: Report,
+    pub findings: Findings,
     /// Hash of the rendered document (valid policies only).
     pub config_hash: Option<String>,
     /// One entry per target, in spec order (built from the planner's typed outcomes).
@@ -95,15 +95,15 @@ fn first_reason<'a>(targets: &'a [TargetStatus], reasons: &[TargetReason]) -> Op
 }
 
 /// `" Warnings: …"`, or nothing.
-fn warnings_suffix(report: &Report) -> String {
-    if report.warnings.is_empty() { String::new() } else { format!(" Warnings: {}", report.warnings_summary()) }
+fn warnings_suffix(findings: &Findings) -> String {
+    if findings.warnings.is_empty() { String::new() } else { format!(" Warnings: {}", findings.warnings_summary()) }
 }
 
 /// Valid, and every target permits the policy.
 fn accepted(input: &StatusInput, warnings: &str) -> Verdict {
     let refused = first_reason(&input.targets, &[TargetReason::RefNotPermitted, TargetReason::TargetNotManaged]);
-    if !input.report.is_valid() {
-        Verdict::new(false, "ValidationFailed", input.report.errors_summary())
+    if !input.findings.is_valid() {
+        Verdict::new(false, "ValidationFailed", input.findings.errors_summary())
     } else if let Some(t) = refused {
         Verdict::new(false, t.reason.as_str(), format!("target {}/{}: {}", t.namespace, t.name, t.message))
     } else {
@@ -127,7 +127,7 @@ fn synced(input: &StatusInput) -> Verdict {
             TargetReason::RolledBack,
         ],
     );
-    if !input.report.is_valid() {
+    if !input.findings.is_valid() {
         let kept = targets.iter().filter(|t| t.last_good_kept).count();
         Verdict::new(
             false,
@@ -244,7 +244,7 @@ fn stalled(
     served: &Verdict,
     transient: bool,
 ) -> Option<Verdict> {
-    if !input.report.is_valid() {
+    if !input.findings.is_valid() {
         Some(Verdict::new(true, "ValidationFailed", accepted.message.clone()))
     } else if !accepted.ok {
         Some(Verdict::new(true, accepted.reason, accepted.message.clone()))
@@ -264,7 +264,7 @@ pub fn compute_status(
     now: &Time,
 ) -> ImageVariationPolicyStatus {
     let generation = input.generation;
-    let warnings = warnings_suffix(&input.report);
+    let warnings = warnings_suffix(&input.findings);
     let accepted = accepted(input, &warnings);
     let synced = synced(input);
     let transient = input.targets.iter().any(|t| !t.synced && t.reason == TargetReason::ApplyFailed);
@@ -299,7 +299,7 @@ pub fn compute_status(
         observed_generation: generation,
         conditions,
         targets,
-        config_hash: if input.report.is_valid() {
+        config_hash: if input.findings.is_valid() {
             input.config_hash.clone()
         } else {
             previous.and_then(|p| p.config_hash.clone())
@@ -423,8 +423,12 @@ impl StatusMemo {
 
     /// Whether `status` shows the deprecation warning of `report`: it is about the same
     /// generation and its `Accepted` condition is True (whose message lists the warnings).
-    pub fn shows_deprecation(status: &ImageVariationPolicyStatus, generation: Option<i64>, report: &Report) -> bool {
-        report.deprecation().is_some()
+    pub fn shows_deprecation(
+        status: &ImageVariationPolicyStatus,
+        generation: Option<i64>,
+        findings: &Findings,
+    ) -> bool {
+        findings.deprecation().is_some()
             && status.observed_generation == generation
             && status.conditions.iter().any(|c| c.type_ == ACCEPTED && c.status == "True")
     }
@@ -453,9 +457,9 @@ mod tests {
         }
     }
 
-    fn observe(report: Report, targets: Vec<TargetStatus>) -> StatusInput {
+    fn observe(findings: Findings, targets: Vec<TargetStatus>) -> StatusInput {
         let serves = vec![Serve::NoReports; targets.len()];
-        StatusInput { generation: Some(2), report, config_hash: Some("abc".into()), targets, serves, rollout: None }
+        StatusInput { generation: Some(2), findings, config_hash: Some("abc".into()), targets, serves, rollout: None }
     }
 
     fn get<'a>(s: &'a ImageVariationPolicyStatus, t: &str) -> &'a Condition {
@@ -467,7 +471,7 @@ mod tests {
     }
 
     fn serving(serve: Serve) -> StatusInput {
-        StatusInput { serves: vec![serve], ..observe(Report::default(), vec![target(true, TargetReason::Synced)]) }
+        StatusInput { serves: vec![serve], ..observe(Findings::default(), vec![target(true, TargetReason::Synced)]) }
     }
 
     #[test]
@@ -552,7 +556,7 @@ mod tests {
 
     #[test]
     fn synced_everywhere_is_ready() {
-        let s = compute_status(&observe(Report::default(), vec![target(true, TargetReason::Synced)]), None, &at(1));
+        let s = compute_status(&observe(Findings::default(), vec![target(true, TargetReason::Synced)]), None, &at(1));
         assert_eq!(get(&s, READY).status, "True");
         assert!(!has(&s, STALLED) && !has(&s, RECONCILING), "abnormal-true conditions only while True");
         assert_eq!(get(&s, SERVED).status, "Unknown");
@@ -563,12 +567,12 @@ mod tests {
 
     #[test]
     fn invalid_spec_is_stalled_and_keeps_the_previous_hash() {
-        let report = Report {
+        let findings = Findings {
             errors: vec![Violation::new("spec.retry.count", "must be less than or equal to 5")],
             warnings: vec![],
         };
         let previous = ImageVariationPolicyStatus { config_hash: Some("old".into()), ..Default::default() };
-        let s = compute_status(&observe(report, vec![]), Some(&previous), &at(1));
+        let s = compute_status(&observe(findings, vec![]), Some(&previous), &at(1));
         assert_eq!(get(&s, ACCEPTED).reason, "ValidationFailed");
         assert!(get(&s, ACCEPTED).message.contains("spec.retry.count: must be less than or equal to 5"));
         assert_eq!(get(&s, STALLED).status, "True");
@@ -579,14 +583,14 @@ mod tests {
     #[test]
     fn refused_target_is_not_accepted_and_full_target_is_not_synced() {
         let s = compute_status(
-            &observe(Report::default(), vec![target(false, TargetReason::RefNotPermitted)]),
+            &observe(Findings::default(), vec![target(false, TargetReason::RefNotPermitted)]),
             None,
             &at(1),
         );
         assert_eq!(get(&s, ACCEPTED).reason, "RefNotPermitted");
         let s = compute_status(
             &observe(
-                Report::default(),
+                Findings::default(),
                 vec![target(true, TargetReason::Synced), target(false, TargetReason::TargetFull)],
             ),
             None,
@@ -600,19 +604,19 @@ mod tests {
     #[test]
     fn a_failed_write_is_reconciling_not_stalled() {
         let s =
-            compute_status(&observe(Report::default(), vec![target(false, TargetReason::ApplyFailed)]), None, &at(1));
+            compute_status(&observe(Findings::default(), vec![target(false, TargetReason::ApplyFailed)]), None, &at(1));
         assert_eq!(get(&s, RECONCILING).status, "True");
         assert!(!has(&s, STALLED));
     }
 
     #[test]
     fn transition_time_is_kept_while_the_status_holds_and_no_change_means_no_write() {
-        let obs = observe(Report::default(), vec![target(true, TargetReason::Synced)]);
+        let obs = observe(Findings::default(), vec![target(true, TargetReason::Synced)]);
         let first = compute_status(&obs, None, &at(100));
         let second = compute_status(&obs, Some(&first), &at(200));
         assert_eq!(get(&second, READY).last_transition_time, at(100));
         assert!(!StatusMemo::of(&first, false).changed(&second));
-        let broken = observe(Report::default(), vec![target(false, TargetReason::TargetFull)]);
+        let broken = observe(Findings::default(), vec![target(false, TargetReason::TargetFull)]);
         let third = compute_status(&broken, Some(&second), &at(300));
         assert_eq!(get(&third, READY).last_transition_time, at(300));
         assert!(StatusMemo::of(&second, false).changed(&third));
@@ -620,14 +624,14 @@ mod tests {
 
     #[test]
     fn a_memo_keeps_transition_times_and_tells_changes_like_the_full_status() {
-        let obs = observe(Report::default(), vec![target(true, TargetReason::Synced)]);
+        let obs = observe(Findings::default(), vec![target(true, TargetReason::Synced)]);
         let first = compute_status(&obs, None, &at(100));
         let memo = StatusMemo::of(&first, false);
         let second = compute_status(&obs, Some(&memo.as_previous()), &at(200));
         assert_eq!(get(&second, READY).last_transition_time, at(100));
         assert!(!memo.changed(&second));
         assert!(memo.had_target(&second.targets[0]) && memo.was_synced(&second.targets[0]));
-        let broken = observe(Report::default(), vec![target(false, TargetReason::TargetFull)]);
+        let broken = observe(Findings::default(), vec![target(false, TargetReason::TargetFull)]);
         let third = compute_status(&broken, Some(&memo.as_previous()), &at(300));
         assert!(memo.changed(&third));
         assert!(!memo.had_target(&third.targets[0]));
@@ -657,12 +661,13 @@ mod deprecation {
 
     #[test]
     fn a_status_shows_a_deprecation_only_for_its_generation_and_when_accepted() {
-        let report = Report { errors: vec![], warnings: vec![Violation::deprecated("spec.contact", "is deprecated")] };
-        assert!(StatusMemo::shows_deprecation(&accepted_at(3), Some(3), &report));
-        assert!(!StatusMemo::shows_deprecation(&accepted_at(2), Some(3), &report), "about another spec");
-        assert!(!StatusMemo::shows_deprecation(&accepted_at(3), Some(3), &Report::default()), "nothing deprecated");
+        let findings =
+            Findings { errors: vec![], warnings: vec![Violation::deprecated("spec.contact", "is deprecated")] };
+        assert!(StatusMemo::shows_deprecation(&accepted_at(3), Some(3), &findings));
+        assert!(!StatusMemo::shows_deprecation(&accepted_at(2), Some(3), &findings), "about another spec");
+        assert!(!StatusMemo::shows_deprecation(&accepted_at(3), Some(3), &Findings::default()), "nothing deprecated");
         let mut refused = accepted_at(3);
         refused.conditions[0].status = "False".into();
-        assert!(!StatusMemo::shows_deprecation(&refused, Some(3), &report), "warnings are shown only when accepted");
+        assert!(!StatusMemo::shows_deprecation(&refused, Some(3), &findings), "warnings are shown only when accepted");
     }
 }

@@ -153,9 +153,9 @@ impl Controller {
         status: &ImageVariationPolicyStatus,
         input: &StatusInput,
     ) {
-        let report = &input.report;
-        if !report.is_valid() {
-            self.events.publish(regarding, EventReason::ValidationFailed, report.errors_summary());
+        let findings = &input.findings;
+        if !findings.is_valid() {
+            self.events.publish(regarding, EventReason::ValidationFailed, findings.errors_summary());
             return;
         }
         for t in &status.targets {
@@ -167,7 +167,7 @@ impl Controller {
             let note = format!("{}/{}: {}", t.namespace, t.name, t.message);
             self.events.publish(regarding.clone(), EventReason::of_target(t.reason), note);
         }
-        if let Some(deprecated) = report.deprecation()
+        if let Some(deprecated) = findings.deprecation()
             && !previous.is_some_and(StatusMemo::deprecation_shown)
         {
             self.events.publish(regarding.clone(), EventReason::DeprecatedField, deprecated.to_string());

@@ -193,12 +193,19 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
         .collect()
 }
 
-/// `routerpolicy run` as its own process (the release binary, through the tests' `Instance`).
+/// `routerpolicy run` as its own process (the release binary, through the tests' `Instance`;
+/// `SCALE_BINARY` runs another build instead, e.g. a baseline's).
 struct Operator(support::Instance);
+
+/// The operator binary the bench runs.
+fn operator_binary() -> std::path::PathBuf {
+    std::env::var_os("SCALE_BINARY").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_routerpolicy").into())
+}
 
 impl Operator {
     fn start(kubeconfig: &std::path::Path, ns: &str, name: &str) -> Operator {
-        Operator(support::Instance::start(kubeconfig, name, &["--leader-elect=false", &format!("--namespaces={ns}")]))
+        let flags = ["--leader-elect=false", &format!("--namespaces={ns}")];
+        Operator(support::Instance::start_binary(&operator_binary(), kubeconfig, name, &flags))
     }
 
     fn metric(&self, prefix: &str) -> f64 {
@@ -311,7 +318,7 @@ impl Bench {
         let client = cp.client().await;
         let version = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
         println!("routerpolicy scale benchmark: {policies} policies over {targets} targets (kube-apiserver {version})");
-        println!("operator: {} (release build, its own process)", env!("CARGO_BIN_EXE_routerpolicy"));
+        println!("operator: {} (release build, its own process)", operator_binary().display());
         let ns = cp.namespace(&client, "bench").await;
         let mut expected: BTreeMap<(String, String), String> = BTreeMap::new();
         for i in 0..policies {

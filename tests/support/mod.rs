@@ -494,10 +494,15 @@ pub struct Instance {
 impl Instance {
     /// Starts `routerpolicy run` with `kubeconfig`, a free metrics port and `extra` flags.
     pub fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Instance {
+        Instance::start_binary(Path::new(env!("CARGO_BIN_EXE_routerpolicy")), kubeconfig, name, extra)
+    }
+
+    /// [`Instance::start`] of another `routerpolicy` binary (a bench's baseline).
+    pub fn start_binary(binary: &Path, kubeconfig: &Path, name: &str, extra: &[&str]) -> Instance {
         let port = free_port();
         let log = control_plane().dir.join(format!("{name}-{}.log", NAMESPACE_SEQ.fetch_add(1, Ordering::SeqCst)));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_routerpolicy"))
+        let child = Command::new(binary)
             .arg("run")
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .arg(format!("--identity={name}"))

@@ -241,6 +241,8 @@ async fn callers_use_their_own_namespaces_policies_and_those_that_admit_them() {
 /// its body counts for anything, an admitted one meets the same 413 and 503 as without auth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_limits_and_shedding_hold_for_checked_callers() {
+    // Its TokenReviews would count in the forged-token test's tally of the API server's.
+    let _serial = SERIAL.lock().await;
     let client = control_plane().client().await;
     let bounds = ["--max-body-bytes=262144", "--max-buffered-bytes=131072", "--max-buffered-wait=100ms"];
     let s = Setup::start_with(&client, &bounds).await;

@@ -433,8 +433,10 @@ async fn sigterm_drains_in_flight_requests() {
     })
     .await;
     s.gateway.sigterm();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(get(addr, "/readyz").map(|r| r.status), None, "no new connections while draining");
+    eventually(Duration::from_secs(5), "no new connections while draining", || async {
+        get(addr, "/readyz").is_none().then_some(())
+    })
+    .await;
     let r = request.await.expect("task").expect("the in-flight request was answered");
     assert_eq!(r.status, 200, "{}", r.text());
     let code = tokio::task::spawn_blocking(move || s.gateway.wait_exit(Duration::from_secs(10))).await.expect("task");
@@ -692,14 +694,7 @@ async fn a_document_holding_the_callers_boundary_is_sent_under_a_fresh_one() {
     let mut s = Setup::start(&[]).await;
     let document = r#"{"name":"trace --XyZ tag"}"#;
     s.mount.set("team.b.json", document.as_bytes());
-    let served = s.served("team.b").await;
-    let served = match served {
-        Some(served) => served,
-        None => {
-            tokio::time::sleep(Duration::from_secs(2)).await; // the next poll
-            s.served("team.b").await.expect("served after the reload")
-        }
-    };
+    let served = eventually(Duration::from_secs(5), "team.b served", || async { s.served("team.b").await }).await;
     assert_eq!(served, document);
     let received = s.upstream.last();
     let content_type = received.headers.get("content-type").cloned().unwrap_or_default();

@@ -365,7 +365,7 @@ pub struct ImageVariationPolicyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// `Progressing`, `Succeeded` or `RolledBack`.
-    pub phase: crate::rollout::Phase,
+    pub phase: RolloutPhase,
     /// The generation rolled out.
     pub generation: i64,
     /// The current step, from 1 (the last step once it succeeded).
@@ -388,6 +388,29 @@ pub struct RolloutStatus {
     /// What the last decision said.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// Where a rollout is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutPhase {
+    /// The new document gets the current step's share.
+    #[default]
+    Progressing,
+    /// The new document is the only one.
+    Succeeded,
+    /// Only the stable document remains; the new one is not served again for this generation.
+    RolledBack,
+}
+
+impl RolloutPhase {
+    /// The phase as status spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Succeeded => "Succeeded",
+            RolloutPhase::RolledBack => "RolledBack",
+        }
+    }
 }
 
 /// Calls and failures on one document.

@@ -139,28 +139,8 @@ impl CallCounts {
     }
 }
 
-/// Where a rollout is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub enum Phase {
-    /// The new document gets the current step's share.
-    #[default]
-    Progressing,
-    /// The new document is the only one.
-    Succeeded,
-    /// Only the stable document remains; the new one is not served again for this generation.
-    RolledBack,
-}
-
-impl Phase {
-    /// The phase as status spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Progressing => "Progressing",
-            Phase::Succeeded => "Succeeded",
-            Phase::RolledBack => "RolledBack",
-        }
-    }
-}
+/// Where a rollout is (`status.rollout.phase`; the type lives with the API's).
+pub use crate::api::RolloutPhase as Phase;
 
 /// A rollout's spec, read: each step's weight and pause (seconds), and the bounds of its
 /// judgement.

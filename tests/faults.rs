@@ -364,6 +364,18 @@ async fn call(gateway: &GatewayProcess, policy: &str) -> (u16, Option<String>) {
         .expect("call task")
 }
 
+/// A gateway replica in API mode for `ns`'s ConfigMap, in front of `upstream`, reporting
+/// every second, with the gateway ServiceAccount's `kubeconfig`.
+fn api_mode_gateway(ns: &str, kubeconfig: &std::path::Path, upstream: &FakeUpstream) -> GatewayProcess {
+    let args = vec![
+        format!("--config-map={ns}/image-gateway-policies"),
+        format!("--upstream={}", upstream.url()),
+        "--auth=none".to_string(),
+        "--report-interval=1s".to_string(),
+    ];
+    GatewayProcess::start_with_env(&control_plane().dir, &args, &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))])
+}
+
 /// The policy `ns/p` aiming at the gateway's ConfigMap, Ready at its generation: its hash.
 async fn served_policy(client: &Client, ns: &str, count: u32, operator: &Instance) -> String {
     let manifest = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy",
@@ -398,14 +410,7 @@ async fn an_api_mode_gateway_serves_through_an_api_server_outage_and_follows_its
     let kubeconfig = cp.gateway_credentials(&ns);
     let mut operator = single_operator("outage", &ns);
     let upstream = FakeUpstream::start(false).await;
-    let args = vec![
-        format!("--config-map={ns}/image-gateway-policies"),
-        format!("--upstream={}", upstream.url()),
-        "--auth=none".to_string(),
-        "--report-interval=1s".to_string(),
-    ];
-    let gateway =
-        GatewayProcess::start_with_env(&cp.dir, &args, &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))]);
+    let gateway = api_mode_gateway(&ns, &kubeconfig, &upstream);
     let policy = format!("{ns}.p");
     let first = served_policy(&client, &ns, 1, &operator).await;
     assert_eq!(call(&gateway, &policy).await, (200, Some(first.clone())));
@@ -460,14 +465,7 @@ async fn an_api_mode_gateway_whose_token_is_refused_keeps_serving_and_resumes() 
     let kubeconfig = cp.gateway_credentials(&ns);
     let operator = single_operator("refused", &ns);
     let upstream = FakeUpstream::start(false).await;
-    let args = vec![
-        format!("--config-map={ns}/image-gateway-policies"),
-        format!("--upstream={}", upstream.url()),
-        "--auth=none".to_string(),
-        "--report-interval=1s".to_string(),
-    ];
-    let gateway =
-        GatewayProcess::start_with_env(&cp.dir, &args, &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))]);
+    let gateway = api_mode_gateway(&ns, &kubeconfig, &upstream);
     let policy = format!("{ns}.p");
     let first = served_policy(&client, &ns, 1, &operator).await;
     assert_eq!(call(&gateway, &policy).await, (200, Some(first.clone())));

@@ -47,6 +47,8 @@ mod gwsupport;
 mod inflight;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "tls/mod.rs"]
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,11 +75,33 @@ struct Nginx {
 
 impl Nginx {
     fn start(dir: &std::path::Path, upstream: &str) -> Option<Nginx> {
+        Nginx::start_as(dir, "nginx", upstream, None)
+    }
+
+    /// nginx under `dir/<name>`; with `tls` (certificate, key) it terminates TLS (1.2 and 1.3)
+    /// on its listener, as the gateway does with the same pair.
+    fn start_as(
+        dir: &std::path::Path,
+        name: &str,
+        upstream: &str,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Option<Nginx> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
         let port = gwsupport::free_port();
         let upstream = upstream.trim_start_matches("http://");
-        let prefix = dir.join("nginx");
+        let prefix = dir.join(name);
         std::fs::create_dir_all(prefix.join("logs")).ok()?;
+        let (ssl, certificate) = match tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         let config = format!(
             "worker_processes 1;\nworker_rlimit_nofile 20000;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
              events {{ worker_connections 19000; }}\n\
@@ -85,7 +109,7 @@ impl Nginx {
                client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
                uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
                upstream orq {{ server {upstream}; keepalive 64; }}\n\
-               server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n      proxy_pass http://orq;\n\
+               server {{\n    listen 127.0.0.1:{port}{ssl} backlog=4096;\n{certificate}    location / {{\n      proxy_pass http://orq;\n\
                  proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_request_buffering on;\n    }}\n  }}\n}}\n",
             p = prefix.display()
         );
@@ -517,22 +541,23 @@ fn floor_cases(dir: &std::path::Path, paths: [&Target; 3], duration: Duration) {
         "\nthe stack's floor (a bare hyper pass-through that only scans the body), next to nginx and the gateway, driven by wrk:\n"
     );
     println!(
-        "| image | in flight | nginx req/s | floor req/s | gateway req/s | floor/nginx | gateway/nginx | gateway/floor | CPU/req nginx / floor / gateway |"
+        "| image | in flight | nginx req/s | floor req/s | gateway req/s | floor/nginx | gateway/nginx | gateway/floor | gateway − floor p50 | CPU/req nginx / floor / gateway |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (label, size) in sizes() {
         let Some(wrk) = Wrk::new(dir, &request_body(size)) else { return };
         for in_flight in [1usize, 32] {
             let measured = wrk_rounds(&wrk, paths, in_flight, duration);
             let [n, f, g] = &measured;
             println!(
-                "| {label} | {in_flight} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× | {:.2}× | {} / {} / {} |",
+                "| {label} | {in_flight} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× | {:.2}× | {:+.3} ms | {} / {} / {} |",
                 n.rps(),
                 f.rps(),
                 g.rps(),
                 f.times(n),
                 g.times(n),
                 g.times(f),
+                mean_ms(&g.p50s) - mean_ms(&f.p50s),
                 micros(n.cpu_per_request()),
                 micros(f.cpu_per_request()),
                 micros(g.cpu_per_request()),
@@ -549,7 +574,9 @@ fn sizes() -> Vec<(&'static str, usize)> {
     let only = std::env::var("GATEWAY_BENCH_ONLY").unwrap_or_default().to_ascii_lowercase().replace(' ', "");
     [("100 KiB", 100 * 1024), ("4 MiB", 4 * 1024 * 1024)]
         .into_iter()
-        .filter(|(label, _)| only.is_empty() || only == label.to_ascii_lowercase().replace(' ', ""))
+        .filter(|(label, _)| {
+            only.is_empty() || only == "throughput" || only == label.to_ascii_lowercase().replace(' ', "")
+        })
         .collect()
 }
 
@@ -685,15 +712,18 @@ fn main() {
             Some(n) => println!("nginx peer: 127.0.0.1:{} (one worker, proxy_request_buffering on)", n.port),
             None => println!("nginx peer: not installed (scripts/install.sh installs it); skipped"),
         }
+        let tls_peers = tls::TlsPeers::start(dir.path(), &upstream.url(), &gateway_args);
         let floor = floor::Floor::start(&upstream.url(), threads);
         let floor_target = floor.as_ref().map(|f| Target::peer(f.port, f.child.id()));
 
         println!("gateway: {} (release build, its own process, --worker-threads={threads})", env!("CARGO_BIN_EXE_routerpolicy"));
         println!("{seconds} s per path and case, two alternating rounds; fake orq and client in this process\n");
         let service_ms: u64 = std::env::var("GATEWAY_BENCH_SERVICE_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
-        // GATEWAY_BENCH_ONLY=inflight runs the in-flight table alone, =auth the auth section.
-        let only = std::env::var("GATEWAY_BENCH_ONLY").ok().map(|o| o.to_ascii_lowercase());
-        let throughput = only.is_none();
+        // GATEWAY_BENCH_ONLY=inflight runs the in-flight table alone, =auth the auth section,
+        // =throughput the throughput tables (direct, nginx, floor, TLS), =100KiB or =4MiB those
+        // of one size.
+        let only = std::env::var("GATEWAY_BENCH_ONLY").ok().map(|o| o.to_ascii_lowercase().replace(' ', ""));
+        let throughput = only.as_deref().is_none_or(|o| ["throughput", "100kib", "4mib"].contains(&o));
         let section = |name: &str| only.as_deref().is_none_or(|o| o == name);
         let services = if throughput { vec![Duration::ZERO, Duration::from_millis(service_ms)] } else { vec![] };
         for service in services {
@@ -710,14 +740,20 @@ fn main() {
                 if let (true, Some(floor)) = (service.is_zero(), &floor_target) {
                     floor_cases(dir.path(), [peer, floor, &through], duration);
                 }
+                if let (true, Some(tls_peers)) = (service.is_zero(), &tls_peers) {
+                    tls::throughput(dir.path(), peer, tls_peers, duration);
+                }
             }
         }
         let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
         println!("\ngateway peak RSS (VmHWM): {hwm}");
         println!("requests the fake orq received: {}", upstream.count());
-        println!("target: added p50 ≤ 2 ms at 100 KiB; throughput ≥ 0.9× direct; ≥ 1.0× nginx, p50 within +0.5 ms of nginx at 100 KiB");
+        println!(
+            "targets: gateway ≥ 0.9× the floor in every case (100 KiB and 4 MiB, 1 and 32 in flight) and p50 ≤ 0.1 ms over the floor at 100 KiB (the floor table); ≥ 1.0× nginx with a service time (≥ 50 ms) and at 4 MiB (the nginx tables)"
+        );
         if section("inflight") {
-            inflight_section(dir.path(), &upstream, peer.as_ref(), &through, &gateway_args);
+            let tls = tls_peers.as_ref().map(|t| (t.nginx.as_ref(), &t.gateway));
+            inflight_section(dir.path(), &upstream, (peer.as_ref(), &through), tls, &gateway_args);
         }
         upstream.set_mode(Mode::Ok);
         if section("auth") {
@@ -731,8 +767,8 @@ fn main() {
 fn inflight_section(
     dir: &std::path::Path,
     upstream: &FakeUpstream,
-    nginx: Option<&Target>,
-    through: &Target,
+    (nginx, through): (Option<&Target>, &Target),
+    tls: Option<(Option<&Target>, &Target)>,
     gateway_args: &[String],
 ) {
     let service = Duration::from_millis(env_or("GATEWAY_BENCH_INFLIGHT_SERVICE_MS", 5000));
@@ -748,11 +784,24 @@ fn inflight_section(
             Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
         (gateway, target)
     });
+    // The same gateway with HTTP/1.1 read buffers of at most 8 KiB (--max-read-buffer-bytes):
+    // what a waiting call keeps resident when its connection cannot grow a large buffer.
+    let small_buffers = {
+        let mut args = gateway_args.to_vec();
+        args.push("--max-read-buffer-bytes=8192".into());
+        let gateway = GatewayProcess::start(dir, &args);
+        let target =
+            Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
+        (gateway, target)
+    };
     let peers: Vec<inflight::Peer> = [
         ("nginx", nginx),
         ("gateway", Some(through)),
+        ("gateway, 8 KiB read buffers", Some(&small_buffers.1)),
         ("gateway (baseline)", baseline.as_ref().map(|(_, target)| target)),
         ("haproxy", haproxy_target.as_ref()),
+        ("nginx (TLS)", tls.and_then(|(nginx, _)| nginx)),
+        ("gateway (TLS)", tls.map(|(_, gateway)| gateway)),
     ]
     .into_iter()
     .filter_map(|(name, target)| Some(inflight::Peer { name, target: target? }))

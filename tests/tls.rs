@@ -8,89 +8,11 @@ mod gwsupport;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use gwsupport::pki::{ca, leaf};
 use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, Mode, get, get_tls, image, multipart, post_head, send_tls};
 
 const PATH: &str = "/v2/router/images/variations";
 const DOC: &str = r#"{"retry":{"count":1,"on_codes":[503]}}"#;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A self-signed CA `<name>.crt` / `<name>.key` in `dir`.
-fn ca(dir: &Path, name: &str) -> PathBuf {
-    let (key, crt, subject) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN={name}"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-subj",
-            &subject,
-            "-days",
-            "2",
-        ],
-    );
-    dir.join(crt)
-}
-
-/// A leaf `<name>.crt` / `<name>.key` for `localhost` and 127.0.0.1 signed by CA `ca`.
-fn leaf(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
-    let ext = format!("{name}.ext");
-    std::fs::write(dir.join(&ext), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-        .expect("extensions");
-    let (key, csr, crt, subject) =
-        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={name}"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ],
-    );
-    let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
-    (dir.join(crt), dir.join(key))
-}
 
 /// The DER of the first certificate in a PEM file.
 fn der(pem: &Path) -> Vec<u8> {

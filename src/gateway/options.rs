@@ -32,6 +32,19 @@ impl std::str::FromStr for DurationArg {
     }
 }
 
+/// The HTTP version spoken to orq (`--upstream-http`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamHttp {
+    /// HTTP/2 where orq's TLS offers it (ALPN), else HTTP/1.1.
+    Auto,
+    /// HTTP/1.1 only.
+    #[value(name = "1.1")]
+    Http1,
+    /// HTTP/2 only (h2c over plain HTTP).
+    #[value(name = "2")]
+    Http2,
+}
+
 /// Flags of `routerpolicy gateway`; each has an environment variable.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GatewayOptions {
@@ -89,6 +102,25 @@ pub struct GatewayOptions {
     /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1), e.g. `tls.key`.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// Offer HTTP/2 to callers over TLS (ALPN `h2`, then `http/1.1`): many calls on one
+    /// connection, each stream under the same limits as an HTTP/1.1 request (true|false).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_HTTP2", default_value_t = true, action = clap::ArgAction::Set)]
+    pub http2: bool,
+    /// On a plain-HTTP listener, accept HTTP/2 with prior knowledge (h2c) besides HTTP/1.1: for
+    /// a mesh whose sidecars already encrypt and speak HTTP/2 (true|false).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_H2C", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub h2c: bool,
+    /// Streams an HTTP/2 caller may have open on one connection at once; more wait for the
+    /// caller's own flow control (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub http2_max_concurrent_streams: u32,
+    /// Largest read buffer of an HTTP/1.1 caller connection, in bytes (at least 8192; a
+    /// request head must fit in it, a longer one gets 431). The default (hyper's, 417792) reads
+    /// large images in few calls; while a call waits for orq its connection keeps the buffer it
+    /// grew, so a replica holding thousands of slow calls at once needs less memory with 16384
+    /// or 8192, at the cost of more reads per large image (docs/gateway.md, "Calls in flight").
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_MAX_READ_BUFFER_BYTES", default_value_t = 417_792, value_parser = clap::value_parser!(u32).range(8192..=16 * 1024 * 1024))]
+    pub max_read_buffer_bytes: u32,
     /// File holding orq's API key (a mounted Secret), sent upstream as `Authorization: Bearer`;
     /// re-read when it changes. Without it, requests go upstream with no Authorization.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_API_KEY_FILE")]
@@ -127,6 +159,13 @@ pub struct GatewayOptions {
     /// holds a small window of its body, not all of it.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_CONTENT_LENGTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub upstream_content_length: bool,
+    /// The HTTP version spoken to orq: `1.1` — HTTP/1.1, a connection per call in flight;
+    /// `auto` — HTTP/2 when orq's TLS offers `h2`, HTTP/1.1 otherwise and over plain HTTP;
+    /// `2` — always HTTP/2 (over plain HTTP with prior knowledge, h2c). Over HTTP/2 every call
+    /// shares one connection, so at most orq's SETTINGS_MAX_CONCURRENT_STREAMS calls are in
+    /// flight at once and the rest wait (docs/gateway.md, "HTTP/2"): hence not the default.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_HTTP", value_enum, default_value = "1.1")]
+    pub upstream_http: UpstreamHttp,
     /// Time to open a TCP connection to orq before answering 504 (the TLS handshake counts
     /// toward --request-timeout).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONNECT_TIMEOUT", default_value = "5s")]

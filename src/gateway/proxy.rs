@@ -131,6 +131,8 @@ fn select_policy(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<ServedPolicy>,
 /// Reads, rewrites and forwards the request under `policy`; orq's answer, or why not.
 async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
+    // The caller's version, whatever orq spoke: each leg has its own.
+    let version = parts.version;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > gw.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge(gw.max_body_bytes));
@@ -177,6 +179,7 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
         }
     })?;
     let (mut head, incoming) = answer.into_parts();
+    head.version = version;
     strip_hop_by_hop(&mut head.headers);
     if let Ok(hash) = HeaderValue::from_str(&policy.hash) {
         head.headers.insert(HASH_HEADER, hash);

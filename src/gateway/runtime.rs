@@ -47,7 +47,7 @@ impl Gateway {
         Ok(Gateway {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             api_key: RwLock::new(api_key),
-            client: upstream::client(options.connect_timeout.0),
+            client: upstream::client(options.connect_timeout.0, options.upstream_http),
             upstream,
             default_policy,
             max_body_bytes: options.max_body_bytes,
@@ -121,6 +121,7 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         policies = %source,
         auth = ?options.auth,
         tls = tls.is_some(),
+        http2 = if tls.is_some() { options.http2 } else { options.h2c },
         "gateway serving POST {VARIATIONS_PATH}, /metrics, /healthz and /readyz"
     );
     let drain = {
@@ -132,7 +133,7 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             let _ = stop_tx.send(true);
         }
     };
-    server::serve(listener, app, tls, drain).await;
+    server::serve(listener, app, tls, protocols(&options), drain).await;
     while tasks.join_next().await.is_some() {}
     info!("drained; stopped");
     Ok(())
@@ -148,7 +149,7 @@ fn listener_tls(
 ) -> Result<Option<server::Secure>, GatewayError> {
     let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_key_file) else { return Ok(None) };
     let files = tls::TlsFiles { cert: cert.clone(), key: key.clone() };
-    let tls = Arc::new(tls::Tls::new(files, &[b"http/1.1"])?);
+    let tls = Arc::new(tls::Tls::new(files, &protocols(options).alpn())?);
     let acceptor = tls.acceptor.clone();
     let metrics = gw.metrics.tls.clone();
     let failures = metrics.handshake_failures.clone();
@@ -157,6 +158,16 @@ fn listener_tls(
         counter.inc();
     }));
     Ok(Some(server::Secure { acceptor, failures }))
+}
+
+/// The HTTP versions the listener speaks (`--http2`, `--h2c`).
+fn protocols(options: &GatewayOptions) -> server::Protocols {
+    server::Protocols {
+        http2: options.http2,
+        h2c: options.h2c,
+        max_concurrent_streams: options.http2_max_concurrent_streams.max(1),
+        max_read_buffer: options.max_read_buffer_bytes as usize,
+    }
 }
 
 /// The caller check of `--auth serviceaccount` (`None` with `--auth none`, said once in the

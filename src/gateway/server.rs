@@ -1,11 +1,21 @@
 //! Serving connections: HTTP/1.1 with keep-alive and a header read timeout (axum::serve sets
-//! none, so a client that never finishes its head would hold a connection forever), TLS
-//! first where the listener has a certificate ([`crate::gateway::tls`]), and a graceful drain
-//! of in-flight requests on shutdown (hyper-util's `GracefulShutdown`).
+//! none, so a client that never finishes its head would hold a connection forever), HTTP/2
+//! where the caller asks for it (ALPN `h2` over TLS, prior knowledge with `--h2c`) with its own
+//! bounds (streams per connection, header list size, flow-control windows, and hyper's
+//! defences against the rapid-reset flood, CVE-2023-44487), TLS first where the listener has a
+//! certificate ([`crate::gateway::tls`]), and a graceful drain of in-flight requests on
+//! shutdown (hyper-util's `GracefulShutdown`).
+//!
+//! What a connection costs while its call waits for orq is bounded here: HTTP/1.1's read buffer
+//! grows to at most `--max-read-buffer-bytes` (hyper's 417792 by default; a connection keeps
+//! what it grew while its call waits), and an HTTP/2 connection's receive windows bound what a
+//! caller may send before the gateway reads it.
 
 use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, warn};
 
@@ -27,6 +37,91 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The largest header list an HTTP/2 caller may send (SETTINGS_MAX_HEADER_LIST_SIZE); over
+/// HTTP/1.1 the head must fit in the read buffer (`--max-read-buffer-bytes`). A ServiceAccount
+/// token is about 1 KiB.
+pub const H2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// What an HTTP/2 caller may send on one stream before the gateway reads it (the initial
+/// stream window): a request's body is read once it has its share of --max-buffered-bytes.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+
+/// What an HTTP/2 caller may send on one connection, all streams together, before the gateway
+/// reads it: the most an idle HTTP/2 connection can make the gateway hold beyond its budget.
+pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// Streams a caller may reset before the gateway has taken them up (the rapid-reset flood:
+/// open and cancel at once, so the server works and the caller pays nothing); beyond it the
+/// connection is closed with GOAWAY (ENHANCE_YOUR_CALM).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams the gateway may reset on one connection for the caller's protocol errors before it
+/// closes the connection (the same flood, provoked through errors).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+
+/// The versions the listener speaks.
+#[derive(Debug, Clone, Copy)]
+pub struct Protocols {
+    /// HTTP/2 over TLS, chosen by ALPN.
+    pub http2: bool,
+    /// HTTP/2 with prior knowledge on a plain listener.
+    pub h2c: bool,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// The largest read buffer of an HTTP/1.1 connection (at least 8192).
+    pub max_read_buffer: usize,
+}
+
+impl Protocols {
+    /// The ALPN protocols a TLS listener offers, most preferred first.
+    pub fn alpn(&self) -> Vec<&'static [u8]> {
+        if self.http2 { vec![b"h2", b"http/1.1"] } else { vec![b"http/1.1"] }
+    }
+}
+
+/// The connection builders of a listener: HTTP/1.1 only, HTTP/2 only (negotiated by ALPN),
+/// and both (a plain listener with `--h2c`: the first bytes tell).
+#[derive(Clone)]
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+    both: auto::Builder<TokioExecutor>,
+    h2c: bool,
+}
+
+impl Builders {
+    fn new(protocols: &Protocols) -> Builders {
+        let mut both = auto::Builder::new(TokioExecutor::new());
+        both.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true)
+            .max_buf_size(protocols.max_read_buffer.max(8192));
+        both.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(protocols.max_concurrent_streams)
+            .max_header_list_size(H2_MAX_HEADER_LIST_BYTES)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            // A caller gone without a FIN is found and its streams ended.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Builders { http1: both.clone().http1_only(), http2: both.clone().http2_only(), both, h2c: protocols.h2c }
+    }
+
+    /// The builder for a plain connection.
+    fn plain(&self) -> &auto::Builder<TokioExecutor> {
+        if self.h2c { &self.both } else { &self.http1 }
+    }
+
+    /// The builder for a TLS connection that negotiated `alpn`.
+    fn negotiated(&self, alpn: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
+        if alpn == Some(b"h2") { &self.http2 } else { &self.http1 }
+    }
+}
+
 /// How long a client may take for its TLS handshake before its connection is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,18 +134,18 @@ pub struct Secure {
     pub failures: Counter,
 }
 
-/// Serves `app` on `listener` (HTTP/1.1, keep-alive, a header read timeout; TLS first where
-/// `tls` is given) until `drain` resolves; then stops accepting and waits for every open
-/// connection's requests to finish.
+/// Serves `app` on `listener` (HTTP/1.1 with keep-alive and a header read timeout, HTTP/2 as
+/// `protocols` allow; TLS first where `tls` is given) until `drain` resolves; then stops
+/// accepting and waits for every open connection's requests to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<Secure>,
+    protocols: Protocols,
     drain: impl std::future::Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    let builders = Builders::new(&protocols);
     tokio::pin!(drain);
     loop {
         tokio::select! {
@@ -66,16 +161,20 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                let watcher = graceful.watcher();
                 match &tls {
                     None => {
-                        tokio::spawn(connection(builder, stream, service, watcher));
+                        let builder = builders.plain().clone();
+                        tokio::spawn(async move { connection(&builder, stream, service, watcher).await });
                     }
                     Some(tls) => {
-                        let (acceptor, failures) = (tls.acceptor.clone(), tls.failures.clone());
+                        let (acceptor, failures, builders) = (tls.acceptor.clone(), tls.failures.clone(), builders.clone());
                         tokio::spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => connection(builder, stream, service, watcher).await,
+                                Ok(Ok(stream)) => {
+                                    let builder = builders.negotiated(stream.get_ref().1.alpn_protocol());
+                                    connection(builder, stream, service, watcher).await
+                                }
                                 Ok(Err(e)) => {
                                     failures.inc();
                                     debug!(error = %e, "TLS handshake failed");
@@ -99,7 +198,7 @@ pub async fn serve(
 /// Serves one connection (plain or after its TLS handshake) until it closes, drained on
 /// shutdown through `watcher`.
 async fn connection<IO>(
-    builder: hyper::server::conn::http1::Builder,
+    builder: &auto::Builder<TokioExecutor>,
     io: IO,
     service: hyper_util::service::TowerToHyperService<Router>,
     watcher: hyper_util::server::graceful::Watcher,

@@ -21,7 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::gateway::budget::Reservation;
-use crate::gateway::options::GatewayError;
+use crate::gateway::options::{GatewayError, UpstreamHttp};
 use crate::key::VARIATIONS_PATH;
 
 /// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or
@@ -213,8 +213,10 @@ impl http_body::Body for Chunks {
 /// The client that talks to orq.
 pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// A pooled HTTP/1 client, TLS or plain, with a TCP connect timeout.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
+/// A pooled client, TLS or plain, with a TCP connect timeout, speaking `version`: with
+/// `auto`, HTTP/2 where orq's TLS handshake picks `h2` (ALPN; one connection carries many
+/// calls) and HTTP/1.1 where it picks `http/1.1`, offers none, or the URL is plain `http://`.
+pub fn client(connect_timeout: Duration, version: UpstreamHttp) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -223,9 +225,32 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         Ok(b) => b,
         Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
     };
-    let https = builder.https_or_http().enable_http1().wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https)
+    let builder = builder.https_or_http();
+    let https = match version {
+        UpstreamHttp::Auto => builder.enable_all_versions().wrap_connector(http),
+        UpstreamHttp::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamHttp::Http2 => builder.enable_http2().wrap_connector(http),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_idle_timeout(Duration::from_secs(60))
+        .http2_only(version == UpstreamHttp::Http2)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        // A quiet connection to orq is probed, so one cut off without a FIN (a NAT, a node
+        // gone) fails its calls at once instead of at --request-timeout.
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .http2_initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+        .http2_initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW);
+    client.build(https)
 }
+
+/// What orq may send of one answer before the gateway reads it, over HTTP/2 (answers are
+/// small JSON; an image URL, not the image).
+const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// What orq may send on one HTTP/2 connection before the gateway reads it.
+const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// The upstream base: scheme, authority and a path prefix without a trailing slash.
 #[derive(Debug, Clone)]

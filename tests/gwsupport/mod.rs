@@ -26,6 +26,8 @@ use http_body_util::BodyExt;
 mod cmd;
 pub use cmd::free_port;
 
+pub mod pki;
+
 /// One multipart field as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Field {
@@ -85,6 +87,8 @@ struct UpstreamState {
     record: bool,
     received: Mutex<Vec<Received>>,
     count: AtomicUsize,
+    /// Calls that came over HTTP/2.
+    http2: AtomicUsize,
     bytes: AtomicU64,
     mode: Mutex<Mode>,
 }
@@ -93,6 +97,7 @@ struct UpstreamState {
 pub struct FakeUpstream {
     /// Its address.
     pub addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<UpstreamState>,
 }
 
@@ -103,6 +108,9 @@ async fn upstream_handler(State(state): State<Arc<UpstreamState>>, request: Requ
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
     state.count.fetch_add(1, Ordering::SeqCst);
+    if parts.version == axum::http::Version::HTTP_2 {
+        state.http2.fetch_add(1, Ordering::SeqCst);
+    }
     state.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     if let Mode::Refuse(model) = *state.mode.lock().expect("lock")
         && body.windows(model.len()).any(|w| w == model.as_bytes())
@@ -157,27 +165,80 @@ impl FakeUpstream {
         FakeUpstream::start_on("127.0.0.1:0", record).await
     }
 
-    /// Starts one on `addr`.
+    /// Starts one on `addr`: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
     pub async fn start_on(addr: &str, record: bool) -> FakeUpstream {
+        FakeUpstream::serve(addr, record, None).await
+    }
+
+    /// Starts one serving TLS with `cert`/`key` (PEM) on a free loopback port, offering `alpn`
+    /// (e.g. `h2` and `http/1.1`, as orq does) and speaking what the handshake chose.
+    pub async fn start_tls(record: bool, cert: &Path, key: &Path, alpn: &[&[u8]]) -> FakeUpstream {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+            .expect("cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key");
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("pair");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        FakeUpstream::serve("127.0.0.1:0", record, Some(acceptor)).await
+    }
+
+    async fn serve(addr: &str, record: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeUpstream {
         let state = Arc::new(UpstreamState {
             record,
             received: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
+            http2: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             mode: Mutex::new(Mode::Ok),
         });
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind fake upstream");
         let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new().fallback(upstream_handler).with_state(state.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            while let Ok((stream, _)) = listener.accept().await {
+                let (builder, tls) = (builder.clone(), tls.clone());
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                    }
+                });
+            }
         });
-        FakeUpstream { addr, state }
+        FakeUpstream { addr, scheme, state }
+    }
+
+    /// Calls it received over HTTP/2.
+    pub fn http2_count(&self) -> usize {
+        self.state.http2.load(Ordering::SeqCst)
     }
 
     /// Its base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     /// Requests received so far.

@@ -676,6 +676,16 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The gateway's peak memory, what the fake orq received, and the throughput targets.
+fn summary(gateway: &GatewayProcess, upstream: &FakeUpstream) {
+    let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
+    println!("\ngateway peak RSS (VmHWM): {hwm}");
+    println!("requests the fake orq received: {}", upstream.count());
+    println!(
+        "targets: gateway ≥ 0.9× the floor in every case (100 KiB and 4 MiB, 1 and 32 in flight) and p50 ≤ 0.1 ms over the floor at 100 KiB (the floor table); ≥ 1.0× nginx with a service time (≥ 50 ms) and at 4 MiB (the nginx tables)"
+    );
+}
+
 fn main() {
     floor::serve_if_asked();
     let seconds: f64 = std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
@@ -745,12 +755,7 @@ fn main() {
                 }
             }
         }
-        let hwm = vm_hwm_kib(gateway.child.id()).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
-        println!("\ngateway peak RSS (VmHWM): {hwm}");
-        println!("requests the fake orq received: {}", upstream.count());
-        println!(
-            "targets: gateway ≥ 0.9× the floor in every case (100 KiB and 4 MiB, 1 and 32 in flight) and p50 ≤ 0.1 ms over the floor at 100 KiB (the floor table); ≥ 1.0× nginx with a service time (≥ 50 ms) and at 4 MiB (the nginx tables)"
-        );
+        summary(&gateway, &upstream);
         if section("inflight") {
             let tls = tls_peers.as_ref().map(|t| (t.nginx.as_ref(), &t.gateway));
             inflight_section(dir.path(), &upstream, (peer.as_ref(), &through), tls, &gateway_args);

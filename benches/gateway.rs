@@ -789,20 +789,23 @@ fn inflight_section(
             Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
         (gateway, target)
     });
-    // The same gateway with HTTP/1.1 read buffers of at most 8 KiB (--max-read-buffer-bytes):
-    // what a waiting call keeps resident when its connection cannot grow a large buffer.
-    let small_buffers = {
+    // The same gateway with smaller HTTP/1.1 read buffers (--max-read-buffer-bytes), what a
+    // waiting call keeps resident, and with the chart's settings and HTTP/2 to orq (h2c here).
+    let variant = |extra: &[&str]| {
         let mut args = gateway_args.to_vec();
-        args.push("--max-read-buffer-bytes=8192".into());
+        args.extend(extra.iter().map(|flag| flag.to_string()));
         let gateway = GatewayProcess::start(dir, &args);
         let target =
             Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
         (gateway, target)
     };
+    let small_buffers = variant(&["--max-read-buffer-bytes=8192"]);
+    let over_http2 = variant(&["--max-read-buffer-bytes=16384", "--upstream-http=2"]);
     let peers: Vec<inflight::Peer> = [
         ("nginx", nginx),
         ("gateway", Some(through)),
         ("gateway, 8 KiB read buffers", Some(&small_buffers.1)),
+        ("gateway, 16 KiB read buffers, HTTP/2 to orq", Some(&over_http2.1)),
         ("gateway (baseline)", baseline.as_ref().map(|(_, target)| target)),
         ("haproxy", haproxy_target.as_ref()),
         ("nginx (TLS)", tls.and_then(|(nginx, _)| nginx)),

@@ -35,6 +35,12 @@ fn gateway(
     let mut args = vec![format!("--config-dir={}", mount.path.display()), format!("--upstream={}", upstream.url())];
     args.extend(extra.iter().cloned());
     let gateway = GatewayProcess::start_with_env(dir.path(), &args, env);
+    // Healthy is not yet serving: wait until the policy is loaded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
+        assert!(Instant::now() < deadline, "gateway not ready:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     (dir, mount, gateway)
 }
 
@@ -278,12 +284,18 @@ async fn the_way_to_orq_is_http2_where_its_tls_offers_h2_and_as_forced_otherwise
     let pki = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = gwsupport::pki::pair(pki.path());
     let trust = [("SSL_CERT_FILE", ca.to_str().expect("utf-8"))];
-    // (orq offers, --upstream-http, calls orq gets over HTTP/2 of 3)
-    let tls_cases: [(&[&[u8]], &str, usize); 3] =
-        [(&[b"h2", b"http/1.1"], "auto", 3), (&[b"http/1.1"], "auto", 0), (&[b"h2", b"http/1.1"], "1.1", 0)];
+    // (orq offers, --upstream-http (none: the default, auto), calls orq gets over HTTP/2 of 3)
+    let tls_cases: [(&[&[u8]], Option<&str>, usize); 4] = [
+        (&[b"h2", b"http/1.1"], None, 3),
+        (&[b"http/1.1"], Some("auto"), 0),
+        (&[b"h2", b"http/1.1"], Some("1.1"), 0),
+        (&[b"h2"], Some("2"), 3),
+    ];
     for (offers, version, want) in tls_cases {
         let orq = FakeUpstream::start_tls(true, &cert, &key, offers).await;
-        let (_dir, _mount, gw) = gateway(&orq, &[format!("--upstream-http={version}")], &trust);
+        let flags: Vec<String> = version.map(|v| format!("--upstream-http={v}")).into_iter().collect();
+        let version = version.unwrap_or("auto (default)");
+        let (_dir, _mount, gw) = gateway(&orq, &flags, &trust);
         for _ in 0..3 {
             let (status, text) = call_http1(gw.addr);
             assert_eq!(
@@ -306,4 +318,22 @@ async fn the_way_to_orq_is_http2_where_its_tls_offers_h2_and_as_forced_otherwise
         }
         assert_eq!(orq.http2_count(), want, "plain orq, --upstream-http={version}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_calls_to_orq_spread_over_connections_of_at_most_the_stream_bound() {
+    let orq = FakeUpstream::start(false).await;
+    orq.set_mode(gwsupport::Mode::Delay(Duration::from_millis(1500)));
+    let flags = ["--upstream-http=2".to_string(), "--upstream-http2-streams=4".to_string()];
+    let (_dir, _mount, gw) = gateway(&orq, &flags, &[]);
+    let addr = gw.addr;
+    // Twenty calls at once, each waiting 1.5 s at orq: five connections of four streams, not
+    // one connection that makes sixteen of them wait (hyper's pool), nor twenty (HTTP/1.1).
+    let calls: Vec<_> = (0..20).map(|_| tokio::task::spawn_blocking(move || call_http1(addr))).collect();
+    for answer in futures::future::join_all(calls).await {
+        let (status, text) = answer.expect("call");
+        assert_eq!(status, 200, "{text}\n{}", gw.log());
+    }
+    assert_eq!(orq.http2_count(), 20, "every call went over HTTP/2");
+    assert_eq!(orq.connections(), 5, "20 calls in flight at 4 a connection");
 }

@@ -30,6 +30,7 @@ pub mod issuer;
 pub mod lease;
 pub mod metrics;
 pub mod options;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod rewrite;

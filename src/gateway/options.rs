@@ -159,13 +159,17 @@ pub struct GatewayOptions {
     /// holds a small window of its body, not all of it.
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_CONTENT_LENGTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub upstream_content_length: bool,
-    /// The HTTP version spoken to orq: `1.1` — HTTP/1.1, a connection per call in flight;
-    /// `auto` — HTTP/2 when orq's TLS offers `h2`, HTTP/1.1 otherwise and over plain HTTP;
-    /// `2` — always HTTP/2 (over plain HTTP with prior knowledge, h2c). Over HTTP/2 every call
-    /// shares one connection, so at most orq's SETTINGS_MAX_CONCURRENT_STREAMS calls are in
-    /// flight at once and the rest wait (docs/gateway.md, "HTTP/2"): hence not the default.
-    #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_HTTP", value_enum, default_value = "1.1")]
+    /// The HTTP version spoken to orq: `auto` — HTTP/2 when orq's TLS offers `h2`, HTTP/1.1
+    /// otherwise and over plain HTTP; `1.1` — always HTTP/1.1 (a connection per call in
+    /// flight); `2` — always HTTP/2 (over plain HTTP with prior knowledge, h2c). Over HTTP/2 at
+    /// most --upstream-http2-streams calls share a connection; more open another.
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_HTTP", value_enum, default_value = "auto")]
     pub upstream_http: UpstreamHttp,
+    /// Calls that share one HTTP/2 connection to orq at most; when every connection carries
+    /// this many, another is opened (keep it at or below orq's SETTINGS_MAX_CONCURRENT_STREAMS,
+    /// or calls beyond it wait for a stream).
+    #[arg(long, env = "ROUTERPOLICY_GATEWAY_UPSTREAM_HTTP2_STREAMS", default_value_t = 100)]
+    pub upstream_http2_streams: usize,
     /// Time to open a TCP connection to orq before answering 504 (the TLS handshake counts
     /// toward --request-timeout).
     #[arg(long, env = "ROUTERPOLICY_GATEWAY_CONNECT_TIMEOUT", default_value = "5s")]

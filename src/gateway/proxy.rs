@@ -23,6 +23,7 @@ use crate::gateway::metrics::{AuthLabels, PolicyLabels};
 use crate::gateway::rewrite::{self, Rewritten};
 use crate::gateway::store::ServedPolicy;
 use crate::gateway::stream::StreamRewrite;
+use crate::gateway::pool::SendError;
 use crate::gateway::upstream::{Chunks, UploadSender, UpstreamBody, error_chain, is_timeout, upload};
 use crate::gateway::{Gateway, HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
 use crate::key::PolicyKey;
@@ -359,7 +360,7 @@ fn upstream_answer(
     gw: &Gateway,
     policy: &ServedPolicy,
     started: Instant,
-    sent: Result<Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
+    sent: Result<Result<hyper::Response<Incoming>, SendError>, tokio::time::error::Elapsed>,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     gw.metrics.in_flight.dec();
     gw.metrics
@@ -369,8 +370,8 @@ fn upstream_answer(
     match sent {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
-            let cause = error_chain(&e);
-            let error = if is_timeout(&e) {
+            let cause = error_chain(&*e);
+            let error = if is_timeout(&*e) {
                 ProxyError::UpstreamConnectTimeout(cause.clone())
             } else {
                 ProxyError::UpstreamUnreachable(cause.clone())

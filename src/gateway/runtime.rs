@@ -47,7 +47,12 @@ impl Gateway {
         Ok(Gateway {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             api_key: RwLock::new(api_key),
-            client: upstream::client(options.connect_timeout.0, options.upstream_http),
+            client: upstream::client(
+                options.connect_timeout.0,
+                options.upstream_http,
+                &upstream,
+                options.upstream_http2_streams.max(1),
+            ),
             upstream,
             default_policy,
             max_body_bytes: options.max_body_bytes,

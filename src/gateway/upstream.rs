@@ -1,5 +1,5 @@
-//! The way to orq: the `--upstream` base URL, the HTTPS client, and the rewritten body it
-//! sends.
+//! The way to orq: the `--upstream` base URL, the HTTPS client (HTTP/1.1, or HTTP/2 through
+//! [`crate::gateway::pool`]), and the rewritten body it sends.
 //!
 //! hyper-util's pooled client over hyper-rustls (ring), the stack kube-rs uses; roots from the
 //! system store (honouring `SSL_CERT_FILE`) and, where there is none (the scratch image), the
@@ -16,11 +16,13 @@ use std::time::Duration;
 use axum::http::Uri;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::gateway::budget::Reservation;
+use crate::gateway::pool::{H2Pool, SendError};
 use crate::gateway::options::{GatewayError, UpstreamHttp};
 use crate::key::VARIATIONS_PATH;
 
@@ -210,47 +212,56 @@ impl http_body::Body for Chunks {
     }
 }
 
-/// The client that talks to orq.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
+/// The client that talks to orq: HTTP/1.1 through hyper's pooled client, HTTP/2 through
+/// [`H2Pool`] (several connections, at most `--upstream-http2-streams` calls each).
+pub struct UpstreamClient {
+    http1: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
+    http2: Option<H2Pool>,
+}
 
-/// A pooled client, TLS or plain, with a TCP connect timeout, speaking `version`: with
-/// `auto`, HTTP/2 where orq's TLS handshake picks `h2` (ALPN; one connection carries many
-/// calls) and HTTP/1.1 where it picks `http/1.1`, offers none, or the URL is plain `http://`.
-pub fn client(connect_timeout: Duration, version: UpstreamHttp) -> UpstreamClient {
+impl UpstreamClient {
+    /// Sends `request` to orq: over HTTP/2 where the pool speaks it, else over HTTP/1.1.
+    pub async fn request(&self, request: hyper::Request<UpstreamBody>) -> Result<hyper::Response<Incoming>, SendError> {
+        let request = match &self.http2 {
+            Some(pool) if !pool.speaks_http1() => match pool.send(request).await {
+                Ok(answer) => return answer,
+                Err(request) => request,
+            },
+            _ => request,
+        };
+        self.http1.request(request).await.map_err(SendError::from)
+    }
+}
+
+/// The client for `upstream`, TLS or plain, with a TCP connect timeout, speaking `version`:
+/// with `auto`, HTTP/2 where orq's TLS handshake picks `h2` (ALPN) and HTTP/1.1 where it picks
+/// `http/1.1`, offers none, or the URL is plain `http://`; over HTTP/2 at most `streams` calls
+/// share a connection.
+pub fn client(connect_timeout: Duration, version: UpstreamHttp, upstream: &Upstream, streams: usize) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b,
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+    let builder = || match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b.https_or_http(),
+        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http(),
     };
-    let builder = builder.https_or_http();
-    let https = match version {
-        UpstreamHttp::Auto => builder.enable_all_versions().wrap_connector(http),
-        UpstreamHttp::Http1 => builder.enable_http1().wrap_connector(http),
-        UpstreamHttp::Http2 => builder.enable_http2().wrap_connector(http),
-    };
-    let mut client = Client::builder(TokioExecutor::new());
-    client
-        .pool_idle_timeout(Duration::from_secs(60))
-        .http2_only(version == UpstreamHttp::Http2)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        // A quiet connection to orq is probed, so one cut off without a FIN (a NAT, a node
-        // gone) fails its calls at once instead of at --request-timeout.
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .http2_keep_alive_timeout(Duration::from_secs(10))
-        .http2_initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
-        .http2_initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW);
-    client.build(https)
+    let http2 = match (version, upstream.scheme.as_str()) {
+        (UpstreamHttp::Http2, _) => Some(builder().enable_http2().wrap_connector(http.clone())),
+        (UpstreamHttp::Auto, "https") => Some(builder().enable_all_versions().wrap_connector(http.clone())),
+        _ => None,
+    }
+    .map(|connector| H2Pool::new(connector, upstream.origin(), streams, version == UpstreamHttp::Auto));
+    let https = builder().enable_http1().wrap_connector(http);
+    let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
+    UpstreamClient { http1, http2 }
 }
 
 /// What orq may send of one answer before the gateway reads it, over HTTP/2 (answers are
 /// small JSON; an image URL, not the image).
-const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
+pub const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
 /// What orq may send on one HTTP/2 connection before the gateway reads it.
-const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+pub const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// The upstream base: scheme, authority and a path prefix without a trailing slash.
 #[derive(Debug, Clone)]
@@ -260,6 +271,18 @@ pub struct Upstream {
     prefix: String,
     /// The URI of the proxied path without a query, made once: the usual request's.
     variations: Option<Uri>,
+}
+
+impl Upstream {
+    /// `scheme://authority`: where connections are opened to.
+    pub fn origin(&self) -> Uri {
+        Uri::builder()
+            .scheme(self.scheme.as_str())
+            .authority(self.authority.as_str())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default()
+    }
 }
 
 impl Upstream {

@@ -89,6 +89,8 @@ struct UpstreamState {
     count: AtomicUsize,
     /// Calls that came over HTTP/2.
     http2: AtomicUsize,
+    /// Connections accepted.
+    connections: AtomicUsize,
     bytes: AtomicU64,
     mode: Mutex<Mode>,
 }
@@ -197,6 +199,7 @@ impl FakeUpstream {
             received: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             http2: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             mode: Mutex::new(Mode::Ok),
         });
@@ -204,9 +207,11 @@ impl FakeUpstream {
         let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new().fallback(upstream_handler).with_state(state.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let counted = state.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             while let Ok((stream, _)) = listener.accept().await {
+                counted.connections.fetch_add(1, Ordering::SeqCst);
                 let (builder, tls) = (builder.clone(), tls.clone());
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 tokio::spawn(async move {
@@ -226,6 +231,11 @@ impl FakeUpstream {
             }
         });
         FakeUpstream { addr, scheme, state }
+    }
+
+    /// Connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Calls it received over HTTP/2.

@@ -22,8 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::gateway::budget::Reservation;
-use crate::gateway::pool::{H2Pool, SendError};
 use crate::gateway::options::{GatewayError, UpstreamHttp};
+use crate::gateway::pool::{H2Pool, SendError};
 use crate::key::VARIATIONS_PATH;
 
 /// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or

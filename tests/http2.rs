@@ -279,13 +279,16 @@ async fn a_rapid_reset_flood_ends_its_own_connection_and_other_callers_are_serve
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// What orq offers in its TLS handshake, the `--upstream-http` given (none: the default), and
+/// how many of three calls orq gets over HTTP/2.
+type OrqCase = (&'static [&'static [u8]], Option<&'static str>, usize);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_way_to_orq_is_http2_where_its_tls_offers_h2_and_as_forced_otherwise() {
     let pki = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = gwsupport::pki::pair(pki.path());
     let trust = [("SSL_CERT_FILE", ca.to_str().expect("utf-8"))];
-    // (orq offers, --upstream-http (none: the default, auto), calls orq gets over HTTP/2 of 3)
-    let tls_cases: [(&[&[u8]], Option<&str>, usize); 4] = [
+    let tls_cases: [OrqCase; 4] = [
         (&[b"h2", b"http/1.1"], None, 3),
         (&[b"http/1.1"], Some("auto"), 0),
         (&[b"h2", b"http/1.1"], Some("1.1"), 0),

@@ -162,7 +162,8 @@ impl H2Pool {
         // A connection that closed between its checkout and this call is replaced once.
         for attempt in 0..2 {
             let reserved = self.checkout();
-            let opened = reserved.conn.opened.get_or_init(|| self.open()).await.clone();
+            // Boxed: only a call that opens the connection needs the opening's state.
+            let opened = reserved.conn.opened.get_or_init(|| Box::pin(self.open())).await.clone();
             let mut sender = match opened {
                 Opened::Http2(sender) => sender,
                 Opened::Http1 => return Err(request),

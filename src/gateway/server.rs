@@ -19,6 +19,8 @@ use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, warn};
 
+use crate::gateway::pool::SendError;
+
 /// How long a client may take to send a request's head; a connection that sends nothing for
 /// this long is closed (slow-client protection; axum::serve sets no such bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,27 +81,43 @@ impl Protocols {
     }
 }
 
-/// The connection builders of a listener: HTTP/1.1 only, HTTP/2 only (negotiated by ALPN),
-/// and both (a plain listener with `--h2c`: the first bytes tell).
+/// The connection builders of a listener: HTTP/1.1 (hyper's own, the common case, with no
+/// version detection in its way), HTTP/2 (negotiated by ALPN), and both (a plain listener with
+/// `--h2c`: the first bytes tell).
 #[derive(Clone)]
 struct Builders {
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     both: auto::Builder<TokioExecutor>,
     h2c: bool,
 }
 
-impl Builders {
-    fn new(protocols: &Protocols) -> Builders {
-        let mut both = auto::Builder::new(TokioExecutor::new());
-        both.http1()
+/// Which builder serves a connection.
+#[derive(Clone, Copy)]
+enum Version {
+    Http1,
+    Http2,
+    Either,
+}
+
+/// HTTP/1.1's bounds on a builder (hyper's own, or the auto builder's HTTP/1.1 half: two types
+/// with the same methods).
+macro_rules! http1_bounds {
+    ($builder:expr, $read_buffer:expr) => {
+        $builder
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true)
-            .max_buf_size(protocols.max_read_buffer.max(8192));
-        both.http2()
+            .max_buf_size($read_buffer)
+    };
+}
+
+/// HTTP/2's bounds on a builder (hyper's own, or the auto builder's HTTP/2 half).
+macro_rules! http2_bounds {
+    ($builder:expr, $protocols:expr) => {
+        $builder
             .timer(TokioTimer::new())
-            .max_concurrent_streams(protocols.max_concurrent_streams)
+            .max_concurrent_streams($protocols.max_concurrent_streams)
             .max_header_list_size(H2_MAX_HEADER_LIST_BYTES)
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
@@ -107,18 +125,31 @@ impl Builders {
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
             // A caller gone without a FIN is found and its streams ended.
             .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        Builders { http1: both.clone().http1_only(), http2: both.clone().http2_only(), both, h2c: protocols.h2c }
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+
+impl Builders {
+    fn new(protocols: &Protocols) -> Builders {
+        let read_buffer = protocols.max_read_buffer.max(8192);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1_bounds!(http1, read_buffer);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2_bounds!(http2, protocols);
+        let mut both = auto::Builder::new(TokioExecutor::new());
+        http1_bounds!(both.http1(), read_buffer);
+        http2_bounds!(both.http2(), protocols);
+        Builders { http1, http2, both, h2c: protocols.h2c }
     }
 
-    /// The builder for a plain connection.
-    fn plain(&self) -> &auto::Builder<TokioExecutor> {
-        if self.h2c { &self.both } else { &self.http1 }
+    /// The version of a plain connection.
+    fn plain(&self) -> Version {
+        if self.h2c { Version::Either } else { Version::Http1 }
     }
 
-    /// The builder for a TLS connection that negotiated `alpn`.
-    fn negotiated(&self, alpn: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
-        if alpn == Some(b"h2") { &self.http2 } else { &self.http1 }
+    /// The version of a TLS connection that negotiated `alpn`.
+    fn negotiated(alpn: Option<&[u8]>) -> Version {
+        if alpn == Some(b"h2") { Version::Http2 } else { Version::Http1 }
     }
 }
 
@@ -164,16 +195,16 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 match &tls {
                     None => {
-                        let builder = builders.plain().clone();
-                        tokio::spawn(async move { connection(&builder, stream, service, watcher).await });
+                        let (builders, version) = (builders.clone(), builders.plain());
+                        tokio::spawn(async move { connection(&builders, version, stream, service, watcher).await });
                     }
                     Some(tls) => {
                         let (acceptor, failures, builders) = (tls.acceptor.clone(), tls.failures.clone(), builders.clone());
                         tokio::spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(stream)) => {
-                                    let builder = builders.negotiated(stream.get_ref().1.alpn_protocol());
-                                    connection(builder, stream, service, watcher).await
+                                    let version = Builders::negotiated(stream.get_ref().1.alpn_protocol());
+                                    connection(&builders, version, stream, service, watcher).await
                                 }
                                 Ok(Err(e)) => {
                                     failures.inc();
@@ -195,18 +226,24 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Serves one connection (plain or after its TLS handshake) until it closes, drained on
-/// shutdown through `watcher`.
+/// Serves one connection (plain or after its TLS handshake) in `version` until it closes,
+/// drained on shutdown through `watcher`.
 async fn connection<IO>(
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
+    version: Version,
     io: IO,
     service: hyper_util::service::TowerToHyperService<Router>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection).await {
+    let io = hyper_util::rt::TokioIo::new(io);
+    let served = match version {
+        Version::Http1 => watcher.watch(builders.http1.serve_connection(io, service)).await.map_err(SendError::from),
+        Version::Http2 => watcher.watch(builders.http2.serve_connection(io, service)).await.map_err(SendError::from),
+        Version::Either => watcher.watch(builders.both.serve_connection(io, service)).await,
+    };
+    if let Err(e) = served {
         debug!(error = %e, "connection closed with an error");
     }
 }

@@ -223,7 +223,9 @@ impl UpstreamClient {
     /// Sends `request` to orq: over HTTP/2 where the pool speaks it, else over HTTP/1.1.
     pub async fn request(&self, request: hyper::Request<UpstreamBody>) -> Result<hyper::Response<Incoming>, SendError> {
         let request = match &self.http2 {
-            Some(pool) if !pool.speaks_http1() => match pool.send(request).await {
+            // Boxed: the pool's future (with a connection's opening inside) is larger than
+            // hyper's, and a request's future is moved as it is polled; HTTP/1.1 stays small.
+            Some(pool) if !pool.speaks_http1() => match Box::pin(pool.send(request)).await {
                 Ok(answer) => return answer,
                 Err(request) => request,
             },

@@ -18,6 +18,9 @@
 //! With `--upstream-http auto` the TLS handshake offers `h2` and `http/1.1`; when orq picks
 //! `http/1.1`, the pool remembers it and every call goes through the HTTP/1.1 client from then
 //! on (the connection of that first handshake is dropped).
+//!
+//! Below `upstream` (which builds the client from the flags and owns the body type), this room
+//! also says what an error of the way to orq is: [`SendError`], [`is_timeout`], [`error_chain`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,11 +34,39 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 use tracing::{debug, info, warn};
 
-use crate::gateway::upstream::UpstreamBody;
-
 /// A connection that carried no call for this long is closed (orq's idle timeout is often 60 s
 /// or more; one kept too long is found dead by the keep-alive ping).
 const IDLE: Duration = Duration::from_secs(90);
+
+/// What orq may send of one answer before the gateway reads it, over HTTP/2 (answers are
+/// small JSON; an image URL, not the image).
+const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// What orq may send on one HTTP/2 connection before the gateway reads it.
+const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// Whether an upstream error is a timeout (the connect timeout: an I/O error of kind
+/// `TimedOut` somewhere in its chain) rather than a refusal.
+pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// An error and its sources, joined with `: `.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.join(": ")
+}
 
 /// An error of the way to orq, with its chain.
 pub type SendError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,12 +80,8 @@ struct OpenError {
 
 impl OpenError {
     fn of(error: &(dyn std::error::Error + 'static)) -> OpenError {
-        let kind = if crate::gateway::upstream::is_timeout(error) {
-            std::io::ErrorKind::TimedOut
-        } else {
-            std::io::ErrorKind::ConnectionRefused
-        };
-        OpenError { kind, message: crate::gateway::upstream::error_chain(error) }
+        let kind = if is_timeout(error) { std::io::ErrorKind::TimedOut } else { std::io::ErrorKind::ConnectionRefused };
+        OpenError { kind, message: error_chain(error) }
     }
 
     fn to_error(&self) -> SendError {
@@ -63,25 +90,34 @@ impl OpenError {
 }
 
 /// What opening a connection gave.
-#[derive(Clone)]
-enum Opened {
+enum Opened<B> {
     /// An HTTP/2 connection.
-    Http2(SendRequest<UpstreamBody>),
+    Http2(SendRequest<B>),
     /// orq chose HTTP/1.1 in the handshake (`auto`).
     Http1,
     /// It could not be opened.
     Failed(OpenError),
 }
 
+impl<B> Clone for Opened<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Opened::Http2(sender) => Opened::Http2(sender.clone()),
+            Opened::Http1 => Opened::Http1,
+            Opened::Failed(error) => Opened::Failed(error.clone()),
+        }
+    }
+}
+
 /// One connection to orq and the calls it carries.
-struct Conn {
-    opened: tokio::sync::OnceCell<Opened>,
+struct Conn<B> {
+    opened: tokio::sync::OnceCell<Opened<B>>,
     in_flight: AtomicUsize,
     /// Milliseconds since the pool began, when a call last took or left it.
     last_used: AtomicU64,
 }
 
-impl Conn {
+impl<B> Conn<B> {
     /// Whether it can carry no more calls: it failed to open or has closed.
     fn is_dead(&self) -> bool {
         match self.opened.get() {
@@ -93,12 +129,12 @@ impl Conn {
 }
 
 /// A stream reserved on a connection; dropped, it frees its place.
-pub struct Reserved {
-    conn: Arc<Conn>,
-    pool: Arc<Shared>,
+pub struct Reserved<B> {
+    conn: Arc<Conn<B>>,
+    pool: Arc<Shared<B>>,
 }
 
-impl Drop for Reserved {
+impl<B> Drop for Reserved<B> {
     fn drop(&mut self) {
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.conn.last_used.store(self.pool.now(), Ordering::Relaxed);
@@ -106,19 +142,19 @@ impl Drop for Reserved {
 }
 
 /// What the pool's connections share.
-struct Shared {
+struct Shared<B> {
     began: Instant,
-    connections: Mutex<Vec<Arc<Conn>>>,
+    connections: Mutex<Vec<Arc<Conn<B>>>>,
 }
 
-impl Shared {
+impl<B> Shared<B> {
     fn now(&self) -> u64 {
         self.began.elapsed().as_millis() as u64
     }
 }
 
-/// HTTP/2 connections to one orq endpoint.
-pub struct H2Pool {
+/// HTTP/2 connections to one orq endpoint, carrying bodies of type `B`.
+pub struct H2Pool<B> {
     connector: hyper_rustls::HttpsConnector<HttpConnector>,
     /// `scheme://authority` of orq, what a connection is opened to.
     origin: Uri,
@@ -127,10 +163,15 @@ pub struct H2Pool {
     optional: bool,
     /// orq picked HTTP/1.1 (`auto`): every call goes through the HTTP/1.1 client.
     speaks_http1: AtomicBool,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
 }
 
-impl H2Pool {
+impl<B> H2Pool<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     /// A pool to `origin` through `connector` (its ALPN offers `h2`, with `http/1.1` too where
     /// `optional`), at most `streams` calls a connection.
     pub fn new(
@@ -138,7 +179,7 @@ impl H2Pool {
         origin: Uri,
         streams: usize,
         optional: bool,
-    ) -> H2Pool {
+    ) -> H2Pool<B> {
         H2Pool {
             connector,
             origin,
@@ -157,8 +198,8 @@ impl H2Pool {
     /// Sends `request` over HTTP/2, or gives it back when orq speaks HTTP/1.1 (`auto`).
     pub async fn send(
         &self,
-        request: hyper::Request<UpstreamBody>,
-    ) -> Result<Result<hyper::Response<Incoming>, SendError>, hyper::Request<UpstreamBody>> {
+        request: hyper::Request<B>,
+    ) -> Result<Result<hyper::Response<Incoming>, SendError>, hyper::Request<B>> {
         // A connection that closed between its checkout and this call is replaced once.
         for attempt in 0..2 {
             let reserved = self.checkout();
@@ -180,7 +221,7 @@ impl H2Pool {
     }
 
     /// A stream on the least loaded live connection with room, or on a new connection.
-    fn checkout(&self) -> Reserved {
+    fn checkout(&self) -> Reserved<B> {
         let now = self.shared.now();
         let idle = IDLE.as_millis() as u64;
         let mut connections = match self.shared.connections.lock() {
@@ -212,7 +253,7 @@ impl H2Pool {
     }
 
     /// Opens a connection: TCP (and TLS with ALPN), then the HTTP/2 handshake.
-    async fn open(&self) -> Opened {
+    async fn open(&self) -> Opened<B> {
         let mut connector = self.connector.clone();
         let stream = match futures::future::poll_fn(|cx| connector.poll_ready(cx)).await {
             Ok(()) => connector.call(self.origin.clone()).await,
@@ -237,8 +278,8 @@ impl H2Pool {
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
-            .initial_stream_window_size(crate::gateway::upstream::UPSTREAM_H2_STREAM_WINDOW)
-            .initial_connection_window_size(crate::gateway::upstream::UPSTREAM_H2_CONNECTION_WINDOW);
+            .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW);
         match builder.handshake(stream).await {
             Ok((sender, connection)) => {
                 let origin = self.origin.clone();
@@ -255,5 +296,22 @@ impl H2Pool {
                 Opened::Failed(OpenError::of(&error))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_connect_anywhere_in_the_chain_is_a_timeout() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error")]
+        struct Wrapper(#[source] std::io::Error);
+        let timed_out = Wrapper(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"));
+        assert!(is_timeout(&timed_out));
+        let refused = Wrapper(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "timed out in the text only"));
+        assert!(!is_timeout(&refused), "decided on the kind, not on the message");
+        assert_eq!(error_chain(&refused), "client error: timed out in the text only");
     }
 }

@@ -24,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::gateway::budget::Reservation;
 use crate::gateway::options::{GatewayError, UpstreamHttp};
 use crate::gateway::pool::{H2Pool, SendError};
+pub use crate::gateway::pool::{error_chain, is_timeout};
 use crate::key::VARIATIONS_PATH;
 
 /// The body sent upstream: the whole rewritten body with its length (`Content-Length`), or
@@ -216,7 +217,7 @@ impl http_body::Body for Chunks {
 /// [`H2Pool`] (several connections, at most `--upstream-http2-streams` calls each).
 pub struct UpstreamClient {
     http1: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
-    http2: Option<H2Pool>,
+    http2: Option<H2Pool<UpstreamBody>>,
 }
 
 impl UpstreamClient {
@@ -258,12 +259,6 @@ pub fn client(connect_timeout: Duration, version: UpstreamHttp, upstream: &Upstr
     let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
     UpstreamClient { http1, http2 }
 }
-
-/// What orq may send of one answer before the gateway reads it, over HTTP/2 (answers are
-/// small JSON; an image URL, not the image).
-pub const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
-/// What orq may send on one HTTP/2 connection before the gateway reads it.
-pub const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// The upstream base: scheme, authority and a path prefix without a trailing slash.
 #[derive(Debug, Clone)]
@@ -313,30 +308,6 @@ impl Upstream {
     fn build(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
         Ok(format!("{}://{}{}{}", self.scheme, self.authority, self.prefix, path_and_query).parse::<Uri>()?)
     }
-}
-
-/// Whether an upstream error is a timeout (the connect timeout: an I/O error of kind
-/// `TimedOut` somewhere in its chain) rather than a refusal.
-pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// An error and its sources, joined with `: `.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(e) = source {
-        parts.push(e.to_string());
-        source = e.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -430,17 +401,5 @@ mod tests {
         for bad in ["my.orq.ai", "ftp://x", "https://", "http://x/?q=1"] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_timed_out_connect_anywhere_in_the_chain_is_a_timeout() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("client error")]
-        struct Wrapper(#[source] std::io::Error);
-        let timed_out = Wrapper(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"));
-        assert!(is_timeout(&timed_out));
-        let refused = Wrapper(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "timed out in the text only"));
-        assert!(!is_timeout(&refused), "decided on the kind, not on the message");
-        assert_eq!(error_chain(&refused), "client error: timed out in the text only");
     }
 }

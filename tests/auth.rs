@@ -335,7 +335,10 @@ async fn forged_tokens_cost_no_tokenreview_and_new_tokens_beyond_the_bound_get_5
     s.allowed("own", &own).await;
 
     // Four new, real tokens at once with a budget of one review per second: one is reviewed,
-    // the others get 503 with Retry-After, and a cached caller is served meanwhile.
+    // the others get 503 with Retry-After, and a cached caller is served meanwhile. The second
+    // of the last review (`own`'s) must be over first, or its budget is spent already (the 300
+    // refusals above can take less than a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let fresh: Vec<String> = (0..4).map(|_| token(&s.ns, "app", AUDIENCE)).collect();
     let bearers: Vec<String> = fresh.iter().map(|t| format!("Bearer {t}")).collect();
     let answers = futures::future::join_all(bearers.iter().map(|b| s.call("own", Some(b)))).await;

@@ -326,11 +326,12 @@ async fn the_way_to_orq_is_http2_where_its_tls_offers_h2_and_as_forced_otherwise
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_calls_to_orq_spread_over_connections_of_at_most_the_stream_bound() {
     let orq = FakeUpstream::start(false).await;
-    orq.set_mode(gwsupport::Mode::Delay(Duration::from_millis(1500)));
+    // Long enough that all twenty are at orq at once however slowly the machine starts them.
+    orq.set_mode(gwsupport::Mode::Delay(Duration::from_secs(4)));
     let flags = ["--upstream-http=2".to_string(), "--upstream-http2-streams=4".to_string()];
     let (_dir, _mount, gw) = gateway(&orq, &flags, &[]);
     let addr = gw.addr;
-    // Twenty calls at once, each waiting 1.5 s at orq: five connections of four streams, not
+    // Twenty calls at once, each waiting 4 s at orq: five connections of four streams, not
     // one connection that makes sixteen of them wait (hyper's pool), nor twenty (HTTP/1.1).
     let calls: Vec<_> = (0..20).map(|_| tokio::task::spawn_blocking(move || call_http1(addr))).collect();
     for answer in futures::future::join_all(calls).await {

@@ -10,14 +10,14 @@ mod gwsupport;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, get_tls, image, multipart};
+use gwsupport::{FakeUpstream, GatewayProcess, KubeletDir, image, multipart};
 
 const PATH: &str = "/v2/router/images/variations";
 const DOC: &str = r#"{"retry":{"count":1,"on_codes":[503]}}"#;
@@ -36,11 +36,7 @@ fn gateway(
     args.extend(extra.iter().cloned());
     let gateway = GatewayProcess::start_with_env(dir.path(), &args, env);
     // Healthy is not yet serving: wait until the policy is loaded.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gwsupport::get(gateway.addr, "/readyz").map(|r| r.status) != Some(200) {
-        assert!(Instant::now() < deadline, "gateway not ready:\n{}", gateway.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(gateway.ready_within(None, Duration::from_secs(20)), "gateway not ready:\n{}", gateway.log());
     (dir, mount, gateway)
 }
 
@@ -63,11 +59,7 @@ fn tls_gateway(
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let gateway = GatewayProcess::spawn_own(dir.path(), &args);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get_tls(gateway.addr, ca, "/readyz").map(|(r, _)| r.status) != Some(200) {
-        assert!(Instant::now() < deadline, "gateway not ready over TLS:\n{}", gateway.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(gateway.ready_within(Some(ca), Duration::from_secs(20)), "gateway not ready over TLS:\n{}", gateway.log());
     (dir, mount, gateway)
 }
 

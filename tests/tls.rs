@@ -43,11 +43,11 @@ impl TlsGateway {
             "--poll-interval=200ms".into(),
         ];
         let gateway = GatewayProcess::spawn_own(dir.path(), &args);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while get_tls(gateway.addr, ca, "/readyz").map(|(r, _)| r.status) != Some(200) {
-            assert!(Instant::now() < deadline, "gateway not ready over TLS:\n{}", gateway.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            gateway.ready_within(Some(ca), Duration::from_secs(20)),
+            "gateway not ready over TLS:\n{}",
+            gateway.log()
+        );
         TlsGateway { dir, gateway, _mount: mount }
     }
 

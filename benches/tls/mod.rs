@@ -3,7 +3,7 @@
 //! both in front of the same fake orq over plain HTTP, driven by wrk over HTTPS (HTTP/1.1,
 //! keep-alive: the handshake once per connection, then the record cost per request).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::gwsupport::{self, GatewayProcess};
 use crate::{Nginx, PATH, Target, Wrk, request_body, wrk_rounds};
@@ -29,13 +29,9 @@ impl TlsPeers {
         args.push(format!("--tls-cert-file={}", cert.display()));
         args.push(format!("--tls-key-file={}", key.display()));
         let gateway = GatewayProcess::spawn_own(dir, &args);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while gwsupport::get_tls(gateway.addr, &ca, "/readyz").map(|(r, _)| r.status) != Some(200) {
-            if Instant::now() > deadline {
-                println!("gateway (TLS): did not answer over TLS; TLS rows skipped\n{}", gateway.log());
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if !gateway.ready_within(Some(&ca), Duration::from_secs(20)) {
+            println!("gateway (TLS): did not answer over TLS; TLS rows skipped\n{}", gateway.log());
+            return None;
         }
         let gateway_target = Target {
             url: format!("https://127.0.0.1:{}{PATH}", gateway.addr.port()),

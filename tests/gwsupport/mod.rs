@@ -405,6 +405,25 @@ impl GatewayProcess {
         GatewayProcess { child, addr, log }
     }
 
+    /// Whether it answers `/readyz` with 200 within `within` (its policies loaded) — over TLS
+    /// trusting only the PEM certificates in `ca` where given, else plain HTTP.
+    pub fn ready_within(&self, ca: Option<&Path>, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = match ca {
+                Some(ca) => get_tls(self.addr, ca, "/readyz").map(|(r, _)| r.status),
+                None => get(self.addr, "/readyz").map(|r| r.status),
+            };
+            if status == Some(200) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -131,26 +131,20 @@ impl<B> Conn<B> {
 /// A stream reserved on a connection; dropped, it frees its place.
 pub struct Reserved<B> {
     conn: Arc<Conn<B>>,
-    pool: Arc<Shared<B>>,
+    /// When the pool began (what `last_used` counts from).
+    began: Instant,
 }
 
 impl<B> Drop for Reserved<B> {
     fn drop(&mut self) {
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.conn.last_used.store(self.pool.now(), Ordering::Relaxed);
+        self.conn.last_used.store(millis_since(self.began), Ordering::Relaxed);
     }
 }
 
-/// What the pool's connections share.
-struct Shared<B> {
-    began: Instant,
-    connections: Mutex<Vec<Arc<Conn<B>>>>,
-}
-
-impl<B> Shared<B> {
-    fn now(&self) -> u64 {
-        self.began.elapsed().as_millis() as u64
-    }
+/// Milliseconds since `began`.
+fn millis_since(began: Instant) -> u64 {
+    began.elapsed().as_millis() as u64
 }
 
 /// HTTP/2 connections to one orq endpoint, carrying bodies of type `B`.
@@ -163,7 +157,8 @@ pub struct H2Pool<B> {
     optional: bool,
     /// orq picked HTTP/1.1 (`auto`): every call goes through the HTTP/1.1 client.
     speaks_http1: AtomicBool,
-    shared: Arc<Shared<B>>,
+    began: Instant,
+    connections: Mutex<Vec<Arc<Conn<B>>>>,
 }
 
 impl<B> H2Pool<B>
@@ -186,7 +181,8 @@ where
             streams: streams.max(1),
             optional,
             speaks_http1: AtomicBool::new(false),
-            shared: Arc::new(Shared { began: Instant::now(), connections: Mutex::new(Vec::new()) }),
+            began: Instant::now(),
+            connections: Mutex::new(Vec::new()),
         }
     }
 
@@ -201,7 +197,8 @@ where
         request: hyper::Request<B>,
     ) -> Result<Result<hyper::Response<Incoming>, SendError>, hyper::Request<B>> {
         // A connection that closed between its checkout and this call is replaced once.
-        for attempt in 0..2 {
+        let mut replaced = false;
+        loop {
             let reserved = self.checkout();
             // Boxed: only a call that opens the connection needs the opening's state.
             let opened = reserved.conn.opened.get_or_init(|| Box::pin(self.open())).await.clone();
@@ -210,21 +207,20 @@ where
                 Opened::Http1 => return Err(request),
                 Opened::Failed(error) => return Ok(Err(error.to_error())),
             };
-            if sender.ready().await.is_err() && attempt == 0 {
-                continue;
+            match sender.ready().await {
+                Err(_) if !replaced => replaced = true,
+                Err(error) => return Ok(Err(error.into())),
+                // The stream's place is held until orq's answer head is back.
+                Ok(()) => return Ok(sender.send_request(request).await.map_err(SendError::from)),
             }
-            let answer = sender.send_request(request).await.map_err(SendError::from);
-            drop(reserved);
-            return Ok(answer);
         }
-        Ok(Err("orq closed two HTTP/2 connections in a row before a call could start".into()))
     }
 
     /// A stream on the least loaded live connection with room, or on a new connection.
     fn checkout(&self) -> Reserved<B> {
-        let now = self.shared.now();
+        let now = millis_since(self.began);
         let idle = IDLE.as_millis() as u64;
-        let mut connections = match self.shared.connections.lock() {
+        let mut connections = match self.connections.lock() {
             Ok(connections) => connections,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -249,7 +245,7 @@ where
         });
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.last_used.store(now, Ordering::Relaxed);
-        Reserved { conn, pool: self.shared.clone() }
+        Reserved { conn, began: self.began }
     }
 
     /// Opens a connection: TCP (and TLS with ALPN), then the HTTP/2 handshake.

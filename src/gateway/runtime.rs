@@ -51,7 +51,7 @@ impl Gateway {
                 options.connect_timeout.0,
                 options.upstream_http,
                 &upstream,
-                options.upstream_http2_streams.max(1),
+                options.upstream_http2_streams,
             ),
             upstream,
             default_policy,

@@ -380,6 +380,13 @@ impl Target {
         Target { url: format!("http://127.0.0.1:{port}{PATH}"), pid: Some(pid), policy: false }
     }
 
+    /// A `routerpolicy gateway` process over `scheme` (`http`, `https`), its calls naming the
+    /// bench's policy.
+    fn gateway(process: &GatewayProcess, scheme: &str) -> Target {
+        let url = format!("{scheme}://127.0.0.1:{}{PATH}", process.addr.port());
+        Target { url, pid: Some(process.child.id()), policy: true }
+    }
+
     /// The CPU its process has used so far (0 where the bench serves it itself).
     fn cpu_ticks(&self) -> u64 {
         self.pid.map(cpu_ticks).unwrap_or(0)
@@ -714,8 +721,8 @@ fn main() {
         connector.set_nodelay(true);
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
         let direct = Target { url: format!("{}{PATH}", upstream.url()), pid: None, policy: false };
-        let gateway_url = format!("http://{}{PATH}", gateway.addr);
-        let through = Target { url: gateway_url.clone(), pid: Some(gateway.child.id()), policy: true };
+        let through = Target::gateway(&gateway, "http");
+        let gateway_url = through.url.clone();
         let nginx = Nginx::start(dir.path(), &upstream.url());
         let peer = nginx.as_ref().map(|n| Target::peer(n.port, n.child.id()));
         match &nginx {
@@ -785,8 +792,7 @@ fn inflight_section(
     // baseline in one run.
     let baseline = std::env::var_os("GATEWAY_BENCH_BASELINE").map(|binary| {
         let gateway = GatewayProcess::start_binary(std::path::Path::new(&binary), dir, gateway_args, &[]);
-        let target =
-            Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
+        let target = Target::gateway(&gateway, "http");
         (gateway, target)
     });
     // The same gateway with smaller HTTP/1.1 read buffers (--max-read-buffer-bytes), what a
@@ -795,8 +801,7 @@ fn inflight_section(
         let mut args = gateway_args.to_vec();
         args.extend(extra.iter().map(|flag| flag.to_string()));
         let gateway = GatewayProcess::start(dir, &args);
-        let target =
-            Target { url: format!("http://{}{PATH}", gateway.addr), pid: Some(gateway.child.id()), policy: true };
+        let target = Target::gateway(&gateway, "http");
         (gateway, target)
     };
     let small_buffers = variant(&["--max-read-buffer-bytes=8192"]);

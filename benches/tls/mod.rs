@@ -33,11 +33,7 @@ impl TlsPeers {
             println!("gateway (TLS): did not answer over TLS; TLS rows skipped\n{}", gateway.log());
             return None;
         }
-        let gateway_target = Target {
-            url: format!("https://127.0.0.1:{}{PATH}", gateway.addr.port()),
-            pid: Some(gateway.child.id()),
-            policy: true,
-        };
+        let gateway_target = Target::gateway(&gateway, "https");
         let nginx = Nginx::start_as(dir, "nginx-tls", upstream, Some((&cert, &key)));
         let nginx_target = nginx.as_ref().map(|n| Target {
             url: format!("https://127.0.0.1:{}{PATH}", n.port),

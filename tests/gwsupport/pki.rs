@@ -8,29 +8,16 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `openssl req` arguments for a new P-256 key written to `key`, its request (or certificate)
+/// to `out`, for `subject`.
+fn new_key<'a>(key: &'a str, out: &'a str, subject: &'a str) -> [&'a str; 11] {
+    ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", out, "-subj", subject]
+}
+
 /// A self-signed CA `<name>.crt` / `<name>.key` in `dir`.
 pub fn ca(dir: &Path, name: &str) -> PathBuf {
     let (key, crt, subject) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN={name}"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-subj",
-            &subject,
-            "-days",
-            "2",
-        ],
-    );
+    openssl(dir, &[&["req", "-x509"], &new_key(&key, &crt, &subject)[..], &["-days", "2"]].concat());
     dir.join(crt)
 }
 
@@ -41,23 +28,7 @@ pub fn leaf(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
         .expect("extensions");
     let (key, csr, crt, subject) =
         (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={name}"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ],
-    );
+    openssl(dir, &[&["req"], &new_key(&key, &csr, &subject)[..]].concat());
     let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
     openssl(
         dir,

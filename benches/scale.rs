@@ -1,31 +1,39 @@
 //! Scale benchmark (the targets: docs/benchmarks.md, "Results"): the release binary `routerpolicy run` as its own process
-//! against the real kube-apiserver + etcd, next to a floor measured in the same run. Prints
+//! against the real kube-apiserver + etcd, next to floors measured in the same run. Prints
 //! figures and ratios; asserts nothing about time.
 //!
 //! ```sh
-//! cargo bench --bench scale                                    # 2000 policies over 20 targets
-//! SCALE_POLICIES=10000 SCALE_TARGETS=100 cargo bench --bench scale
+//! cargo bench --bench scale                                    # 10,000 policies over 100 targets
+//! SCALE_SIZES=10000/100,30000/300,100000/1000 cargo bench --bench scale   # the cost curve, one run
 //! ```
 //!
-//! 1. Floor: the harness creates the N policies with 16 parallel writers (one write per
-//!    object: the least one status write per policy can cost), its watches already running.
+//! Each size runs in a namespace of its own, one after the other:
+//! 1. Create floor: the harness's lean client (`scale/lean.rs`: keep-alive connections, bodies
+//!    encoded beforehand, the fastest of a few writer counts) creates the N policies, its
+//!    watches already running.
 //! 2. Cold start: the operator starts with the N policies stored; time until every target
 //!    holds every document, and until every policy is `Ready=True` at its current generation
 //!    (seen through the harness's own watches); writes by kind, counted by the API server
 //!    (`apiserver_request_total`), and by the operator's metrics.
-//! 3. Warm restart: the operator is stopped (SIGTERM) and started again with nothing
-//!    changed; writes until it has planned every target and is idle.
-//! 4. Edit latency in steady state: one policy edit at a time, each to another target, until
+//! 3. Edit latency in steady state: one policy edit at a time, each to another target, until
 //!    the harness's ConfigMap watch sees the new document; next to one direct ConfigMap
-//!    server-side apply (its round trip), p50 and p99.
-//! 5. Peak resident memory of the operator process (`VmHWM`).
+//!    server-side apply (its round trip), p50 and p99. Then a burst: one edit in each of up to
+//!    1,000 targets at once (the lean client), until every new document is seen; its rate
+//!    next to the create floor's.
+//! 4. Peak resident memory of the operator process (`VmHWM`).
+//! 5. Warm restart: the operator is stopped (SIGTERM) and started again with nothing
+//!    changed; writes until it has planned every target and is idle.
+//! 6. Status floor: the lean client applies the operator's status to each of N copies of the
+//!    policies, with no operator: what the status writes alone cost.
 //!
-//! With `SCALE_REPORTS=1` every target also has a gateway replica that reports what it serves
-//! (docs/gateway.md, "Ready means served"), simulated by the harness: one report Lease per target, created before the
+//! With `SCALE_REPORTS=R` every target also has R gateway replicas that report what they serve
+//! (docs/gateway.md, "Ready means served"), simulated by the harness: R report Leases per target, created before the
 //! operator starts (an empty ConfigMap loaded) and rewritten with the ConfigMap's
 //! resourceVersion each time the harness's watch sees it change, as a replica in API mode
 //! does. Ready then includes `Served`.
 
+#[path = "scale/lean.rs"]
+mod lean;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -37,7 +45,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use routerpolicy::api::{ImageVariationPolicy, ImageVariationPolicySpec};
@@ -60,21 +68,19 @@ fn spec(target: usize, variant: i64) -> Value {
     })
 }
 
-/// Creates policies `p0..p{count}` (spread over `targets` targets) with 16 parallel writers.
-async fn create_policies(api: &Api<ImageVariationPolicy>, count: usize, targets: usize) {
-    futures::stream::iter(0..count)
-        .map(|i| async move {
-            let body: ImageVariationPolicy = serde_json::from_value(json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}")}, "spec": spec(i % targets, i as i64)})).expect("policy");
-            api.create(&PostParams::default(), &body).await.expect("create policy");
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+fn policy_body(i: usize, targets: usize) -> Value {
+    json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}")}, "spec": spec(i % targets, i as i64)})
+}
+
+/// The lean client's creates of policies `p{from}..p{to}` (spread over `targets` targets) in `ns`.
+fn create_calls(ns: &str, from: usize, to: usize, targets: usize) -> Vec<lean::Call> {
+    let path = format!("/apis/routerpolicy.io/v1alpha1/namespaces/{ns}/imagevariationpolicies");
+    (from..to).map(|i| lean::Call::create(path.clone(), &policy_body(i, targets))).collect()
 }
 
 fn document(ns: &str, name: &str, spec: &Value) -> (String, String) {
     let s: ImageVariationPolicySpec = serde_json::from_value(spec.clone()).expect("spec");
-    (PolicyKey::new(ns, name).data_key(), render_policy(&s).json)
+    (PolicyKey::new(ns, name).data_key(), render_policy(&s).json.to_string())
 }
 
 /// What the harness's own watches see.
@@ -86,28 +92,27 @@ struct Seen {
     ready: HashMap<String, bool>,
 }
 
-/// A simulated gateway replica's report Lease for ConfigMap `cm` at `resource_version`.
-async fn report(leases: &Api<Lease>, ns: &str, cm: &str, resource_version: &str) {
+/// Simulated gateway replica `replica`'s report Lease for ConfigMap `cm` at `resource_version`.
+async fn report(leases: &Api<Lease>, ns: &str, cm: &str, replica: usize, resource_version: &str) {
     let serving = json!({"configMap": format!("{ns}/{cm}"), "resourceVersion": resource_version}).to_string();
+    let name = format!("routerpolicy-gateway-sim-{cm}-{replica}");
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": format!("routerpolicy-gateway-sim-{cm}"),
+        "metadata": {"name": name,
                      "labels": {"routerpolicy.io/gateway-replica": "true"},
                      "annotations": {"routerpolicy.io/serving": serving}},
-        "spec": {"holderIdentity": format!("sim-{cm}"), "leaseDurationSeconds": 3600,
+        "spec": {"holderIdentity": format!("sim-{cm}-{replica}"), "leaseDurationSeconds": 3600,
                  "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
     let params = PatchParams::apply("bench-replicas").force();
-    leases
-        .patch(&format!("routerpolicy-gateway-sim-{cm}"), &params, &Patch::Apply(&lease))
-        .await
-        .expect("report lease");
+    leases.patch(&name, &params, &Patch::Apply(&lease)).await.expect("report lease");
 }
 
-/// One simulated replica per target: reports an empty ConfigMap now, then every new
-/// resourceVersion the harness's ConfigMap watch sends.
+/// `replicas` simulated replicas per target: each reports an empty ConfigMap now, then every
+/// new resourceVersion the harness's ConfigMap watch sends.
 fn simulate_replicas(
     client: &Client,
     ns: &str,
     targets: usize,
+    replicas: usize,
 ) -> tokio::sync::mpsc::UnboundedSender<(String, String)> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
@@ -115,10 +120,14 @@ fn simulate_replicas(
     let initial: Vec<String> = (0..targets).map(|t| format!("gw-{t}")).collect();
     tokio::spawn(async move {
         for cm in &initial {
-            report(&leases, &ns, cm, "").await;
+            for replica in 0..replicas {
+                report(&leases, &ns, cm, replica, "").await;
+            }
         }
         while let Some((cm, rv)) = rx.recv().await {
-            report(&leases, &ns, &cm, &rv).await;
+            for replica in 0..replicas {
+                report(&leases, &ns, &cm, replica, &rv).await;
+            }
         }
     });
     tx
@@ -283,7 +292,93 @@ fn print_writes(label: &str, writes: &BTreeMap<String, u64>) {
     println!("{label:<64} {}", if parts.is_empty() { "none".to_string() } else { parts.join(", ") });
 }
 
-/// The benchmark's fixed parts: the control plane, the namespace, the expected documents and
+/// One size's figures, for the table of the cost curve at the end.
+#[derive(Default)]
+struct Figures {
+    policies: usize,
+    targets: usize,
+    create_floor: f64,
+    documents: f64,
+    ready: f64,
+    status_floor: f64,
+    status_writes: f64,
+    configmap_writes: f64,
+    warm_writes: u64,
+    direct_p50: f64,
+    edit_p50: f64,
+    edit_p99: f64,
+    burst_ratio: f64,
+    peak_rss: f64,
+}
+
+/// The writer counts the lean client's floors try (the fastest is kept).
+const WRITER_COUNTS: [usize; 4] = [8, 16, 32, 64];
+/// Writes per writer-count trial of a floor; the full floor then runs with the fastest count.
+const PROBE_WRITES: usize = 2000;
+
+/// The sizes this run measures: `SCALE_SIZES=policies/targets,...`, else `SCALE_POLICIES` over
+/// `SCALE_TARGETS` (10,000 over 100).
+fn sizes() -> Vec<(usize, usize)> {
+    let parse = |size: &str| {
+        let (p, t) = size.trim().split_once('/')?;
+        Some((p.parse().ok()?, t.parse::<usize>().ok()?.max(1)))
+    };
+    match std::env::var("SCALE_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| parse(s).unwrap_or_else(|| panic!("SCALE_SIZES: {s:?} is not policies/targets")))
+            .collect(),
+        Err(_) => vec![(env_usize("SCALE_POLICIES", 10_000), env_usize("SCALE_TARGETS", 100).max(1))],
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cp = support::control_plane();
+    let client = cp.client().await;
+    let version = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
+    println!("routerpolicy scale benchmark (kube-apiserver {version})");
+    println!("operator: {} (release build, its own process)", operator_binary().display());
+    let lean = lean::Lean::new(&cp.server, support::ADMIN_TOKEN);
+    let mut curve = Vec::new();
+    for (policies, targets) in sizes() {
+        let bench = Bench::setup(cp, &client, policies, targets).await;
+        curve.push(bench.run(&lean).await);
+    }
+    print_curve(&curve);
+}
+
+fn print_curve(curve: &[Figures]) {
+    println!("\nthe cost curve (one row per size, this run):");
+    println!(
+        "| policies / targets | create floor | documents | Ready | status floor | Ready / status floor | status writes / policy | CM writes / target | warm writes | edit p50 (direct) | edit p99 | burst / create rate | peak RSS | per policy |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for f in curve {
+        println!(
+            "| {} / {} | {:.1} s | {:.1} s ({:.2}x) | {:.1} s | {:.1} s | {:.2}x | {:.2} | {:.2} | {} | {:.1} ms ({:.1}) | {:.1} ms | {:.2}x | {:.1} MiB | {:.2} KiB |",
+            f.policies,
+            f.targets,
+            f.create_floor,
+            f.documents,
+            f.documents / f.create_floor,
+            f.ready,
+            f.status_floor,
+            f.ready / f.status_floor,
+            f.status_writes,
+            f.configmap_writes,
+            f.warm_writes,
+            f.edit_p50,
+            f.direct_p50,
+            f.edit_p99,
+            f.burst_ratio,
+            f.peak_rss,
+            f.peak_rss * 1024.0 / f.policies as f64
+        );
+    }
+}
+
+/// One size's fixed parts: the control plane, the namespace, the expected documents and
 /// what the harness's own watches see.
 struct Bench {
     cp: &'static support::ControlPlane,
@@ -297,29 +392,11 @@ struct Bench {
     edits: usize,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let bench = Bench::setup().await;
-    let floor = bench.create_floor().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (mut operator, ready_at) = bench.cold_start(floor).await;
-    bench.edit_latency(&operator).await;
-    operator.stop();
-    bench.warm_restart().await;
-    bench.status_floor(ready_at).await;
-}
-
 impl Bench {
-    async fn setup() -> Bench {
-        let policies = env_usize("SCALE_POLICIES", 2000);
-        let targets = env_usize("SCALE_TARGETS", 20).max(1);
+    async fn setup(cp: &'static support::ControlPlane, client: &Client, policies: usize, targets: usize) -> Bench {
         let edits = env_usize("SCALE_EDITS", 100);
-        let cp = support::control_plane();
-        let client = cp.client().await;
-        let version = client.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
-        println!("routerpolicy scale benchmark: {policies} policies over {targets} targets (kube-apiserver {version})");
-        println!("operator: {} (release build, its own process)", operator_binary().display());
-        let ns = cp.namespace(&client, "bench").await;
+        println!("\n== {policies} policies over {targets} targets");
+        let ns = cp.namespace(client, "bench").await;
         let mut expected: BTreeMap<(String, String), String> = BTreeMap::new();
         for i in 0..policies {
             let (key, json) = document(&ns, &format!("p{i}"), &spec(i % targets, i as i64));
@@ -327,28 +404,57 @@ impl Bench {
         }
         // The harness's watches run from here on, through the floor and the operator's run alike.
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let reports = env_usize("SCALE_REPORTS", 0) == 1;
-        let replicas = reports.then(|| simulate_replicas(&client, &ns, targets));
-        if reports {
-            println!("with a simulated gateway replica reporting for each target (SCALE_REPORTS=1)");
+        let reports = env_usize("SCALE_REPORTS", 0);
+        let replicas = (reports > 0).then(|| simulate_replicas(client, &ns, targets, reports));
+        if reports > 0 {
+            println!("with {reports} simulated gateway replica(s) reporting for each target (SCALE_REPORTS={reports})");
         }
-        watch_cluster(&client, &ns, seen.clone(), replicas);
+        watch_cluster(client, &ns, seen.clone(), replicas);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
-        Bench { cp, client, ns, api, seen, expected, policies, targets, edits }
+        Bench { cp, client: client.clone(), ns, api, seen, expected, policies, targets, edits }
     }
 
-    /// 1. Floor: create the policies, 16 writers in parallel.
-    async fn create_floor(&self) -> f64 {
-        let started = Instant::now();
-        create_policies(&self.api, self.policies, self.targets).await;
-        let floor = started.elapsed().as_secs_f64();
-        println!("floor     create {} policies, 16 parallel writers:                {floor:>8.2} s", self.policies);
-        floor
+    async fn run(&self, lean: &lean::Lean) -> Figures {
+        let mut figures = Figures { policies: self.policies, targets: self.targets, ..Figures::default() };
+        let writers = self.create_floor(lean, &mut figures).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut operator = self.cold_start(&mut figures).await;
+        self.edit_latency(&mut figures).await;
+        self.edit_burst(lean, writers, &mut figures).await;
+        figures.peak_rss = operator.peak_rss_mib();
+        println!(
+            "operator  peak resident memory (VmHWM) after cold start and edits:  {:>8.1} MiB ({:.2} KiB per policy)",
+            figures.peak_rss,
+            figures.peak_rss * 1024.0 / self.policies as f64
+        );
+        operator.stop();
+        figures.warm_writes = self.warm_restart().await;
+        self.status_floor(lean, writers, &mut figures).await;
+        figures
+    }
+
+    /// 1. Create floor: the lean client creates the policies with the fastest of a few writer
+    ///    counts (tried on as many other policies in a scratch namespace); returns that count.
+    async fn create_floor(&self, lean: &lean::Lean, figures: &mut Figures) -> usize {
+        let scratch = self.cp.namespace(&self.client, "bench-create-probe").await;
+        let probe = PROBE_WRITES.min(self.policies);
+        let (writers, _) = lean
+            .fastest("creates", &WRITER_COUNTS, |trial| {
+                create_calls(&scratch, trial * probe, (trial + 1) * probe, self.targets)
+            })
+            .await;
+        let took = lean.run(Arc::new(create_calls(&self.ns, 0, self.policies, self.targets)), writers).await;
+        figures.create_floor = took.as_secs_f64();
+        println!(
+            "floor     create {} policies, lean client, {writers} writers:         {:>8.2} s",
+            self.policies, figures.create_floor
+        );
+        writers
     }
 
     /// 2. Cold start: until every document is in place and every policy Ready.
-    async fn cold_start(&self, floor: f64) -> (Operator, f64) {
+    async fn cold_start(&self, figures: &mut Figures) -> Operator {
         let writes_before = support::apiserver_writes(&self.client).await;
         let started = Instant::now();
         let operator = Operator::start(&self.cp.kubeconfig, &self.ns, "bench-cold");
@@ -373,29 +479,30 @@ impl Bench {
         }
         operator.wait_idle(self.policies, self.targets).await;
         let cold = delta(&support::apiserver_writes(&self.client).await, &writes_before);
-        let (documents_at, ready_at) = (documents_at.unwrap_or_default(), ready_at.unwrap_or_default());
+        figures.documents = documents_at.unwrap_or_default();
+        figures.ready = ready_at.unwrap_or_default();
         println!(
-            "operator  cold start to every document in every target:             {documents_at:>8.2} s  ({:.2}x the floor)",
-            documents_at / floor
+            "operator  cold start to every document in every target:             {:>8.2} s  ({:.2}x the create floor)",
+            figures.documents,
+            figures.documents / figures.create_floor
         );
-        println!(
-            "operator  cold start to every policy Ready at its generation:       {ready_at:>8.2} s  ({:.2}x the floor)",
-            ready_at / floor
-        );
-        self.print_cold_writes(&operator, &cold);
-        (operator, ready_at)
+        println!("operator  cold start to every policy Ready at its generation:       {:>8.2} s", figures.ready);
+        self.print_cold_writes(&operator, &cold, figures);
+        operator
     }
 
-    fn print_cold_writes(&self, operator: &Operator, cold: &BTreeMap<String, u64>) {
+    fn print_cold_writes(&self, operator: &Operator, cold: &BTreeMap<String, u64>, figures: &mut Figures) {
         print_writes("operator  writes during the cold start (API server's count):", cold);
         let status_writes = cold.get("imagevariationpolicies/status").copied().unwrap_or(0);
         let policy_writes = cold.get("imagevariationpolicies").copied().unwrap_or(0);
         let cm_writes = cold.get("configmaps").copied().unwrap_or(0);
+        figures.status_writes = status_writes as f64 / self.policies as f64;
+        figures.configmap_writes = cm_writes as f64 / self.targets as f64;
         println!(
             "operator  per policy: {:.2} status + {:.2} object writes; per target: {:.2} ConfigMap writes",
-            status_writes as f64 / self.policies as f64,
+            figures.status_writes,
             policy_writes as f64 / self.policies as f64,
-            cm_writes as f64 / self.targets as f64
+            figures.configmap_writes
         );
         println!(
             "operator  its own count: {} status writes, {} ConfigMap writes, {} policy writes",
@@ -404,10 +511,12 @@ impl Bench {
             operator.metric("routerpolicy_policy_writes_total"),
         );
     }
+}
 
-    /// 4. Edit latency in steady state (before the restart, so RSS covers it too), next to
+impl Bench {
+    /// 3. Edit latency in steady state (before the restart, so RSS covers it too), next to
     ///    one direct ConfigMap write.
-    async fn edit_latency(&self, operator: &Operator) {
+    async fn edit_latency(&self, figures: &mut Figures) {
         let direct_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
         let mut direct = Vec::new();
         for i in 0..self.edits.min(50) {
@@ -425,6 +534,7 @@ impl Bench {
         }
         let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
         let (e50, e99) = (percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99));
+        (figures.direct_p50, figures.edit_p50, figures.edit_p99) = (d50, e50, e99);
         println!(
             "baseline  one direct ConfigMap server-side apply (round trip):     p50 {d50:>6.1} ms  p99 {d99:>6.1} ms"
         );
@@ -433,25 +543,26 @@ impl Bench {
             self.edits,
             e50 - d50
         );
-        println!(
-            "operator  peak resident memory (VmHWM) after cold start and edits:  {:>8.1} MiB",
-            operator.peak_rss_mib()
-        );
+    }
+
+    /// The edited spec of policy `i` in round `round`.
+    fn edited(&self, i: usize, round: i64) -> (Value, (String, String), String) {
+        let t = i % self.targets;
+        let edited = spec(t, 100_000 + round);
+        let (key, want) = document(&self.ns, &format!("p{i}"), &edited);
+        let body = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}")}, "spec": edited});
+        (body, (format!("gw-{t}"), key), want)
     }
 
     /// One edit, until the harness's ConfigMap watch shows the new document.
     async fn one_edit(&self, round: usize) -> Duration {
         let i = (round * 7919) % self.policies;
-        let t = i % self.targets;
-        let edited = spec(t, 100_000 + round as i64);
-        let (key, want) = document(&self.ns, &format!("p{i}"), &edited);
-        let body = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "metadata": {"name": format!("p{i}")}, "spec": edited});
+        let (body, slot, want) = self.edited(i, round as i64);
         let started = Instant::now();
         self.api
             .patch(&format!("p{i}"), &PatchParams::apply("bench").force(), &Patch::Apply(&body))
             .await
             .expect("edit");
-        let slot = (format!("gw-{t}"), key);
         let seen_at = loop {
             if let Some((value, at)) = self.seen.lock().expect("lock").docs.get(&slot)
                 && *value == want
@@ -464,8 +575,41 @@ impl Bench {
         seen_at.saturating_duration_since(started)
     }
 
-    /// 3. Warm restart: nothing changed, nothing written.
-    async fn warm_restart(&self) {
+    /// 3b. A burst: one edit in each of up to 1,000 targets, sent at once by the lean client,
+    ///     until the harness's ConfigMap watch shows every new document; its rate next to the
+    ///     create floor's.
+    async fn edit_burst(&self, lean: &lean::Lean, writers: usize, figures: &mut Figures) {
+        let count = self.targets.min(1000);
+        let path =
+            |i: usize| format!("/apis/routerpolicy.io/v1alpha1/namespaces/{}/imagevariationpolicies/p{i}", self.ns);
+        let edits: Vec<_> = (0..count).map(|t| (t, self.edited(t, 200_000))).collect();
+        let calls = edits.iter().map(|(i, (body, _, _))| lean::Call::apply(path(*i), "bench", body)).collect();
+        let started = Instant::now();
+        lean.run(Arc::new(calls), writers).await;
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let done = {
+                let seen = self.seen.lock().expect("lock");
+                edits.iter().all(|(_, (_, slot, want))| seen.docs.get(slot).is_some_and(|(v, _)| v == want))
+            };
+            if done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the burst of {count} edits did not converge");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = started.elapsed().as_secs_f64();
+        let create_rate = self.policies as f64 / figures.create_floor;
+        figures.burst_ratio = (count as f64 / took) / create_rate;
+        println!(
+            "operator  a burst of {count} edits in {count} targets, until every document: {took:>6.2} s ({:.0}/s; {:.2}x the create floor's rate)",
+            count as f64 / took,
+            figures.burst_ratio
+        );
+    }
+
+    /// 5. Warm restart: nothing changed, nothing written. Returns the writes.
+    async fn warm_restart(&self) -> u64 {
         let writes_before = support::apiserver_writes(&self.client).await;
         let restarted = Instant::now();
         let operator = Operator::start(&self.cp.kubeconfig, &self.ns, "bench-warm");
@@ -477,39 +621,50 @@ impl Bench {
             restarted.elapsed().as_secs_f64(),
             operator.peak_rss_mib()
         );
+        warm.values().sum()
     }
 
-    /// 6. A second floor, for the record: the harness itself writes one status per policy
-    ///    (server-side apply, 16 writers) on a copy of the same policies, with no operator.
-    async fn status_floor(&self, ready_at: f64) {
+    /// 6. Status floor: the lean client applies a status the operator wrote to each of N
+    ///    copies of the policies, with no operator (the fastest of a few writer counts, tried
+    ///    on the first copies with a trial's own transition time).
+    async fn status_floor(&self, lean: &lean::Lean, create_writers: usize, figures: &mut Figures) {
         let copy = self.cp.namespace(&self.client, "bench-status-floor").await;
-        let copies: Api<ImageVariationPolicy> = Api::namespaced(self.client.clone(), &copy);
-        create_policies(&copies, self.policies, self.targets).await;
+        lean.run(Arc::new(create_calls(&copy, 0, self.policies, self.targets)), create_writers).await;
         let sample = self.api.get_status("p1").await.expect("a status the operator wrote").status.expect("status");
-        let started = Instant::now();
-        futures::stream::iter(0..self.policies)
-            .map(|i| {
-                let api = copies.clone();
-                let status =
-                    json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "status": sample});
-                async move {
-                    api.patch_status(
-                        &format!("p{i}"),
-                        &PatchParams::apply("bench-status").force(),
-                        &Patch::Apply(&status),
-                    )
-                    .await
-                    .expect("status write");
-                }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
-        let status_floor = started.elapsed().as_secs_f64();
+        let sample = serde_json::to_value(sample).expect("status");
+        let calls = |from: usize, to: usize, trial: usize| -> Vec<lean::Call> {
+            let status = json!({"apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy", "status": vary(&sample, trial)});
+            (from..to)
+                .map(|i| {
+                    let path =
+                        format!("/apis/routerpolicy.io/v1alpha1/namespaces/{copy}/imagevariationpolicies/p{i}/status");
+                    let mut body = status.clone();
+                    body["metadata"] = json!({"name": format!("p{i}")});
+                    lean::Call::apply(path, "bench-status", &body)
+                })
+                .collect()
+        };
+        let probe = PROBE_WRITES.min(self.policies);
+        let (writers, _) = lean.fastest("statuses", &WRITER_COUNTS, |trial| calls(0, probe, trial + 1)).await;
+        let took = lean.run(Arc::new(calls(0, self.policies, 0)), writers).await;
+        figures.status_floor = took.as_secs_f64();
         println!(
-            "floor 2   the harness writes {} statuses (the operator's), 16 writers: {status_floor:>8.2} s  (cold start to Ready = {:.2}x this)",
+            "floor     the lean client applies {} statuses (the operator's), {writers} writers: {:>8.2} s  (cold start to Ready = {:.2}x this)",
             self.policies,
-            ready_at / status_floor
+            figures.status_floor,
+            figures.ready / figures.status_floor
         );
     }
+}
+
+/// `status` with every condition's `lastTransitionTime` moved by `trial` seconds: a status
+/// of the same size that differs from the one before.
+fn vary(status: &Value, trial: usize) -> Value {
+    let mut status = status.clone();
+    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        for condition in conditions {
+            condition["lastTransitionTime"] = json!(format!("2026-01-01T00:{:02}:{:02}Z", trial / 60, trial % 60));
+        }
+    }
+    status
 }

@@ -198,7 +198,7 @@ async fn edits_until_served(bench: &Bench, edits: usize) {
         let hash = hash_of(&spec(round));
         let want = {
             let spec: ImageVariationPolicySpec = serde_json::from_value(spec(round)).expect("spec");
-            render_policy(&spec).json
+            render_policy(&spec).json.to_string()
         };
         let applied = bench.apply(round);
         let deadline = applied + Duration::from_secs(60);

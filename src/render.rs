@@ -6,6 +6,7 @@
 //! to the same bytes. This module knows nothing of ConfigMaps.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -156,8 +157,9 @@ impl From<&ImageVariationPolicySpec> for OrqConfig {
 /// One policy's rendered document, and its callers entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayDocument {
-    /// The JSON text (what orq gets as the `orq` field).
-    pub json: String,
+    /// The JSON text (what orq gets as the `orq` field). Shared: the operator's index holds
+    /// one copy for the policy and the ConfigMap view that holds the same text.
+    pub json: Arc<str>,
     /// The callers entry written beside it (`<namespace>.<name>.callers`), when
     /// `spec.callers` is set ([`crate::callers`]).
     pub callers: Option<String>,
@@ -181,5 +183,5 @@ pub fn render_policy(spec: &ImageVariationPolicySpec) -> GatewayDocument {
         .to_entry()
     });
     let hash = policy_hash(json.as_bytes(), callers.as_deref().map(str::as_bytes));
-    GatewayDocument { json, callers, hash }
+    GatewayDocument { json: json.into(), callers, hash }
 }

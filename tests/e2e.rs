@@ -114,7 +114,7 @@ fn patch_configmap(namespace: &str, name: &str, patch_type: &str, patch: &str) {
 /// The document a spec renders to (the same for every policy name).
 fn rendered(spec: serde_json::Value) -> String {
     let spec = serde_json::from_value(spec).expect("spec");
-    render_policy(&spec).json
+    render_policy(&spec).json.to_string()
 }
 
 fn retry_spec(target: &str, count: i64) -> serde_json::Value {

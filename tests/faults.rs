@@ -50,7 +50,7 @@ async fn burst(client: &Client, ns: &str, count: usize, round: i64) {
 }
 
 fn rendered(round: i64) -> String {
-    render_policy(&serde_json::from_value(spec(round)).expect("spec")).json
+    render_policy(&serde_json::from_value(spec(round)).expect("spec")).json.to_string()
 }
 
 async fn data(client: &Client, ns: &str, cm: &str) -> Option<BTreeMap<String, String>> {

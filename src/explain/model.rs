@@ -434,7 +434,7 @@ mod tests {
     fn configmap(revision: &str, held: Option<&ImageVariationPolicy>) -> ConfigMap {
         let mut data = BTreeMap::new();
         if let Some(p) = held {
-            data.insert(PolicyKey::new("team-a", "avatars").data_key(), render_policy(&p.spec).json);
+            data.insert(PolicyKey::new("team-a", "avatars").data_key(), render_policy(&p.spec).json.to_string());
         }
         ConfigMap {
             metadata: ObjectMeta {

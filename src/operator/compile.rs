@@ -66,7 +66,7 @@ mod tests {
         let key = PolicyKey::new("a", "p");
         let compiled = compile(&key, Some(&raw(r#"{"targetRefs":[{"name":"gw"}],"retry":{"count":2}}"#)));
         assert!(compiled.readable && compiled.findings.is_valid());
-        assert_eq!(compiled.document.map(|d| d.json), Some(r#"{"retry":{"count":2}}"#.to_string()));
+        assert_eq!(compiled.document.map(|d| d.json.to_string()), Some(r#"{"retry":{"count":2}}"#.to_string()));
         assert_eq!(compiled.targets, [TargetKey::new("a", "gw")]);
     }
 

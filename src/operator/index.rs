@@ -69,8 +69,8 @@ pub struct PolicyEntry {
     /// How a change goes out (`spec.rollout`), for a valid policy that sets it.
     pub rollout_plan: Option<Plan>,
     /// The rollout of the current document (once settled), or the one before it (while
-    /// `rollout_pending`).
-    pub rollout: Option<State>,
+    /// `rollout_pending`). Boxed: most policies have none, and a state is ~200 bytes.
+    pub rollout: Option<Box<State>>,
     /// Whether the rollout of a new generation is still to be settled against what the targets
     /// hold (it is, when one of its targets is planned next: every watch has listed by then).
     pub rollout_pending: bool,
@@ -94,7 +94,11 @@ impl PolicyEntry {
         match self.landed.iter_mut().find(|(t, _)| t == target) {
             Some((_, landed)) if landed.hash == hash => {}
             Some((_, landed)) => *landed = Landed { hash: hash.to_string(), revision, at_ms: now_ms },
-            None => self.landed.push((target.clone(), Landed { hash: hash.to_string(), revision, at_ms: now_ms })),
+            None => {
+                // A policy names few targets, most often one: no room for more is kept.
+                self.landed.reserve_exact(1);
+                self.landed.push((target.clone(), Landed { hash: hash.to_string(), revision, at_ms: now_ms }));
+            }
         }
     }
 }
@@ -170,7 +174,9 @@ pub struct PlanInput {
 #[derive(Debug, Default)]
 pub struct Index {
     boundary: Boundary,
-    policies: HashMap<PolicyKey, PolicyEntry>,
+    /// Boxed: a map slot is then a pointer, not the whole entry (most of a map's slots are
+    /// empty or hold a key that is about to be overwritten; an entry is ~600 bytes).
+    policies: HashMap<PolicyKey, Box<PolicyEntry>>,
     targets: HashMap<TargetKey, TargetEntry>,
     /// Policy → the targets holding its data key (almost always one: a list).
     holders: HashMap<PolicyKey, Vec<TargetKey>>,
@@ -207,7 +213,7 @@ impl Index {
 
     /// A policy by key.
     pub fn policy(&self, key: &PolicyKey) -> Option<&PolicyEntry> {
-        self.policies.get(key)
+        self.policies.get(key).map(|entry| &**entry)
     }
 
     /// A target by key.
@@ -272,7 +278,10 @@ impl Index {
             let rollout_action = entry.rollout_action.is_some();
             return Touched { legacy_finalizer, rollout_action, ..Default::default() };
         }
-        let compiled = compile(&decoded.key, decoded.spec.as_deref());
+        let mut compiled = compile(&decoded.key, decoded.spec.as_deref());
+        if let Some(document) = compiled.document.as_mut() {
+            self.share_held(&decoded.key, document);
+        }
         let key = decoded.key.clone();
         let previous = self.policies.remove(&key);
         let mut touched = Touched { legacy_finalizer, ..Default::default() };
@@ -300,13 +309,13 @@ impl Index {
         });
         let prior_rollout = match &previous {
             Some(p) => p.rollout.clone(),
-            None => stored.as_ref().and_then(|s| s.rollout.as_ref()).map(State::of_status),
+            None => stored.as_ref().and_then(|s| s.rollout.as_ref()).map(|s| Box::new(State::of_status(s))),
         };
         let rollout_pending = compiled.rollout.is_some() && compiled.document.is_some();
         touched.rollout_action = decoded.rollout_action.is_some();
         self.policies.insert(
             key.clone(),
-            PolicyEntry {
+            Box::new(PolicyEntry {
                 key,
                 uid: decoded.uid,
                 generation: decoded.generation,
@@ -323,7 +332,7 @@ impl Index {
                 rollout: prior_rollout.filter(|_| rollout_pending),
                 rollout_pending,
                 rollout_action: decoded.rollout_action,
-            },
+            }),
         );
         touched
     }
@@ -351,7 +360,10 @@ impl Index {
         }
     }
 
-    fn set_live(&mut self, target: &TargetKey, live: Option<ExistingTarget>) {
+    fn set_live(&mut self, target: &TargetKey, mut live: Option<ExistingTarget>) {
+        if let Some(live) = live.as_mut() {
+            self.share_documents(live);
+        }
         let entry = self.targets.entry(target.clone()).or_default();
         let held = |live: &Option<ExistingTarget>| -> Vec<PolicyKey> {
             live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::owner_of_data_key(k)).collect()
@@ -370,8 +382,35 @@ impl Index {
         for key in new_keys {
             let set = self.holders.entry(key).or_default();
             if !set.contains(target) {
+                // Almost always the one holder: no room for more is kept.
+                set.reserve_exact(1);
                 set.push(target.clone());
             }
+        }
+    }
+
+    /// A held document that is its policy's current document shares the policy's bytes, so
+    /// the index holds each document once, not once more per ConfigMap view.
+    fn share_documents(&self, live: &mut ExistingTarget) {
+        for (key, value) in live.owned.iter_mut() {
+            let Some(owner) = PolicyKey::owner_of_data_key(key) else { continue };
+            if let Some(document) = self.policies.get(&owner).and_then(|p| p.document.as_ref())
+                && *key == owner.data_key()
+                && document.json == *value
+            {
+                *value = document.json.clone();
+            }
+        }
+    }
+
+    /// The reverse of [`Index::share_documents`], for a policy compiled after its target was
+    /// seen (a restart lists ConfigMaps and policies in either order): a new document that a
+    /// holder already holds takes the held bytes.
+    fn share_held(&self, key: &PolicyKey, document: &mut GatewayDocument) {
+        let data_key = key.data_key();
+        let held = self.holders.get(key).into_iter().flatten().filter_map(|t| self.targets.get(t)?.live.as_ref());
+        if let Some(value) = held.filter_map(|live| live.owned.get(&data_key)).find(|v| **v == document.json) {
+            document.json = value.clone();
         }
     }
 
@@ -513,7 +552,10 @@ impl Index {
             }
             match entry.outcomes.iter_mut().find(|(t, _)| t == target) {
                 Some(slot) => slot.1 = outcome,
-                None => entry.outcomes.push((target.clone(), outcome)),
+                None => {
+                    entry.outcomes.reserve_exact(1);
+                    entry.outcomes.push((target.clone(), outcome));
+                }
             }
             dirty.push(key.clone());
         }
@@ -614,6 +656,7 @@ mod tests {
     use crate::api::ImageVariationPolicySpec;
     use crate::operator::decode::LEGACY_FINALIZER;
     use crate::operator::events::EventReason;
+    use crate::render::render_policy;
     use crate::rollout::CallCounts;
     use crate::target::configmap::ConfigMapWatch::{Managed, OptedIn};
     use crate::target::configmap::{GATEWAY_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -655,13 +698,41 @@ mod tests {
     fn managed(owned: &[(&str, &str)]) -> ExistingTarget {
         ExistingTarget {
             labels: [(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into(),
-            owned: owned.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            owned: owned.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect(),
             ..Default::default()
         }
     }
 
     fn contents(input: &PlanInput) -> Vec<(String, Content)> {
         input.policies.iter().map(|p| (p.key.clone(), p.content.clone())).collect()
+    }
+
+    /// Whether the policy's document and the target's held value are one allocation.
+    fn held_once(index: &Index, key: &PolicyKey, target: &TargetKey) -> bool {
+        let document = index.policy(key).and_then(|p| p.document.as_ref()).map(|d| d.json.clone());
+        let held = index.target(target).and_then(|t| t.live.as_ref()?.owned.get(&key.data_key()).cloned());
+        matches!((document, held), (Some(d), Some(h)) if std::sync::Arc::ptr_eq(&d, &h))
+    }
+
+    #[test]
+    fn a_document_its_target_holds_is_held_once_whichever_comes_first() {
+        let (key, gw) = (pk("a", "p"), t("a", "gw"));
+        let json = render_policy(&spec(&[("gw", None)], 1)).json.to_string();
+        // The policy first, then the ConfigMap that holds its document.
+        let mut index = Index::default();
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
+        index.apply_target(Managed, &gw, managed(&[("a.p.json", &json)]), Some("5".into()));
+        assert!(held_once(&index, &key, &gw));
+        // The ConfigMap first (a restart), then the policy.
+        let mut index = Index::default();
+        index.apply_target(Managed, &gw, managed(&[("a.p.json", &json)]), Some("5".into()));
+        index.apply_policy(decoded("a", "p", 1, spec(&[("gw", None)], 1)));
+        assert!(held_once(&index, &key, &gw));
+        // An edit: the target still holds the old document, unshared, until it is rewritten.
+        index.apply_policy(decoded("a", "p", 2, spec(&[("gw", None)], 2)));
+        assert!(!held_once(&index, &key, &gw));
+        let held = index.target(&gw).and_then(|t| t.live.as_ref()?.owned.get("a.p.json").cloned());
+        assert_eq!(held.as_deref(), Some(json.as_str()));
     }
 
     #[test]

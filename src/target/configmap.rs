@@ -3,6 +3,7 @@
 //! server-side applies. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
@@ -38,7 +39,7 @@ pub struct ExistingTarget {
     /// [`CONFIG_HASH_ANNOTATION`]).
     pub annotations: BTreeMap<String, String>,
     /// Data entries owned by the operator's field manager: key → value.
-    pub owned: BTreeMap<String, String>,
+    pub owned: BTreeMap<String, Arc<str>>,
     /// Every other data entry: key → its size (key and value), which counts against 1 MiB.
     pub foreign: BTreeMap<String, usize>,
     /// Size of `binaryData` (keys and values), which counts against the 1 MiB limit too.
@@ -71,7 +72,7 @@ impl ExistingTarget {
         let mut foreign = BTreeMap::new();
         for (key, value) in cm.data.iter().flatten() {
             if is_owned(key) {
-                owned.insert(key.clone(), value.clone());
+                owned.insert(key.clone(), value.as_str().into());
             } else {
                 foreign.insert(key.clone(), entry_size(key, value));
             }

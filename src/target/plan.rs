@@ -178,7 +178,7 @@ impl TargetPlan {
         existing.is_managed()
             && existing.annotations.get(CONFIG_HASH_ANNOTATION) == Some(&self.config_hash)
             && existing.owned.keys().all(|k| apply.contains_key(k))
-            && apply.iter().all(|(k, v)| existing.owned.get(k) == Some(v))
+            && apply.iter().all(|(k, v)| existing.owned.get(k).is_some_and(|o| **o == **v))
     }
 }
 
@@ -251,7 +251,7 @@ fn fill(
     let keep = |apply: &mut BTreeMap<String, String>, policy: &PolicyAtTarget| {
         for key in policy.keys() {
             if let Some(value) = existing.and_then(|e| e.owned.get(&key)) {
-                apply.insert(key, value.clone());
+                apply.insert(key, value.to_string());
             }
         }
     };
@@ -318,7 +318,7 @@ fn place_canary(
     weight: u8,
 ) -> Outcome {
     let key = policy.policy.canary_key();
-    let entry = crate::rollout::CanaryEntry { weight, document: doc.json.clone(), callers: doc.callers.clone() };
+    let entry = crate::rollout::CanaryEntry { weight, document: doc.json.to_string(), callers: doc.callers.clone() };
     let text = entry.to_text();
     let old = apply.get(&key).map(|v| entry_size(&key, v)).unwrap_or(0);
     let new = entry_size(&key, &text);
@@ -364,7 +364,7 @@ fn place(
     let new = entry_size(key, &doc.json) + doc.callers.as_deref().map(|c| entry_size(&callers_key, c)).unwrap_or(0);
     if *used - old + new <= CONFIGMAP_MAX_BYTES {
         *used = *used - old + new;
-        apply.insert(key.clone(), doc.json.clone());
+        apply.insert(key.clone(), doc.json.to_string());
         match &doc.callers {
             Some(callers) => apply.insert(callers_key, callers.clone()),
             None => apply.remove(&callers_key),

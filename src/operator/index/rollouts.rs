@@ -60,7 +60,7 @@ impl Index {
                 entry.rollout = None;
                 continue;
             };
-            entry.rollout = begin(entry.rollout.as_ref(), generation, &doc.hash, in_service.as_deref());
+            entry.rollout = begin(entry.rollout.as_deref(), generation, &doc.hash, in_service.as_deref()).map(Box::new);
         }
     }
 
@@ -71,7 +71,7 @@ impl Index {
         entry.targets.iter().find_map(|t| {
             let live = self.targets.get(t)?.live.as_ref()?;
             let document = live.owned.get(&data_key)?;
-            Some(policy_hash(document.as_bytes(), live.owned.get(&callers_key).map(String::as_bytes)))
+            Some(policy_hash(document.as_bytes(), live.owned.get(&callers_key).map(|c| c.as_bytes())))
         })
     }
 
@@ -101,7 +101,9 @@ impl Index {
         let Some(entry) = self.policies.get_mut(key) else { return Judged::default() };
         let action = entry.rollout_action.take();
         let mut judged = Judged { clear_action: action.is_some(), ..Default::default() };
-        let (Some(plan), Some(state)) = (entry.rollout_plan.as_ref(), entry.rollout.as_mut()) else { return judged };
+        let (Some(plan), Some(state)) = (entry.rollout_plan.as_ref(), entry.rollout.as_deref_mut()) else {
+            return judged;
+        };
         if state.phase != Phase::Progressing {
             return judged;
         }

@@ -1,0 +1,135 @@
+//! What each of the operator's in-memory structures costs per policy: the index, the targets'
+//! views, the outcomes, the status memos, the Ready metric and a full status queue, built in
+//! this process from the same objects the scale benchmark creates, with a counting allocator
+//! (bytes requested and still held after each step, not RSS). Prints a table; asserts nothing.
+//!
+//! ```sh
+//! cargo bench --bench memory                 # 100,000 policies over 1,000 targets
+//! MEMORY_POLICIES=10000 MEMORY_TARGETS=100 cargo bench --bench memory
+//! ```
+
+use std::alloc::System;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+use routerpolicy::key::{PolicyKey, TargetKey};
+use routerpolicy::operator::boundary::Boundary;
+use routerpolicy::operator::decode::{WatchedPolicy, decode};
+use routerpolicy::operator::index::Index;
+use routerpolicy::operator::metrics::{Metrics, Readiness};
+use routerpolicy::operator::queue::WorkQueue;
+use routerpolicy::operator::status::compute_status;
+use routerpolicy::target::configmap::{ExistingTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use routerpolicy::target::plan::plan_target;
+use serde_json::json;
+
+/// The system allocator, counting.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes requested and not yet freed.
+fn held() -> isize {
+    let stats = ALLOCATOR.stats();
+    stats.bytes_allocated as isize - stats.bytes_deallocated as isize
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Policy `i` as the API server's watch sends it (the scale benchmark's spec, a real-sized uid,
+/// resourceVersion and managedFields entry).
+fn watched(ns: &str, i: usize, targets: usize) -> WatchedPolicy {
+    let object = json!({
+        "apiVersion": "routerpolicy.io/v1alpha1", "kind": "ImageVariationPolicy",
+        "metadata": {"name": format!("p{i}"), "namespace": ns, "uid": format!("{:08x}-5b1c-4d2e-9f3a-{:012x}", i, i),
+                     "resourceVersion": (1_000_000 + i).to_string(), "generation": 1,
+                     "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+        "spec": {
+            "targetRefs": [{"name": format!("gw-{}", i % targets)}],
+            "retry": {"count": 1 + i % 5, "onCodes": [429, 500, 503]},
+            "fallbacks": [{"model": "openai/gpt-4o-mini"}],
+            "loadBalancer": {"type": "weight_based", "models": [{"model": "openai/gpt-4o", "weight": 0.5}, {"model": "anthropic/claude-3-5-sonnet", "weight": 0.5}]},
+            "timeout": {"callTimeout": 30000 + i}
+        }
+    });
+    serde_json::from_str(&object.to_string()).expect("a watched policy")
+}
+
+struct Table {
+    policies: usize,
+    last: isize,
+    rows: Vec<(String, isize)>,
+}
+
+impl Table {
+    fn step(&mut self, what: &str) {
+        let now = held();
+        self.rows.push((what.to_string(), now - self.last));
+        self.last = now;
+    }
+
+    fn print(&self) {
+        println!("| structure | held | per policy |");
+        println!("|---|---|---|");
+        for (what, bytes) in &self.rows {
+            println!("| {what} | {:.1} MiB | {} B |", *bytes as f64 / 1048576.0, bytes / self.policies as isize);
+        }
+        let total: isize = self.rows.iter().map(|(_, b)| b).sum();
+        println!("| total | {:.1} MiB | {} B |", total as f64 / 1048576.0, total / self.policies as isize);
+    }
+}
+
+fn main() {
+    let policies = env_usize("MEMORY_POLICIES", 100_000);
+    let targets = env_usize("MEMORY_TARGETS", 1_000).max(1);
+    let ns = "bench-memory";
+    println!(
+        "the operator's structures at {policies} policies over {targets} targets (bytes held, counting allocator)"
+    );
+    let mut table = Table { policies, last: held(), rows: Vec::new() };
+    let mut index = Index::new(Boundary::new(&[]));
+    for i in 0..policies {
+        index.apply_policy(decode(watched(ns, i, targets)));
+    }
+    table.step("policy entries (decoded, compiled: document, hash, findings, targets) and each target's wanted-by set");
+    let all: Vec<TargetKey> = (0..targets).map(|t| TargetKey::new(ns, format!("gw-{t}"))).collect();
+    for (t, target) in all.iter().enumerate() {
+        let input = index.plan_input(target);
+        let plan = plan_target(target, None, &input.policies);
+        let live = ExistingTarget {
+            labels: [(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into(),
+            owned: plan.apply.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into())).collect(),
+            ..Default::default()
+        };
+        index.wrote_target(target, live, Some((2_000_000 + t).to_string()));
+    }
+    table.step("targets' views of their ConfigMaps (each owned key and value)");
+    for target in &all {
+        let input = index.plan_input(target);
+        let live = index.target(target).and_then(|t| t.live.clone());
+        let plan = plan_target(target, live.as_ref(), &input.policies);
+        index.record_plan(target, &input, &plan, None, 0);
+    }
+    table.step("outcomes and where each document landed");
+    let keys: Vec<PolicyKey> = (0..policies).map(|i| PolicyKey::new(ns, format!("p{i}"))).collect();
+    table.step("(the list of keys this bench walks; not the operator's)");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    for key in &keys {
+        if let Some(input) = index.status_input(key, 0, 60_000) {
+            let status = compute_status(&input, None, &now);
+            index.wrote_status(key, &status);
+        }
+    }
+    table.step("status memos (what a status is compared with)");
+    let metrics = Metrics::default();
+    for key in &keys {
+        metrics.set_ready(key, Some(Readiness::Ready));
+    }
+    table.step("the Ready metric's per-policy map");
+    let queue: WorkQueue<PolicyKey> = WorkQueue::new(prometheus_client::metrics::gauge::Gauge::default());
+    queue.add_all(keys.iter().cloned());
+    table.step("the status queue holding every policy (a cold start's peak)");
+    table.print();
+    std::hint::black_box((&index, &metrics, &queue));
+}

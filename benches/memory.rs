@@ -27,10 +27,13 @@ use serde_json::json;
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Bytes requested and not yet freed.
-fn held() -> isize {
+/// Bytes requested and not yet freed, and how many allocations hold them.
+fn held() -> (isize, isize) {
     let stats = ALLOCATOR.stats();
-    stats.bytes_allocated as isize - stats.bytes_deallocated as isize
+    (
+        stats.bytes_allocated as isize - stats.bytes_deallocated as isize,
+        stats.allocations as isize - stats.deallocations as isize,
+    )
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -58,25 +61,34 @@ fn watched(ns: &str, i: usize, targets: usize) -> WatchedPolicy {
 
 struct Table {
     policies: usize,
-    last: isize,
-    rows: Vec<(String, isize)>,
+    last: (isize, isize),
+    rows: Vec<(String, (isize, isize))>,
 }
 
 impl Table {
     fn step(&mut self, what: &str) {
         let now = held();
-        self.rows.push((what.to_string(), now - self.last));
+        self.rows.push((what.to_string(), (now.0 - self.last.0, now.1 - self.last.1)));
         self.last = now;
     }
 
     fn print(&self) {
-        println!("| structure | held | per policy |");
-        println!("|---|---|---|");
-        for (what, bytes) in &self.rows {
-            println!("| {what} | {:.1} MiB | {} B |", *bytes as f64 / 1048576.0, bytes / self.policies as isize);
+        println!("| structure | held | per policy | allocations per policy |");
+        println!("|---|---|---|---|");
+        let n = self.policies as f64;
+        let row = |what: &str, (bytes, count): (isize, isize)| {
+            println!(
+                "| {what} | {:.1} MiB | {:.0} B | {:.1} |",
+                bytes as f64 / 1048576.0,
+                bytes as f64 / n,
+                count as f64 / n
+            );
+        };
+        for (what, held) in &self.rows {
+            row(what, *held);
         }
-        let total: isize = self.rows.iter().map(|(_, b)| b).sum();
-        println!("| total | {:.1} MiB | {} B |", total as f64 / 1048576.0, total / self.policies as isize);
+        let total = self.rows.iter().fold((0, 0), |(b, c), (_, (rb, rc))| (b + rb, c + rc));
+        row("total", total);
     }
 }
 

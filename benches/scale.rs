@@ -308,6 +308,7 @@ struct Figures {
     edit_p50: f64,
     edit_p99: f64,
     burst_ratio: f64,
+    burst_floor: f64,
     peak_rss: f64,
 }
 
@@ -351,12 +352,12 @@ async fn main() {
 fn print_curve(curve: &[Figures]) {
     println!("\nthe cost curve (one row per size, this run):");
     println!(
-        "| policies / targets | create floor | documents | Ready | status floor | Ready / status floor | status writes / policy | CM writes / target | warm writes | edit p50 (direct) | edit p99 | burst / create rate | peak RSS | per policy |"
+        "| policies / targets | create floor | documents | Ready | status floor | Ready / status floor | status writes / policy | CM writes / target | warm writes | edit p50 (direct) | edit p99 | burst / create rate | burst / ConfigMap floor | peak RSS | per policy |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for f in curve {
         println!(
-            "| {} / {} | {:.1} s | {:.1} s ({:.2}x) | {:.1} s | {:.1} s | {:.2}x | {:.2} | {:.2} | {} | {:.1} ms ({:.1}) | {:.1} ms | {:.2}x | {:.1} MiB | {:.2} KiB |",
+            "| {} / {} | {:.1} s | {:.1} s ({:.2}x) | {:.1} s | {:.1} s | {:.2}x | {:.2} | {:.2} | {} | {:.1} ms ({:.1}) | {:.1} ms | {:.2}x | {:.2}x | {:.1} MiB | {:.2} KiB |",
             f.policies,
             f.targets,
             f.create_floor,
@@ -372,6 +373,7 @@ fn print_curve(curve: &[Figures]) {
             f.direct_p50,
             f.edit_p99,
             f.burst_ratio,
+            f.burst_floor,
             f.peak_rss,
             f.peak_rss * 1024.0 / f.policies as f64
         );
@@ -580,6 +582,7 @@ impl Bench {
     ///     create floor's.
     async fn edit_burst(&self, lean: &lean::Lean, writers: usize, figures: &mut Figures) {
         let count = self.targets.min(1000);
+        let floor = self.configmap_floor(lean, writers, count).await;
         let path =
             |i: usize| format!("/apis/routerpolicy.io/v1alpha1/namespaces/{}/imagevariationpolicies/p{i}", self.ns);
         let edits: Vec<_> = (0..count).map(|t| (t, self.edited(t, 200_000))).collect();
@@ -601,11 +604,55 @@ impl Bench {
         let took = started.elapsed().as_secs_f64();
         let create_rate = self.policies as f64 / figures.create_floor;
         figures.burst_ratio = (count as f64 / took) / create_rate;
+        figures.burst_floor = floor / took;
         println!(
-            "operator  a burst of {count} edits in {count} targets, until every document: {took:>6.2} s ({:.0}/s; {:.2}x the create floor's rate)",
+            "operator  a burst of {count} edits in {count} targets, until every document: {took:>6.2} s ({:.0}/s; {:.2}x the create floor's rate, {:.2}x the target-sized ConfigMap floor's)",
             count as f64 / took,
-            figures.burst_ratio
+            figures.burst_ratio,
+            figures.burst_floor
         );
+    }
+
+    /// The floor of a burst: the lean client server-side applies one changed key in each of
+    /// `count` ConfigMaps holding what a target holds (not labelled: the operator ignores them),
+    /// created beforehand. Returns the seconds the changes took.
+    async fn configmap_floor(&self, lean: &lean::Lean, writers: usize, count: usize) -> f64 {
+        let data: Vec<BTreeMap<String, String>> = {
+            let seen = self.seen.lock().expect("lock");
+            (0..count)
+                .map(|t| {
+                    let cm = format!("gw-{t}");
+                    seen.docs
+                        .iter()
+                        .filter(|((c, _), _)| *c == cm)
+                        .map(|((_, k), (v, _))| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .collect()
+        };
+        let calls = |round: usize| -> Vec<lean::Call> {
+            data.iter()
+                .enumerate()
+                .map(|(t, data)| {
+                    let mut data = data.clone();
+                    if let Some(value) = data.values_mut().next() {
+                        value.push_str(&" ".repeat(round));
+                    }
+                    let name = format!("floor-cm-{t}");
+                    let body =
+                        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data});
+                    lean::Call::apply(format!("/api/v1/namespaces/{}/configmaps/{name}", self.ns), "bench", &body)
+                })
+                .collect()
+        };
+        lean.run(Arc::new(calls(0)), writers).await;
+        let took = lean.run(Arc::new(calls(1)), writers).await.as_secs_f64();
+        let keys = data.iter().map(BTreeMap::len).sum::<usize>() as f64 / count.max(1) as f64;
+        println!(
+            "floor     the lean client changes one key in each of {count} ConfigMaps of {keys:.0} keys, {writers} writers: {took:>6.2} s ({:.0}/s)",
+            count as f64 / took
+        );
+        took
     }
 
     /// 5. Warm restart: nothing changed, nothing written. Returns the writes.

@@ -32,6 +32,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 /// How often expired report Leases (replicas that died without releasing theirs) are looked
 /// for.
 const REPORT_SWEEP: Duration = Duration::from_secs(2);
+/// How long a status waits at most for pending target work ([`Controller::targets_first`]).
+const TARGETS_FIRST_MAX: Duration = Duration::from_secs(1);
+/// How often a waiting status looks at the target queue again.
+const TARGETS_FIRST_POLL: Duration = Duration::from_millis(5);
 
 /// The wall clock in Unix milliseconds (report Leases carry wall-clock times).
 pub(super) fn now_ms() -> i64 {
@@ -225,12 +229,23 @@ impl Controller {
             let (worker, mut worker_stop) = (self.clone(), stop.clone());
             tasks.spawn(async move {
                 while let Some(key) = worker.statuses.next(&mut worker_stop).await {
+                    worker.targets_first().await;
                     worker.reconcile_status(&key).await;
                     worker.statuses.done(&key);
                 }
             });
         }
         self.schedule(targets);
+    }
+
+    /// Target writes go first: a status waits, at most [`TARGETS_FIRST_MAX`], while target work
+    /// is pending, so a burst of edits reaches the ConfigMaps (what traffic uses) before the
+    /// API server's write rate goes to the statuses that report it.
+    async fn targets_first(&self) {
+        let started = tokio::time::Instant::now();
+        while self.targets.depth() > 0 && started.elapsed() < TARGETS_FIRST_MAX {
+            tokio::time::sleep(TARGETS_FIRST_POLL).await;
+        }
     }
 
     /// One watch event into the index, through the one driver of [`drive`].

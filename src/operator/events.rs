@@ -3,7 +3,9 @@
 //! Like client-go's event broadcaster: [`Recorder::publish`] never waits; events go to a
 //! bounded queue, a writer task sends them a few at a time, and when the queue is full an
 //! event is dropped and counted (`routerpolicy_events_dropped_total`), so events never hold up
-//! a status or grow memory during a cold start of thousands of policies.
+//! a status or grow memory during a cold start of thousands of policies. While more than
+//! [`STATUS_BACKLOG`] statuses are pending, the writer waits: status writes get the API
+//! server's write rate first.
 
 use std::sync::Arc;
 
@@ -17,12 +19,17 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::api::TargetReason;
-use crate::operator::metrics::Metrics;
+use crate::operator::metrics::{Metrics, Queue};
 
 /// Events queued at most; beyond this they are dropped (counted).
 const QUEUE: usize = 1024;
 /// Events being written at once.
 const WRITERS: usize = 2;
+/// Statuses pending (queued or being written) above which events wait: status writes go
+/// first, since the API server's write rate is what a cold start of many policies waits on.
+const STATUS_BACKLOG: i64 = 64;
+/// How often a waiting event looks at the status backlog again.
+const BACKLOG_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// `Normal` or `Warning`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +170,12 @@ async fn write_events(
             _ = stop.wait_for(|s| *s) => events.try_recv().ok(),
         };
         let Some(event) = event else { break };
+        // Statuses first: while a backlog of them waits, the event waits (and the queue, full,
+        // drops what comes meanwhile).
+        let backlog = metrics.pending_gauge(Queue::Statuses);
+        while backlog.get() > STATUS_BACKLOG && !*stop.borrow() {
+            tokio::time::sleep(BACKLOG_POLL).await;
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (client, instance, metrics) = (client.clone(), instance.clone(), metrics.clone());
         running.spawn(async move {

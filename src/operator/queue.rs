@@ -51,6 +51,12 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Items queued or being worked on.
+    pub fn depth(&self) -> usize {
+        let state = self.lock();
+        state.queued.len() + state.running.len()
+    }
+
     fn publish_depth(&self, state: &QueueState<K>) {
         self.pending.set((state.queued.len() + state.running.len()) as i64);
     }

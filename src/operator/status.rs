@@ -8,6 +8,8 @@
 //! `Accepted`, `Synced`, `Served` and `Ready` are always present; kstatus's `Reconciling` and
 //! `Stalled` only while True (the kstatus/Flux convention for abnormal-true conditions).
 
+use std::borrow::Cow;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{ImageVariationPolicyStatus, RolloutStatus, TargetReason, TargetStatus};
@@ -315,8 +317,9 @@ pub fn compute_status(
 pub struct StatusMemo {
     /// Digest of the status without timestamps and with conditions in type order.
     digest: u64,
-    /// Each condition's type, status and last transition.
-    transitions: Vec<(Box<str>, bool, Time)>,
+    /// Each condition's type (one of the six this operator writes is not copied), status and
+    /// last transition.
+    transitions: Vec<(Cow<'static, str>, bool, Time)>,
     /// `status.configHash`.
     config_hash: Option<Box<str>>,
     /// Per target: digest of (namespace, name), digest of the whole entry, synced.
@@ -349,6 +352,14 @@ fn time_insensitive_digest(status: &ImageVariationPolicyStatus) -> u64 {
     digest(&serde_json::to_vec(&stripped).unwrap_or_default())
 }
 
+/// A condition type as the memo keeps it: the operator's own types without a copy.
+fn condition_type(type_: &str) -> Cow<'static, str> {
+    [ACCEPTED, SYNCED, SERVED, READY, RECONCILING, STALLED]
+        .into_iter()
+        .find(|known| *known == type_)
+        .map_or_else(|| Cow::Owned(type_.to_string()), Cow::Borrowed)
+}
+
 fn target_identity(t: &TargetStatus) -> u64 {
     digest(&(t.namespace.as_str(), t.name.as_str()))
 }
@@ -361,7 +372,7 @@ impl StatusMemo {
             transitions: status
                 .conditions
                 .iter()
-                .map(|c| (c.type_.as_str().into(), c.status == "True", c.last_transition_time.clone()))
+                .map(|c| (condition_type(&c.type_), c.status == "True", c.last_transition_time.clone()))
                 .collect(),
             config_hash: status.config_hash.as_deref().map(Into::into),
             targets: status

@@ -210,10 +210,12 @@ async fn write_status(
         "kind": ImageVariationPolicy::kind(&()),
         "status": status,
     });
-    policy_api(client, &key.namespace)
-        .patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
+    let request = kube::core::Request::new(ImageVariationPolicy::url_path(&(), Some(&key.namespace)))
+        .patch_subresource("status", &key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .map_err(kube::Error::BuildRequest)?;
+    // The answer (the whole object, managedFields included) is not decoded: the policy watch
+    // brings the object, slim, and a failure still comes back as `kube::Error::Api`.
+    client.request_text(request).await.map(|_| ())
 }
 
 fn time_now() -> Time {

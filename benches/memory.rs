@@ -23,6 +23,9 @@ use routerpolicy::target::configmap::{ExistingTarget, MANAGED_BY_LABEL, MANAGED_
 use routerpolicy::target::plan::plan_target;
 use serde_json::json;
 
+#[path = "scale/spec.rs"]
+mod spec;
+
 /// The system allocator, counting.
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -48,13 +51,7 @@ fn watched(ns: &str, i: usize, targets: usize) -> WatchedPolicy {
         "metadata": {"name": format!("p{i}"), "namespace": ns, "uid": format!("{:08x}-5b1c-4d2e-9f3a-{:012x}", i, i),
                      "resourceVersion": (1_000_000 + i).to_string(), "generation": 1,
                      "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
-        "spec": {
-            "targetRefs": [{"name": format!("gw-{}", i % targets)}],
-            "retry": {"count": 1 + i % 5, "onCodes": [429, 500, 503]},
-            "fallbacks": [{"model": "openai/gpt-4o-mini"}],
-            "loadBalancer": {"type": "weight_based", "models": [{"model": "openai/gpt-4o", "weight": 0.5}, {"model": "anthropic/claude-3-5-sonnet", "weight": 0.5}]},
-            "timeout": {"callTimeout": 30000 + i}
-        }
+        "spec": spec::spec(i % targets, i as i64)
     });
     serde_json::from_str(&object.to_string()).expect("a watched policy")
 }

@@ -34,6 +34,8 @@
 
 #[path = "scale/lean.rs"]
 mod lean;
+#[path = "scale/spec.rs"]
+mod spec;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -53,19 +55,10 @@ use routerpolicy::key::PolicyKey;
 use routerpolicy::operator::decode::WatchedPolicy;
 use routerpolicy::render::render_policy;
 use serde_json::{Value, json};
+use spec::spec;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn spec(target: usize, variant: i64) -> Value {
-    json!({
-        "targetRefs": [{"name": format!("gw-{target}")}],
-        "retry": {"count": 1 + variant % 5, "onCodes": [429, 500, 503]},
-        "fallbacks": [{"model": "openai/gpt-4o-mini"}],
-        "loadBalancer": {"type": "weight_based", "models": [{"model": "openai/gpt-4o", "weight": 0.5}, {"model": "anthropic/claude-3-5-sonnet", "weight": 0.5}]},
-        "timeout": {"callTimeout": 30000 + variant}
-    })
 }
 
 fn policy_body(i: usize, targets: usize) -> Value {

@@ -164,6 +164,7 @@ async fn write_events(
 ) {
     let slots = Arc::new(Semaphore::new(WRITERS));
     let mut running = JoinSet::new();
+    let backlog = metrics.pending_gauge(Queue::Statuses);
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -172,7 +173,6 @@ async fn write_events(
         let Some(event) = event else { break };
         // Statuses first: while a backlog of them waits, the event waits (and the queue, full,
         // drops what comes meanwhile).
-        let backlog = metrics.pending_gauge(Queue::Statuses);
         while backlog.get() > STATUS_BACKLOG && !*stop.borrow() {
             tokio::time::sleep(BACKLOG_POLL).await;
         }

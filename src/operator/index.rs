@@ -361,16 +361,11 @@ impl Index {
     }
 
     fn set_live(&mut self, target: &TargetKey, mut live: Option<ExistingTarget>) {
-        if let Some(live) = live.as_mut() {
-            self.share_documents(live);
-        }
+        let new_keys = live.as_mut().map(|live| self.share_documents(live)).unwrap_or_default();
         let entry = self.targets.entry(target.clone()).or_default();
-        let held = |live: &Option<ExistingTarget>| -> Vec<PolicyKey> {
-            live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::owner_of_data_key(k)).collect()
-        };
-        let old_keys = held(&entry.live);
+        let old_keys: Vec<PolicyKey> =
+            entry.live.iter().flat_map(|l| l.owned.keys()).filter_map(|k| PolicyKey::owner_of_data_key(k)).collect();
         entry.live = live;
-        let new_keys = held(&entry.live);
         for key in old_keys {
             if let Some(set) = self.holders.get_mut(&key) {
                 set.retain(|t| t != target);
@@ -380,8 +375,6 @@ impl Index {
             }
         }
         for key in new_keys {
-            // Keyed by the policy's own key where the index has it (its names shared, not copied).
-            let key = self.policies.get_key_value(&key).map_or(key, |(held, _)| held.clone());
             let set = self.holders.entry(key).or_default();
             if !set.contains(target) {
                 // Almost always the one holder: no room for more is kept.
@@ -391,18 +384,27 @@ impl Index {
         }
     }
 
-    /// A held document that is its policy's current document shares the policy's bytes, so
-    /// the index holds each document once, not once more per ConfigMap view.
-    fn share_documents(&self, live: &mut ExistingTarget) {
+    /// The policies whose keys `live` holds, each as the index's own key where it has the
+    /// policy (its names shared, not copied); on the way, a held document that is its
+    /// policy's current document shares the policy's bytes, so the index holds each document
+    /// once, not once more per ConfigMap view.
+    fn share_documents(&self, live: &mut ExistingTarget) -> Vec<PolicyKey> {
+        let mut owners = Vec::new();
         for (key, value) in live.owned.iter_mut() {
             let Some(owner) = PolicyKey::owner_of_data_key(key) else { continue };
-            if let Some(document) = self.policies.get(&owner).and_then(|p| p.document.as_ref())
+            let Some((held, entry)) = self.policies.get_key_value(&owner) else {
+                owners.push(owner);
+                continue;
+            };
+            if let Some(document) = entry.document.as_ref()
                 && *key == owner.data_key()
                 && document.json == *value
             {
                 *value = document.json.clone();
             }
+            owners.push(held.clone());
         }
+        owners
     }
 
     /// The targets' keys as the index already holds them (their names shared, not copied per

@@ -32,6 +32,13 @@ struct QueueState<K> {
     failures: HashMap<K, u32>,
 }
 
+impl<K> QueueState<K> {
+    /// Queued and running: the depth `pending` publishes.
+    fn depth(&self) -> usize {
+        self.queued.len() + self.running.len()
+    }
+}
+
 impl<K: Clone + Eq + Hash> WorkQueue<K> {
     /// An empty queue whose depth (queued and running) is published on `pending`.
     pub fn new(pending: Gauge) -> Self {
@@ -53,12 +60,11 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
 
     /// Items queued or being worked on.
     pub fn depth(&self) -> usize {
-        let state = self.lock();
-        state.queued.len() + state.running.len()
+        self.lock().depth()
     }
 
     fn publish_depth(&self, state: &QueueState<K>) {
-        self.pending.set((state.queued.len() + state.running.len()) as i64);
+        self.pending.set(state.depth() as i64);
     }
 
     /// Queues `item`, unless it is queued already; an item being worked on is queued again

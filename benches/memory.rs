@@ -1,11 +1,11 @@
 //! What each of the operator's in-memory structures costs per policy: the index, the targets'
-//! views, the outcomes, the status memos, the Ready metric and a full status queue, built in
+//! views, the outcomes, the status memos, the Ready metric, a full status queue and the gateway replicas' reports (3 per target), built in
 //! this process from the same objects the scale benchmark creates, with a counting allocator
 //! (bytes requested and still held after each step, not RSS). Prints a table; asserts nothing.
 //!
 //! ```sh
 //! cargo bench --bench memory                 # 100,000 policies over 1,000 targets
-//! MEMORY_POLICIES=10000 MEMORY_TARGETS=100 cargo bench --bench memory
+//! MEMORY_POLICIES=10000 MEMORY_TARGETS=100 MEMORY_REPORTS=3 cargo bench --bench memory
 //! ```
 
 use std::alloc::System;
@@ -18,6 +18,7 @@ use routerpolicy::operator::decode::{WatchedPolicy, decode};
 use routerpolicy::operator::index::Index;
 use routerpolicy::operator::metrics::{Metrics, Readiness};
 use routerpolicy::operator::queue::WorkQueue;
+use routerpolicy::operator::served::{Replica, ReplicaKey};
 use routerpolicy::operator::status::compute_status;
 use routerpolicy::target::configmap::{ExistingTarget, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use routerpolicy::target::plan::plan_target;
@@ -139,6 +140,33 @@ fn main() {
     let queue: WorkQueue<PolicyKey> = WorkQueue::new(prometheus_client::metrics::gauge::Gauge::default());
     queue.add_all(keys.iter().cloned());
     table.step("the status queue holding every policy (a cold start's peak)");
+    let reports = env_usize("MEMORY_REPORTS", 3);
+    for (t, target) in all.iter().enumerate() {
+        for r in 0..reports {
+            let name = format!("routerpolicy-gateway-gw-{t}-{r:05}-7d9c8b6f5-x2k4q");
+            let replica = Replica {
+                identity: name.clone(),
+                target: target.clone(),
+                revision: (2_000_000 + t) as u64,
+                rejected: Default::default(),
+                expires_ms: i64::MAX,
+                calls: Default::default(),
+                volume: false,
+            };
+            std::hint::black_box(index.apply_report(ReplicaKey { namespace: ns.to_string(), name }, replica));
+        }
+    }
+    table.step(&format!("report Leases of {reports} gateway replicas per target"));
     table.print();
+    if let Some((_, (bytes, _))) = table.rows.last()
+        && reports > 0
+    {
+        let leases = reports * targets;
+        println!(
+            "report Leases: {leases}, {:.0} B each, {:.2} MiB in all",
+            *bytes as f64 / leases as f64,
+            *bytes as f64 / 1048576.0
+        );
+    }
     std::hint::black_box((&index, &metrics, &queue));
 }

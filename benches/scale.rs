@@ -19,7 +19,8 @@
 //!    the harness's ConfigMap watch sees the new document; next to one direct ConfigMap
 //!    server-side apply (its round trip), p50 and p99. Then a burst: one edit in each of up to
 //!    1,000 targets at once (the lean client), until every new document is seen; its rate
-//!    next to the create floor's.
+//!    next to the create floor's. Then, until every policy is Ready at its generation again
+//!    (with reports: served), so what follows starts from a settled cluster.
 //! 4. Peak resident memory of the operator process (`VmHWM`).
 //! 5. Warm restart: the operator is stopped (SIGTERM) and started again with nothing
 //!    changed; writes until it has planned every target and is idle.
@@ -30,7 +31,9 @@
 //! (docs/gateway.md, "Ready means served"), simulated by the harness: R report Leases per target, created before the
 //! operator starts (an empty ConfigMap loaded) and rewritten with the ConfigMap's
 //! resourceVersion each time the harness's watch sees it change, as a replica in API mode
-//! does. Ready then includes `Served`.
+//! does. Ready then includes `Served`. After the edits every replica renews its Lease once
+//! (the same report, a new renewTime): the operator's writes meanwhile are printed (none is
+//! expected) with its resident memory before and after.
 
 #[path = "scale/lean.rs"]
 mod lean;
@@ -99,27 +102,49 @@ async fn report(leases: &Api<Lease>, ns: &str, cm: &str, replica: usize, resourc
     leases.patch(&name, &params, &Patch::Apply(&lease)).await.expect("report lease");
 }
 
+/// What the simulated replicas are told.
+enum ToReplicas {
+    /// The harness's watch saw ConfigMap `.0` at resourceVersion `.1`: every replica loads it.
+    Loaded(String, String),
+    /// Every replica renews its Lease (the same report, a new renewTime); answered with how
+    /// many Leases were renewed.
+    Renew(tokio::sync::oneshot::Sender<usize>),
+}
+
 /// `replicas` simulated replicas per target: each reports an empty ConfigMap now, then every
-/// new resourceVersion the harness's ConfigMap watch sends.
+/// new resourceVersion the harness's ConfigMap watch sends, and renews when told.
 fn simulate_replicas(
     client: &Client,
     ns: &str,
     targets: usize,
     replicas: usize,
-) -> tokio::sync::mpsc::UnboundedSender<(String, String)> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+) -> tokio::sync::mpsc::UnboundedSender<ToReplicas> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ToReplicas>();
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
     let ns = ns.to_string();
-    let initial: Vec<String> = (0..targets).map(|t| format!("gw-{t}")).collect();
+    let mut loaded: BTreeMap<String, String> = (0..targets).map(|t| (format!("gw-{t}"), String::new())).collect();
     tokio::spawn(async move {
-        for cm in &initial {
+        for cm in loaded.keys() {
             for replica in 0..replicas {
                 report(&leases, &ns, cm, replica, "").await;
             }
         }
-        while let Some((cm, rv)) = rx.recv().await {
-            for replica in 0..replicas {
-                report(&leases, &ns, &cm, replica, &rv).await;
+        while let Some(told) = rx.recv().await {
+            match told {
+                ToReplicas::Loaded(cm, rv) => {
+                    for replica in 0..replicas {
+                        report(&leases, &ns, &cm, replica, &rv).await;
+                    }
+                    loaded.insert(cm, rv);
+                }
+                ToReplicas::Renew(done) => {
+                    for (cm, rv) in &loaded {
+                        for replica in 0..replicas {
+                            report(&leases, &ns, cm, replica, rv).await;
+                        }
+                    }
+                    let _ = done.send(loaded.len() * replicas);
+                }
             }
         }
     });
@@ -130,7 +155,7 @@ fn watch_cluster(
     client: &Client,
     ns: &str,
     seen: Arc<Mutex<Seen>>,
-    replicas: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    replicas: Option<tokio::sync::mpsc::UnboundedSender<ToReplicas>>,
 ) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let state = seen.clone();
@@ -143,7 +168,7 @@ fn watch_cluster(
             if let (Some(replicas), Some(rv)) = (&replicas, &cm.metadata.resource_version)
                 && name.starts_with("gw-")
             {
-                let _ = replicas.send((name.clone(), rv.clone()));
+                let _ = replicas.send(ToReplicas::Loaded(name.clone(), rv.clone()));
             }
             let mut seen = state.lock().expect("lock");
             for (key, value) in cm.data.unwrap_or_default() {
@@ -385,6 +410,8 @@ struct Bench {
     policies: usize,
     targets: usize,
     edits: usize,
+    /// The simulated replicas (`SCALE_REPORTS`), if any.
+    replicas: Option<tokio::sync::mpsc::UnboundedSender<ToReplicas>>,
 }
 
 impl Bench {
@@ -404,10 +431,10 @@ impl Bench {
         if reports > 0 {
             println!("with {reports} simulated gateway replica(s) reporting for each target (SCALE_REPORTS={reports})");
         }
-        watch_cluster(client, &ns, seen.clone(), replicas);
+        watch_cluster(client, &ns, seen.clone(), replicas.clone());
         tokio::time::sleep(Duration::from_secs(1)).await;
         let api: Api<ImageVariationPolicy> = Api::namespaced(client.clone(), &ns);
-        Bench { cp, client: client.clone(), ns, api, seen, expected, policies, targets, edits }
+        Bench { cp, client: client.clone(), ns, api, seen, expected, policies, targets, edits, replicas }
     }
 
     async fn run(&self, lean: &lean::Lean) -> Figures {
@@ -417,6 +444,8 @@ impl Bench {
         let mut operator = self.cold_start(&mut figures).await;
         self.edit_latency(&mut figures).await;
         self.edit_burst(lean, writers, &mut figures).await;
+        self.settle(&operator).await;
+        self.renewals(&operator).await;
         figures.peak_rss = operator.peak_rss_mib();
         println!(
             "operator  peak resident memory (VmHWM) after cold start and edits:  {:>8.1} MiB ({:.2} KiB per policy)",
@@ -693,6 +722,54 @@ impl Bench {
             self.policies,
             figures.status_floor,
             figures.ready / figures.status_floor
+        );
+    }
+}
+
+impl Bench {
+    /// 3c. Until every policy is Ready at its generation again after the edits (with reports:
+    ///     every simulated replica serves the edited ConfigMaps) and the operator is idle, so
+    ///     the warm restart starts from a settled cluster.
+    async fn settle(&self, operator: &Operator) {
+        let started = Instant::now();
+        let cpu = operator.cpu_seconds();
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let ready = {
+                let s = self.seen.lock().expect("lock");
+                s.ready.len() == self.policies && s.ready.values().all(|r| *r)
+            };
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the edited policies were not Ready within 10 minutes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ready = started.elapsed().as_secs_f64();
+        operator.wait_idle(self.policies, self.targets).await;
+        println!(
+            "operator  every policy Ready at its generation again after the edits: {ready:>6.2} s (operator CPU {:.1} s)",
+            operator.cpu_seconds() - cpu
+        );
+    }
+
+    /// 3d. With simulated replicas: each renews its report Lease once (nothing else changes);
+    ///     the operator's writes meanwhile (none expected) and its resident memory.
+    async fn renewals(&self, operator: &Operator) {
+        let Some(replicas) = &self.replicas else { return };
+        let writes_before = support::apiserver_writes(&self.client).await;
+        let statuses_before = operator.metric("routerpolicy_status_writes_total");
+        let rss_before = operator.rss_mib();
+        let (done, renewed) = tokio::sync::oneshot::channel();
+        replicas.send(ToReplicas::Renew(done)).expect("the simulated replicas run");
+        let renewed = renewed.await.expect("the renewals");
+        operator.wait_idle(self.policies, self.targets).await;
+        let writes = delta(&support::apiserver_writes(&self.client).await, &writes_before);
+        print_writes(&format!("operator  writes while {renewed} report Leases renew (API server's):"), &writes);
+        println!(
+            "operator  its own count: {} status writes; RSS {rss_before:.1} MiB before the renewals, {:.1} MiB after",
+            operator.metric("routerpolicy_status_writes_total") - statuses_before,
+            operator.rss_mib()
         );
     }
 }

@@ -144,27 +144,33 @@ fn main() -> ExitCode {
         }
         Command::Gateway(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);
-            let threads = options.worker_threads;
-            serve(routerpolicy::gateway::runtime::run(*options), routerpolicy::gateway::GatewayError::hint, threads)
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if options.worker_threads > 0 {
+                runtime.worker_threads(options.worker_threads);
+            }
+            serve(runtime, routerpolicy::gateway::runtime::run(*options), routerpolicy::gateway::GatewayError::hint)
         }
         Command::Run(options) => {
             routerpolicy::process::init_logging(options.log_format, &options.log_level);
-            serve(routerpolicy::operator::runtime::run(options), routerpolicy::operator::runtime::RunError::hint, 0)
+            // One thread: the operator waits on the API server, not on CPU, and a single thread
+            // allocates from a single heap, which keeps a large index compact (docs/scaling.md).
+            let runtime = tokio::runtime::Builder::new_current_thread();
+            serve(
+                runtime,
+                routerpolicy::operator::runtime::run(options),
+                routerpolicy::operator::runtime::RunError::hint,
+            )
         }
     }
 }
 
-/// Runs a long-lived command (`run`, `gateway`) on a multi-threaded runtime of `threads`
-/// workers (0: one per CPU); its error, with a hint where one helps, is exit code 1.
+/// Runs a long-lived command (`run`, `gateway`) on the runtime `builder` describes; its error,
+/// with a hint where one helps, is exit code 1.
 fn serve<E: std::fmt::Display>(
+    mut builder: tokio::runtime::Builder,
     command: impl std::future::Future<Output = Result<(), E>>,
     hint: fn(&E) -> Option<&'static str>,
-    threads: usize,
 ) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        builder.worker_threads(threads);
-    }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

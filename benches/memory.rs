@@ -1,7 +1,8 @@
 //! What each of the operator's in-memory structures costs per policy: the index, the targets'
-//! views, the outcomes, the status memos, the Ready metric, a full status queue and the gateway replicas' reports (3 per target), built in
-//! this process from the same objects the scale benchmark creates, with a counting allocator
-//! (bytes requested and still held after each step, not RSS). Prints a table; asserts nothing.
+//! views, the outcomes, the status memos, the Ready metric, a full status queue and the gateway
+//! replicas' reports (3 per target), built in this process from the same objects the scale
+//! benchmark creates, with a counting allocator (bytes requested and still held after each
+//! step, not RSS). Prints a table; asserts nothing.
 //!
 //! ```sh
 //! cargo bench --bench memory                 # 100,000 policies over 1,000 targets

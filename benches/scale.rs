@@ -88,6 +88,13 @@ struct Seen {
     ready: HashMap<String, bool>,
 }
 
+impl Seen {
+    /// Whether all `policies` are known and each is Ready at its current generation.
+    fn all_ready(&self, policies: usize) -> bool {
+        self.ready.len() == policies && self.ready.values().all(|r| *r)
+    }
+}
+
 /// Simulated gateway replica `replica`'s report Lease for ConfigMap `cm` at `resource_version`.
 async fn report(leases: &Api<Lease>, ns: &str, cm: &str, replica: usize, resource_version: &str) {
     let serving = json!({"configMap": format!("{ns}/{cm}"), "resourceVersion": resource_version}).to_string();
@@ -493,7 +500,7 @@ impl Bench {
                     documents_at = Some(started.elapsed().as_secs_f64());
                     operator.print_usage("at every document");
                 }
-                if ready_at.is_none() && s.ready.len() == self.policies && s.ready.values().all(|r| *r) {
+                if ready_at.is_none() && s.all_ready(self.policies) {
                     ready_at = Some(started.elapsed().as_secs_f64());
                     operator.print_usage("at every Ready");
                 }
@@ -734,14 +741,7 @@ impl Bench {
         let started = Instant::now();
         let cpu = operator.cpu_seconds();
         let deadline = started + Duration::from_secs(600);
-        loop {
-            let ready = {
-                let s = self.seen.lock().expect("lock");
-                s.ready.len() == self.policies && s.ready.values().all(|r| *r)
-            };
-            if ready {
-                break;
-            }
+        while !self.seen.lock().expect("lock").all_ready(self.policies) {
             assert!(Instant::now() < deadline, "the edited policies were not Ready within 10 minutes");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

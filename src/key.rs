@@ -6,11 +6,9 @@
 //! here, nowhere else. Namespaces contain no dots, so the first dot always ends the namespace.
 
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use regex::Regex;
-
-use crate::limits::{DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN};
+use crate::limits::{DNS1123_LABEL_MAX, DNS1123_SUBDOMAIN_MAX};
 
 /// The endpoint the gateway proxies (orq's image-variation path).
 pub const VARIATIONS_PATH: &str = "/v2/router/images/variations";
@@ -24,17 +22,25 @@ const JSON_SUFFIX: &str = ".json";
 const CALLERS_SUFFIX: &str = ".callers";
 const CANARY_SUFFIX: &str = ".canary";
 
-static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_LABEL_PATTERN).expect("valid pattern"));
-static SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(DNS1123_SUBDOMAIN_PATTERN).expect("valid pattern"));
-
-/// Whether `s` is a DNS-1123 label (a namespace).
+/// Whether `s` is a DNS-1123 label (a namespace): [`crate::limits::DNS1123_LABEL_PATTERN`], checked byte by
+/// byte (the gateway checks every request's policy header, the operator every data key).
 pub fn is_dns_label(s: &str) -> bool {
-    s.len() <= DNS1123_LABEL_MAX as usize && LABEL.is_match(s)
+    s.len() <= DNS1123_LABEL_MAX as usize && label_shaped(s.as_bytes())
 }
 
-/// Whether `s` is a DNS-1123 subdomain (an object name).
+/// Whether `s` is a DNS-1123 subdomain (an object name):
+/// [`crate::limits::DNS1123_SUBDOMAIN_PATTERN`], labels joined by dots, checked byte by byte.
 pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= DNS1123_SUBDOMAIN_MAX as usize && SUBDOMAIN.is_match(s)
+    s.len() <= DNS1123_SUBDOMAIN_MAX as usize && s.split('.').all(|label| label_shaped(label.as_bytes()))
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, whole.
+fn label_shaped(s: &[u8]) -> bool {
+    let end = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match (s.first(), s.last()) {
+        (Some(first), Some(last)) => end(first) && end(last) && s.iter().all(|b| end(b) || *b == b'-'),
+        _ => false,
+    }
 }
 
 /// Why a string does not name a policy.
@@ -184,7 +190,34 @@ impl fmt::Display for TargetKey {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use regex::Regex;
+
     use super::*;
+    use crate::limits::{DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN};
+
+    proptest! {
+        /// The byte checks say what the schema's patterns say, on names near the rules' edges.
+        #[test]
+        fn dns_checks_agree_with_the_schema_patterns(s in "[a-zA-Z0-9.-]{0,6}|[a-z0-9-]{1,70}(\\.[a-z0-9-]{0,3}){0,2}|.{0,4}") {
+            let label = Regex::new(DNS1123_LABEL_PATTERN).expect("pattern");
+            let subdomain = Regex::new(DNS1123_SUBDOMAIN_PATTERN).expect("pattern");
+            prop_assert_eq!(is_dns_label(&s), s.len() <= DNS1123_LABEL_MAX as usize && label.is_match(&s), "label {:?}", s);
+            prop_assert_eq!(is_dns_subdomain(&s), s.len() <= DNS1123_SUBDOMAIN_MAX as usize && subdomain.is_match(&s), "subdomain {:?}", s);
+        }
+    }
+
+    #[test]
+    fn dns_checks_refuse_what_the_patterns_refuse() {
+        for bad in ["", "-a", "a-", "A", "a_b", "a..b", ".a", "a.", "a\n", "\u{e9}"] {
+            assert!(!is_dns_subdomain(bad), "{bad:?}");
+        }
+        assert!(!is_dns_label("a.b"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+        assert!(is_dns_label(&"a".repeat(63)));
+        assert!(is_dns_subdomain("a-1.b.c9"));
+        assert!(!is_dns_subdomain(&format!("{}.{}", "a".repeat(200), "b".repeat(53))));
+    }
 
     #[test]
     fn a_policy_key_has_one_spelling_per_use() {

@@ -2,17 +2,22 @@
 //! orq, and hand orq's answer back. Every refusal is a [`ProxyError`]; nothing is sent
 //! upstream for one.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 use tracing::{debug, warn};
 
 use crate::gateway::auth::{AuthOutcome, Caller};
@@ -26,6 +31,11 @@ use crate::gateway::store::ServedPolicy;
 use crate::gateway::stream::StreamRewrite;
 use crate::gateway::upstream::{Chunks, UploadSender, UpstreamBody, error_chain, is_timeout, upload};
 use crate::gateway::{Gateway, HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
+
+/// [`POLICY_HEADER`] and [`HASH_HEADER`] as header names: a name given as a string is parsed on
+/// every use (and allocated, when inserted).
+const POLICY: HeaderName = HeaderName::from_static(POLICY_HEADER);
+const HASH: HeaderName = HeaderName::from_static(HASH_HEADER);
 use crate::key::PolicyKey;
 use crate::rollout;
 
@@ -39,6 +49,37 @@ const SMALL_BODY: u64 = 256 * 1024;
 
 /// Chunks queued toward orq per streamed request.
 const UPLOAD_QUEUE: usize = 4;
+
+/// The gateway's requests, as hyper hands them over: the proxied path straight to [`proxy`]
+/// (the request path skips the router's matching, extensions and service layers), every other
+/// path (`/metrics`, `/healthz`, `/readyz`, not found) through `rest`.
+#[derive(Clone)]
+pub struct Routes {
+    gw: Arc<Gateway>,
+    rest: Router,
+}
+
+impl Routes {
+    /// [`VARIATIONS_PATH`] to the proxy of `gw`, anything else to `rest`.
+    pub fn new(gw: Arc<Gateway>, rest: Router) -> Routes {
+        Routes { gw, rest }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        if request.uri().path() == VARIATIONS_PATH {
+            let gw = self.gw.clone();
+            return Box::pin(async move { Ok(proxy(State(gw), request.map(Body::new)).await) });
+        }
+        let mut rest = self.rest.clone();
+        Box::pin(tower_service::Service::call(&mut rest, request))
+    }
+}
 
 /// `POST /v2/router/images/variations`.
 pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
@@ -118,7 +159,7 @@ fn authorize(
 
 /// The served policy the request names (`X-Routerpolicy-Policy`, or `--default-policy`).
 fn select_policy(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<ServedPolicy>, ProxyError> {
-    let key = match headers.get(POLICY_HEADER) {
+    let key = match headers.get(&POLICY) {
         Some(value) => {
             let name = value.to_str().map_err(|_| ProxyError::PolicyHeaderNotAscii)?.trim();
             PolicyKey::parse(name).map_err(|reason| ProxyError::PolicyNameInvalid { name: name.to_string(), reason })?
@@ -138,12 +179,15 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     if declared.is_some_and(|length| length > gw.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge(gw.max_body_bytes));
     }
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let boundary = rewrite::boundary_of(content_type).map_err(ProxyError::NotMultipart)?;
+    // The caller's type, shared (not copied): the boundary is read from it, and orq gets it
+    // as it is where the body keeps the boundary.
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let boundary =
+        rewrite::boundary_of(content_type.as_ref().and_then(|v| v.to_str().ok())).map_err(ProxyError::NotMultipart)?;
     // A body that declares at most SMALL_BODY is kept whole (as frame slices) and sent with
     // its length: it holds no more than a streamed one, and one write costs both sides less.
     let small = declared.is_some_and(|length| length <= SMALL_BODY);
-    let mode = match StreamRewrite::new(&boundary, &policy.document) {
+    let mode = match StreamRewrite::new(boundary, &policy.document) {
         None => Mode::Whole,
         Some(rewrite) if gw.upstream_content_length || small => Mode::Collect(rewrite),
         Some(rewrite) => Mode::Stream(rewrite),
@@ -166,13 +210,22 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
         idle: gw.body_idle_timeout,
         deadline: tokio::time::Instant::now() + gw.body_timeout,
     };
+    let timer = tokio::time::sleep_until(limits.deadline);
+    tokio::pin!(timer);
+    let mut body = BodyReader { body, limits: &limits, timer };
     let answer = match mode {
-        Mode::Stream(rewrite) => send_streamed(gw, policy, out, body, &boundary, rewrite, &limits).await,
-        Mode::Collect(rewrite) => match collect(body, rewrite, &boundary, &limits).await {
-            Ok(rewritten) => send_whole(gw, policy, out, rewritten).await,
+        Mode::Stream(rewrite) => {
+            let content_type = keeping_boundary(content_type.as_ref(), boundary);
+            send_streamed(gw, policy, out, body, content_type, rewrite).await
+        }
+        Mode::Collect(rewrite) => match collect(&mut body, rewrite).await {
+            Ok((chunks, len, removed)) => {
+                let content_type = keeping_boundary(content_type.as_ref(), boundary);
+                send_whole(gw, policy, out, Whole { content_type, chunks, len, removed }, body.timer).await
+            }
             Err(error) => Err(error),
         },
-        Mode::Whole => send_rewritten_whole(gw, policy, out, body, &boundary, &limits, declared).await,
+        Mode::Whole => send_rewritten_whole(gw, policy, out, body, boundary, declared).await,
     }
     .inspect_err(|e| {
         if matches!(e, ProxyError::BodyTimeout(_)) {
@@ -182,8 +235,8 @@ async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Resul
     let (mut head, incoming) = answer.into_parts();
     head.version = version;
     strip_hop_by_hop(&mut head.headers);
-    if let Ok(hash) = HeaderValue::from_str(&policy.hash) {
-        head.headers.insert(HASH_HEADER, hash);
+    if let Some(hash) = &policy.hash_header {
+        head.headers.insert(HASH, hash.clone());
     }
     debug!(policy = %policy.key, status = head.status.as_u16(), "proxied");
     Ok(Response::from_parts(head, Body::new(incoming)))
@@ -208,26 +261,45 @@ enum Mode {
     Whole,
 }
 
-/// The body through the streaming rewrite, kept: the chunks to send and their length.
+/// The content type orq gets for a body that keeps the caller's `boundary`: the caller's own
+/// value where it says just that (shared, not copied), else written out.
+fn keeping_boundary(caller: Option<&HeaderValue>, boundary: &str) -> Option<HeaderValue> {
+    const TYPE: &str = "multipart/form-data; boundary=";
+    match caller {
+        Some(value) if value.as_bytes().strip_prefix(TYPE.as_bytes()) == Some(boundary.as_bytes()) => {
+            Some(value.clone())
+        }
+        _ => HeaderValue::from_str(&format!("{TYPE}{boundary}")).ok(),
+    }
+}
+
+/// A rewritten body to send whole: its type, its chunks and their length, and the caller's
+/// fields it no longer holds.
+struct Whole {
+    content_type: Option<HeaderValue>,
+    chunks: Vec<Bytes>,
+    len: u64,
+    removed: Vec<String>,
+}
+
+/// The body through the streaming rewrite, kept: the chunks to send, their length, and the
+/// caller's fields removed.
 async fn collect(
-    mut body: Body,
+    body: &mut BodyReader<'_>,
     mut rewrite: StreamRewrite,
-    boundary: &str,
-    limits: &BodyLimits,
-) -> Result<Rewritten, ProxyError> {
+) -> Result<(Vec<Bytes>, u64, Vec<String>), ProxyError> {
     let mut chunks = Vec::new();
     let mut total = 0u64;
-    while let Some(data) = next_data(&mut body, limits).await? {
+    while let Some(data) = body.next().await? {
         total += data.len() as u64;
-        if total > limits.max {
-            return Err(ProxyError::BodyTooLarge(limits.max));
+        if total > body.limits.max {
+            return Err(ProxyError::BodyTooLarge(body.limits.max));
         }
         rewrite.feed(data, &mut chunks).map_err(ProxyError::MultipartInvalid)?;
     }
     rewrite.finish(&mut chunks).map_err(ProxyError::MultipartInvalid)?;
     let len = chunks.iter().map(|c| c.len() as u64).sum();
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    Ok(Rewritten { content_type, chunks, len, removed: rewrite.removed, kept: rewrite.kept })
+    Ok((chunks, len, rewrite.removed))
 }
 
 /// A document holding the caller's boundary: the body is read whole and rewritten with a
@@ -236,31 +308,39 @@ async fn send_rewritten_whole(
     gw: &Gateway,
     policy: &ServedPolicy,
     out: Outbound,
-    body: Body,
+    mut body: BodyReader<'_>,
     boundary: &str,
-    limits: &BodyLimits,
     declared: Option<u64>,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
-    let body = read_body(body, limits, declared).await?;
-    let rewritten = rewrite::rewrite(&body, boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
-    send_whole(gw, policy, out, rewritten).await
+    let read = read_body(&mut body, declared).await?;
+    let Rewritten { content_type, chunks, len, removed, .. } =
+        rewrite::rewrite(&read, boundary, &policy.document).map_err(ProxyError::MultipartInvalid)?;
+    let content_type = HeaderValue::from_str(&content_type).ok();
+    send_whole(gw, policy, out, Whole { content_type, chunks, len, removed }, body.timer).await
 }
 
-/// Sends a rewritten body whole, with its length.
+/// Sends a rewritten body whole, with its length, within `--request-timeout`, timed by the
+/// body's `timer` (the body is read, so its timer is free: one timer serves the whole call).
 async fn send_whole(
     gw: &Gateway,
     policy: &ServedPolicy,
     out: Outbound,
-    rewritten: Rewritten,
+    whole: Whole,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
-    if !rewritten.removed.is_empty() {
-        debug!(policy = %policy.key, removed = ?rewritten.removed, "removed the caller's router fields");
+    if !whole.removed.is_empty() {
+        debug!(policy = %policy.key, removed = ?whole.removed, "removed the caller's router fields");
     }
-    let body = UpstreamBody::buffered(Chunks::new(rewritten.chunks, rewritten.len), out.held);
-    let request = upstream_request(gw, out.parts, &rewritten.content_type, body, Some(rewritten.len))?;
+    let body = UpstreamBody::buffered(Chunks::new(whole.chunks, whole.len), out.held);
+    let request = upstream_request(gw, out.parts, whole.content_type, body, Some(whole.len))?;
     let started = Instant::now();
     gw.metrics.in_flight.inc();
-    let sent = tokio::time::timeout(gw.request_timeout, gw.client.request(request)).await;
+    timer.as_mut().reset(tokio::time::Instant::now() + gw.request_timeout);
+    let sent = tokio::select! {
+        biased;
+        sent = gw.client.request(request) => Some(sent),
+        () = timer => None,
+    };
     upstream_answer(gw, policy, started, sent)
 }
 
@@ -271,16 +351,14 @@ async fn send_streamed(
     gw: &Gateway,
     policy: &ServedPolicy,
     out: Outbound,
-    body: Body,
-    boundary: &str,
+    body: BodyReader<'_>,
+    content_type: Option<HeaderValue>,
     rewrite: StreamRewrite,
-    limits: &BodyLimits,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     let (sender, upload) = upload(UPLOAD_QUEUE);
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    let request = upstream_request(gw, out.parts, &content_type, UpstreamBody::streamed(upload, out.held), None)?;
+    let request = upstream_request(gw, out.parts, content_type, UpstreamBody::streamed(upload, out.held), None)?;
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let pumping = pump(body, rewrite, limits, (sender, first_tx), gw.request_timeout);
+    let pumping = pump(body, rewrite, (sender, first_tx), gw.request_timeout);
     tokio::pin!(pumping);
     // orq is called once the caller's first part is judged: garbage or a stall from the first
     // byte never opens a connection upstream.
@@ -300,23 +378,22 @@ async fn send_streamed(
             biased;
             pumped = &mut pumping => pumped,
             // orq answered (or failed) before the body was all sent.
-            early = &mut sending => return upstream_answer(gw, policy, started, Ok(early)),
+            early = &mut sending => return upstream_answer(gw, policy, started, Some(early)),
         },
     };
     if let Err(error) = pumped {
         gw.metrics.in_flight.dec();
         return Err(error);
     }
-    let sent = tokio::time::timeout(gw.request_timeout, sending).await;
+    let sent = tokio::time::timeout(gw.request_timeout, sending).await.ok();
     upstream_answer(gw, policy, started, sent)
 }
 
 /// Feeds the caller's body through the streaming rewrite into the upload, within `limits`;
 /// marks the upload complete only when the body was whole and well-formed.
 async fn pump(
-    mut body: Body,
+    mut body: BodyReader<'_>,
     mut rewrite: StreamRewrite,
-    limits: &BodyLimits,
     (sender, first): (UploadSender, tokio::sync::oneshot::Sender<()>),
     send_timeout: std::time::Duration,
 ) -> Result<(), ProxyError> {
@@ -335,10 +412,10 @@ async fn pump(
                 Err(_) => return Err(ProxyError::UpstreamTimeout(send_timeout)),
             }
         }
-        let Some(data) = next_data(&mut body, limits).await? else { break };
+        let Some(data) = body.next().await? else { break };
         total += data.len() as u64;
-        if total > limits.max {
-            return Err(ProxyError::BodyTooLarge(limits.max));
+        if total > body.limits.max {
+            return Err(ProxyError::BodyTooLarge(body.limits.max));
         }
         rewrite.feed(data, &mut out).map_err(ProxyError::MultipartInvalid)?;
     }
@@ -355,12 +432,13 @@ async fn pump(
     Ok(())
 }
 
-/// orq's answer to a sent request (counted, timed), or the error it became.
+/// orq's answer to a sent request (counted, timed), or the error it became (`None`: no answer
+/// within `--request-timeout`).
 fn upstream_answer(
     gw: &Gateway,
     policy: &ServedPolicy,
     started: Instant,
-    sent: Result<Result<hyper::Response<Incoming>, SendError>, tokio::time::error::Elapsed>,
+    sent: Option<Result<hyper::Response<Incoming>, SendError>>,
 ) -> Result<hyper::Response<Incoming>, ProxyError> {
     gw.metrics.in_flight.dec();
     gw.metrics
@@ -368,8 +446,8 @@ fn upstream_answer(
         .get_or_create(&PolicyLabels { policy: policy.key.clone() })
         .observe(started.elapsed().as_secs_f64());
     match sent {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(e)) => {
             let cause = error_chain(&*e);
             let error = if is_timeout(&*e) {
                 ProxyError::UpstreamConnectTimeout(cause.clone())
@@ -379,7 +457,7 @@ fn upstream_answer(
             warn!(policy = %policy.key, error = %cause, code = error.code(), "upstream request failed");
             Err(error)
         }
-        Err(_) => {
+        None => {
             warn!(policy = %policy.key, timeout = ?gw.request_timeout, "upstream request timed out");
             Err(ProxyError::UpstreamTimeout(gw.request_timeout))
         }
@@ -392,7 +470,7 @@ fn upstream_answer(
 fn upstream_request(
     gw: &Gateway,
     parts: Parts,
-    content_type: &str,
+    content_type: Option<HeaderValue>,
     body: UpstreamBody,
     length: Option<u64>,
 ) -> Result<hyper::Request<UpstreamBody>, ProxyError> {
@@ -403,9 +481,9 @@ fn upstream_request(
     for name in [header::HOST, header::AUTHORIZATION, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::EXPECT] {
         headers.remove(name);
     }
-    headers.remove(POLICY_HEADER);
-    if let Ok(ct) = HeaderValue::from_str(content_type) {
-        headers.insert(header::CONTENT_TYPE, ct);
+    headers.remove(&POLICY);
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
     }
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -427,33 +505,50 @@ struct BodyLimits {
     deadline: tokio::time::Instant,
 }
 
-/// The next bytes of the body (`None` at its end), refusing a body that makes no progress for
-/// `limits.idle` and one not complete by `limits.deadline`.
-async fn next_data(body: &mut Body, limits: &BodyLimits) -> Result<Option<Bytes>, ProxyError> {
-    loop {
-        let next = tokio::time::timeout(limits.idle, body.frame());
-        let frame = match tokio::time::timeout_at(limits.deadline, next).await {
-            Err(_) => return Err(ProxyError::BodyTimeout("did not arrive within --body-timeout")),
-            Ok(Err(_)) => return Err(ProxyError::BodyTimeout("made no progress within --body-idle-timeout")),
-            Ok(Ok(None)) => return Ok(None),
-            Ok(Ok(Some(frame))) => frame.map_err(ProxyError::BodyUnreadable)?,
-        };
-        if let Ok(data) = frame.into_data() {
-            return Ok(Some(data));
+/// The caller's body, read within its [`BodyLimits`] through one timer for both limits: each
+/// frame moves it to the nearer of `deadline` and now + `idle` (moving a timer later takes no
+/// lock), so a body costs one timer whatever its number of frames.
+struct BodyReader<'a> {
+    body: Body,
+    limits: &'a BodyLimits,
+    timer: Pin<&'a mut Sleep>,
+}
+
+impl BodyReader<'_> {
+    /// The next bytes of the body (`None` at its end), refusing a body that makes no progress
+    /// for `limits.idle` and one not complete by `limits.deadline`.
+    async fn next(&mut self) -> Result<Option<Bytes>, ProxyError> {
+        loop {
+            let idle_until = tokio::time::Instant::now() + self.limits.idle;
+            let (until, late) = if idle_until < self.limits.deadline {
+                (idle_until, "made no progress within --body-idle-timeout")
+            } else {
+                (self.limits.deadline, "did not arrive within --body-timeout")
+            };
+            self.timer.as_mut().reset(until);
+            let frame = tokio::select! {
+                biased;
+                frame = self.body.frame() => frame,
+                () = self.timer.as_mut() => return Err(ProxyError::BodyTimeout(late)),
+            };
+            let Some(frame) = frame else { return Ok(None) };
+            if let Ok(data) = frame.map_err(ProxyError::BodyUnreadable)?.into_data() {
+                return Ok(Some(data));
+            }
         }
     }
 }
 
 /// Reads the whole body, refusing more than `limits.max` bytes and a body that stalls or is
-/// late ([`next_data`]). A body that came in one frame is used as it is; more are joined into
-/// one buffer sized from Content-Length (one copy).
-async fn read_body(mut body: Body, limits: &BodyLimits, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+/// late ([`BodyReader::next`]). A body that came in one frame is used as it is; more are joined
+/// into one buffer sized from Content-Length (one copy).
+async fn read_body(body: &mut BodyReader<'_>, declared: Option<u64>) -> Result<Bytes, ProxyError> {
     let mut frames: Vec<Bytes> = Vec::new();
     let mut total = 0u64;
-    while let Some(data) = next_data(&mut body, limits).await? {
+    while let Some(data) = body.next().await? {
         total += data.len() as u64;
-        if total > limits.max {
-            return Err(ProxyError::BodyTooLarge(limits.max));
+        if total > body.limits.max {
+            return Err(ProxyError::BodyTooLarge(body.limits.max));
         }
         frames.push(data);
     }
@@ -467,4 +562,26 @@ async fn read_body(mut body: Body, limits: &BodyLimits, declared: Option<u64>) -
         buffer.extend_from_slice(&frame);
     }
     Ok(buffer.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orq_gets_the_callers_content_type_where_it_names_just_the_boundary() {
+        let exact = HeaderValue::from_static("multipart/form-data; boundary=abc");
+        let kept = keeping_boundary(Some(&exact), "abc").expect("a type");
+        assert_eq!(kept, exact);
+        assert_eq!(kept.as_bytes().as_ptr(), exact.as_bytes().as_ptr(), "shared, not copied");
+        for other in [
+            "Multipart/Form-Data; boundary=abc",
+            "multipart/form-data; boundary=\"abc\"",
+            "multipart/form-data; boundary=abc; charset=utf-8",
+        ] {
+            let written = keeping_boundary(Some(&HeaderValue::from_static(other)), "abc");
+            assert_eq!(written, Some(HeaderValue::from_static("multipart/form-data; boundary=abc")), "{other}");
+        }
+        assert_eq!(keeping_boundary(None, "x y"), Some(HeaderValue::from_static("multipart/form-data; boundary=x y")));
+    }
 }

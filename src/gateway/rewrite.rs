@@ -105,7 +105,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// The `name` parameter of a `Content-Disposition: form-data; …` header value, parsed
 /// strictly: disposition type `form-data`, parameters `token=token` or `token="quoted"`,
 /// names case-insensitive, exactly one `name`, no `name*`.
-pub fn disposition_name(value: &[u8]) -> Result<String, String> {
+pub fn disposition_name(value: &[u8]) -> Result<Cow<'_, str>, String> {
     let text = std::str::from_utf8(value).map_err(|_| "Content-Disposition is not UTF-8".to_string())?;
     let mut rest = text.trim_start();
     let kind_end = rest.find(|c: char| c == ';' || c.is_ascii_whitespace()).unwrap_or(rest.len());
@@ -113,7 +113,7 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
         return Err(format!("Content-Disposition must be form-data, got {:?}", &rest[..kind_end]));
     }
     rest = rest[kind_end..].trim_start();
-    let mut name: Option<String> = None;
+    let mut name: Option<Cow<'_, str>> = None;
     while !rest.is_empty() {
         rest =
             rest.strip_prefix(';').ok_or_else(|| "Content-Disposition: expected ';' between parameters".to_string())?;
@@ -127,15 +127,16 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
             return Err(format!("Content-Disposition: invalid parameter name {param:?}"));
         }
         rest = rest[eq + 1..].trim_start();
-        let value;
+        // Borrowed from the header unless a quoted value has escapes to undo.
+        let value: Cow<'_, str>;
         if let Some(quoted) = rest.strip_prefix('"') {
-            let mut out = String::with_capacity(16);
+            let mut out: Option<String> = None;
             let mut chars = quoted.char_indices();
             let mut end = None;
             while let Some((i, c)) = chars.next() {
                 match c {
                     '\\' => match chars.next() {
-                        Some((_, escaped)) => out.push(escaped),
+                        Some((_, escaped)) => out.get_or_insert_with(|| quoted[..i].to_string()).push(escaped),
                         None => break,
                     },
                     '"' => {
@@ -143,11 +144,15 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
                         break;
                     }
                     '\r' | '\n' => return Err("Content-Disposition: line break in a quoted value".to_string()),
-                    c => out.push(c),
+                    c => {
+                        if let Some(out) = &mut out {
+                            out.push(c);
+                        }
+                    }
                 }
             }
             let end = end.ok_or_else(|| "Content-Disposition: unterminated quoted value".to_string())?;
-            value = out;
+            value = out.map_or(Cow::Borrowed(&quoted[..end]), Cow::Owned);
             rest = quoted[end + 1..].trim_start();
         } else {
             let end = rest.find(|c: char| c == ';' || c.is_ascii_whitespace()).unwrap_or(rest.len());
@@ -155,7 +160,7 @@ pub fn disposition_name(value: &[u8]) -> Result<String, String> {
             if token.is_empty() || !token.bytes().all(is_token_byte) {
                 return Err(format!("Content-Disposition: invalid unquoted value {token:?}"));
             }
-            value = token.to_string();
+            value = Cow::Borrowed(token);
             rest = rest[end..].trim_start();
         }
         if param.eq_ignore_ascii_case("name*") {
@@ -210,7 +215,7 @@ fn is_token_byte(b: u8) -> bool {
 
 /// The boundary of a `multipart/form-data` content type (RFC 2046: 1 to 70 characters,
 /// as a token or a quoted string).
-pub fn boundary_of(content_type: Option<&str>) -> Result<String, RewriteError> {
+pub fn boundary_of(content_type: Option<&str>) -> Result<&str, RewriteError> {
     let ct = content_type.unwrap_or("");
     let refuse = || RewriteError::NotMultipart(ct.to_string());
     let mut params = ct.split(';');
@@ -224,7 +229,7 @@ pub fn boundary_of(content_type: Option<&str>) -> Result<String, RewriteError> {
         if name.trim().eq_ignore_ascii_case("boundary") {
             let value = value.trim();
             let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-            boundary = Some(value.to_string());
+            boundary = Some(value);
         }
     }
     match boundary {
@@ -278,25 +283,34 @@ fn split(body: &Bytes, boundary: &str) -> Result<Vec<Part>, RewriteError> {
 }
 
 fn part(body: &Bytes, start: usize, end: usize, index: usize) -> Result<Part, RewriteError> {
-    let Some(head) = part_head(&body[start..end], index)? else {
+    let Some(head) = part_head(body, start, end, index)? else {
         return Err(RewriteError::Malformed(format!("part {index}: header block not terminated")));
     };
-    Ok(Part { head: head.head, data: body.slice(start + head.len..end), name: head.name })
+    let name = head.name.into_owned();
+    Ok(Part { head: head.head, data: body.slice(start + head.len..end), name })
 }
 
 /// A part's header block, judged: its length in the body, its lines re-serialized, its name.
-pub(crate) struct PartHead {
+pub(crate) struct PartHead<'a> {
     /// Bytes of the header block, the blank line included.
     pub len: usize,
     /// The header lines as forwarded (re-serialized from what was parsed), blank line included.
     pub head: Bytes,
     /// The field name.
-    pub name: String,
+    pub name: Cow<'a, str>,
 }
 
-/// Parses and judges the header block at the start of `raw` (a part's bytes); `None` when
-/// `raw` holds no complete header block.
-pub(crate) fn part_head(raw: &[u8], index: usize) -> Result<Option<PartHead>, RewriteError> {
+/// Parses and judges the header block at the start of `source[start..end]` (a part's bytes);
+/// `None` when it holds no complete header block. The lines forwarded are the ones parsed,
+/// each `name: value`, re-serialized; a block already written that way is forwarded as the
+/// slice of `source` it is (no copy).
+pub(crate) fn part_head(
+    source: &Bytes,
+    start: usize,
+    end: usize,
+    index: usize,
+) -> Result<Option<PartHead<'_>>, RewriteError> {
+    let raw = &source[start..end];
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let (header_len, headers) = match httparse::parse_headers(raw, &mut headers) {
         Ok(httparse::Status::Complete((len, headers))) => (len, headers),
@@ -322,15 +336,34 @@ pub(crate) fn part_head(raw: &[u8], index: usize) -> Result<Option<PartHead>, Re
             ),
         });
     }
-    let mut head = Vec::with_capacity(header_len + 8);
-    for h in headers.iter() {
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
+    let head = if serialized_as(raw, headers, header_len) {
+        source.slice(start..start + header_len)
+    } else {
+        let mut head = Vec::with_capacity(header_len + 8);
+        for h in headers.iter() {
+            for piece in [h.name.as_bytes(), b": ", h.value, b"\r\n"] {
+                head.extend_from_slice(piece);
+            }
+        }
         head.extend_from_slice(b"\r\n");
+        Bytes::from(head)
+    };
+    Ok(Some(PartHead { len: header_len, head, name }))
+}
+
+/// Whether the first `len` bytes of `raw` are `headers` re-serialized (`name: value` lines, a
+/// blank line): byte for byte what the gateway would write for them.
+fn serialized_as(raw: &[u8], headers: &[httparse::Header<'_>], len: usize) -> bool {
+    let mut rest = raw;
+    for h in headers {
+        for piece in [h.name.as_bytes(), b": ", h.value, b"\r\n"] {
+            match rest.strip_prefix(piece) {
+                Some(after) => rest = after,
+                None => return false,
+            }
+        }
     }
-    head.extend_from_slice(b"\r\n");
-    Ok(Some(PartHead { len: header_len, head: Bytes::from(head), name }))
+    rest.starts_with(b"\r\n") && raw.len() - rest.len() + 2 == len
 }
 
 /// The first chunks of every rewritten body: the policy's document as the `orq` part, after
@@ -431,8 +464,10 @@ mod tests {
         let boundary = boundary_of(Some(&rewritten.content_type)).expect("boundary");
         let data = Bytes::from(rewritten.to_vec());
         futures::executor::block_on(async move {
-            let mut m =
-                multer::Multipart::new(futures::stream::once(async move { Ok::<_, std::io::Error>(data) }), boundary);
+            let mut m = multer::Multipart::new(
+                futures::stream::once(async move { Ok::<_, std::io::Error>(data) }),
+                boundary.to_string(),
+            );
             let mut out = Vec::new();
             while let Some(field) = m.next_field().await.expect("well-formed") {
                 let name = field.name().unwrap_or_default().to_string();
@@ -547,10 +582,10 @@ mod tests {
         assert!(matches!(boundary_of(Some("application/json")), Err(RewriteError::NotMultipart(_))));
         assert!(matches!(boundary_of(None), Err(RewriteError::NotMultipart(_))));
         assert!(matches!(boundary_of(Some("multipart/form-data")), Err(RewriteError::NotMultipart(_))));
-        assert_eq!(boundary_of(Some("Multipart/Form-Data; charset=utf-8; boundary=\"a b\"")), Ok("a b".to_string()));
+        assert_eq!(boundary_of(Some("Multipart/Form-Data; charset=utf-8; boundary=\"a b\"")), Ok("a b"));
         assert_eq!(
             boundary_of(Some("multipart/form-data; boundary=----WebKitFormBoundary7MA4")),
-            Ok("----WebKitFormBoundary7MA4".into())
+            Ok("----WebKitFormBoundary7MA4")
         );
         let long = format!("multipart/form-data; boundary={}", "x".repeat(71));
         assert!(boundary_of(Some(&long)).is_err());
@@ -598,6 +633,44 @@ mod tests {
         let data = out.chunks.iter().find(|c| c.len() == 4096).expect("image chunk");
         let inside = b.as_ptr() as usize..b.as_ptr() as usize + b.len();
         assert!(inside.contains(&(data.as_ptr() as usize)), "points into the request body");
+    }
+
+    #[test]
+    fn a_header_block_written_as_forwarded_is_a_slice_and_any_other_is_rewritten() {
+        let canonical = "Content-Disposition: form-data; name=\"image\"\r\nContent-Type: image/png";
+        let b = body("b", &[(canonical, b"PNG")]);
+        let out = run(b.clone(), "b", DOC).expect("rewrites");
+        let head =
+            out.chunks.iter().find(|c| c.starts_with(b"Content-Disposition: form-data; name=\"image\"")).expect("head");
+        assert_eq!(&head[..], format!("{canonical}\r\n\r\n").as_bytes());
+        let inside = b.as_ptr() as usize..b.as_ptr() as usize + b.len();
+        assert!(inside.contains(&(head.as_ptr() as usize)), "the caller's block, not a copy");
+        // Spacing the gateway does not write: the parsed lines are written out instead.
+        let spaced =
+            body("b", &[("Content-Disposition:   form-data; name=\"image\"\r\nContent-Type:image/png", b"PNG")]);
+        let out = run(spaced.clone(), "b", DOC).expect("rewrites");
+        let text = String::from_utf8_lossy(&out.to_vec()).to_string();
+        assert!(
+            text.contains("Content-Disposition: form-data; name=\"image\"\r\nContent-Type: image/png\r\n\r\nPNG"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn serialized_as_holds_only_for_the_exact_bytes() {
+        let check = |raw: &[u8]| {
+            let mut headers = [httparse::EMPTY_HEADER; 4];
+            let Ok(httparse::Status::Complete((len, parsed))) = httparse::parse_headers(raw, &mut headers) else {
+                panic!("parses")
+            };
+            serialized_as(raw, parsed, len)
+        };
+        assert!(check(b"A: 1\r\nB: two\r\n\r\ndata"));
+        assert!(check(b"\r\ndata"));
+        assert!(!check(b"A:1\r\n\r\n"));
+        assert!(!check(b"A: 1 \r\n\r\n"));
+        assert!(!check(b"A: 1\n\r\n"));
+        assert!(!check(b"A: 1\r\n\n"));
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::any;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -109,11 +108,10 @@ pub async fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     };
     let tls = listener_tls(&options, &gw, &mut tasks, &stop_rx)?;
     tasks.spawn(reload::reloader(gw.clone(), dir, options.api_key_file.clone(), options.poll_interval.0, stop_rx));
-    let app = Router::new()
-        .route(VARIATIONS_PATH, any(proxy::proxy))
-        .fallback(proxy::not_found)
-        .merge(admin::routes(gw.clone()))
-        .with_state(gw.clone());
+    // The proxied path goes straight to the proxy; the router serves the admin paths and
+    // answers every other one.
+    let rest = Router::new().fallback(proxy::not_found).merge(admin::routes(gw.clone())).with_state(gw.clone());
+    let app = proxy::Routes::new(gw.clone(), rest);
     let listener =
         server::bind(options.listen).map_err(|source| GatewayError::Listen { addr: options.listen, source })?;
     let source = match &options.config_map {

@@ -13,7 +13,10 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +32,28 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// default is 1024): thousands of callers connecting at once are queued, not dropped to a SYN
 /// retry a second later.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// What answers a connection's requests: a hyper service giving axum's responses, cloned for
+/// each connection.
+pub trait Requests:
+    hyper::service::Service<hyper::Request<Incoming>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Requests for S where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
 
 /// A listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart can bind while
 /// old connections are in TIME_WAIT).
@@ -168,9 +193,9 @@ pub struct Secure {
 /// Serves `app` on `listener` (HTTP/1.1 with keep-alive and a header read timeout, HTTP/2 as
 /// `protocols` allow; TLS first where `tls` is given) until `drain` resolves; then stops
 /// accepting and waits for every open connection's requests to finish.
-pub async fn serve(
+pub async fn serve<S: Requests>(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: S,
     tls: Option<Secure>,
     protocols: Protocols,
     drain: impl std::future::Future<Output = ()>,
@@ -191,7 +216,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let service = app.clone();
                 let watcher = graceful.watcher();
                 match &tls {
                     None => {
@@ -228,11 +253,11 @@ pub async fn serve(
 
 /// Serves one connection (plain or after its TLS handshake) in `version` until it closes,
 /// drained on shutdown through `watcher`.
-async fn connection<IO>(
+async fn connection<IO, S: Requests>(
     builders: &Builders,
     version: Version,
     io: IO,
-    service: hyper_util::service::TowerToHyperService<Router>,
+    service: S,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

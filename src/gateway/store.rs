@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use http::HeaderValue;
 
 use crate::callers::Callers;
 use crate::hash::policy_hash;
@@ -45,6 +46,8 @@ pub struct ServedPolicy {
     /// [`policy_hash`] of the document and callers entry, the same as the policy's
     /// `status.configHash`.
     pub hash: String,
+    /// [`Self::hash`] as the value of the answer's hash header (made once, not per call).
+    pub hash_header: Option<HeaderValue>,
     /// Whether this is a last good document kept because the file is now broken.
     pub stale: bool,
     /// The rollout under way, when the target holds a canary entry for the policy.
@@ -209,7 +212,8 @@ fn served(policy: PolicyKey, files: PolicyFiles, max_bytes: usize) -> Result<Ser
         }
     };
     let hash = policy_hash(&document, callers_entry.as_deref());
-    Ok(ServedPolicy { key: policy, document, callers_entry, callers, hash, stale: false, rollout: None })
+    let hash_header = HeaderValue::from_str(&hash).ok();
+    Ok(ServedPolicy { key: policy, document, callers_entry, callers, hash, hash_header, stale: false, rollout: None })
 }
 
 /// The new document of a canary entry, as a policy of its own (its hash the operator's).

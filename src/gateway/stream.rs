@@ -54,8 +54,6 @@ pub struct StreamRewrite {
     parts: usize,
     /// Names of the caller's fields removed so far.
     pub removed: Vec<String>,
-    /// Names of the fields kept so far.
-    pub kept: Vec<String>,
 }
 
 impl StreamRewrite {
@@ -81,7 +79,6 @@ impl StreamRewrite {
             state: State::Preamble { at_start: true },
             parts: 0,
             removed: Vec::new(),
-            kept: Vec::new(),
         };
         Some(rewrite)
     }
@@ -232,8 +229,7 @@ impl StreamRewrite {
             None => rest.len(),
         };
         let next = self.finder.find(&rest[..scope]);
-        let raw = &rest[..next.unwrap_or(scope)];
-        let Some(head) = part_head(raw, index)? else {
+        let Some(head) = part_head(w, pos, pos + next.unwrap_or(scope), index)? else {
             if next.is_some() {
                 return Err(malformed(&format!("part {index}: header block not terminated")));
             }
@@ -253,9 +249,8 @@ impl StreamRewrite {
         let keep = !is_router_field(&head.name);
         if keep {
             out.extend([self.line.clone(), head.head]);
-            self.kept.push(head.name);
         } else {
-            self.removed.push(head.name);
+            self.removed.push(head.name.into_owned());
         }
         self.state = State::Data { keep };
         Ok(Step::Used(head.len))

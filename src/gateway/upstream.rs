@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::Uri;
+use axum::http::{HeaderValue, Uri, header};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -165,29 +165,36 @@ impl Chunks {
 
 /// `chunks` with runs of small ones joined into one, copying at most [`MAX_JOINED`] bytes;
 /// large ones (and small ones past that) are kept as they are.
-fn coalesce(chunks: Vec<Bytes>) -> VecDeque<Bytes> {
+fn coalesce(mut chunks: Vec<Bytes>) -> VecDeque<Bytes> {
     // Whether a chunk of `len` bytes is joined, after `copied` bytes were: one rule for the
     // sizing pass and the joining pass, so the runs share one buffer sized once.
     let joins = |len: usize, copied: usize| len < SMALL_CHUNK && copied + len <= MAX_JOINED;
     let joined = chunks.iter().fold(0, |copied, c| if joins(c.len(), copied) { copied + c.len() } else { copied });
-    let mut out = VecDeque::with_capacity(chunks.len().min(8));
     let mut run = bytes::BytesMut::with_capacity(joined);
     let mut copied = 0;
-    for chunk in chunks {
-        if joins(chunk.len(), copied) {
-            copied += chunk.len();
-            run.extend_from_slice(&chunk);
+    // Joined in place: `kept` chunks lead the vector, and a run is written over a chunk it
+    // joined (a run holds one at least), so `kept` never passes the chunk being looked at.
+    let mut kept = 0;
+    for at in 0..chunks.len() {
+        if joins(chunks[at].len(), copied) {
+            copied += chunks[at].len();
+            run.extend_from_slice(&chunks[at]);
             continue;
         }
         if !run.is_empty() {
-            out.push_back(run.split().freeze());
+            chunks[kept] = run.split().freeze();
+            kept += 1;
         }
-        out.push_back(chunk);
+        chunks.swap(kept, at);
+        kept += 1;
     }
     if !run.is_empty() {
-        out.push_back(run.freeze());
+        chunks[kept] = run.freeze();
+        kept += 1;
     }
-    out
+    chunks.truncate(kept);
+    // The vector's own buffer, reused.
+    VecDeque::from(chunks)
 }
 
 impl http_body::Body for Chunks {
@@ -218,6 +225,9 @@ impl http_body::Body for Chunks {
 pub struct UpstreamClient {
     http1: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
     http2: Option<H2Pool<UpstreamBody>>,
+    /// The `Host` of an HTTP/1.1 request to orq, made once: the client would write it out
+    /// for every request.
+    host: Option<HeaderValue>,
 }
 
 impl UpstreamClient {
@@ -232,6 +242,10 @@ impl UpstreamClient {
             },
             _ => request,
         };
+        let mut request = request;
+        if let Some(host) = &self.host {
+            request.headers_mut().entry(header::HOST).or_insert_with(|| host.clone());
+        }
         self.http1.request(request).await.map_err(SendError::from)
     }
 }
@@ -257,7 +271,18 @@ pub fn client(connect_timeout: Duration, version: UpstreamHttp, upstream: &Upstr
     .map(|connector| H2Pool::new(connector, upstream.origin(), streams, version == UpstreamHttp::Auto));
     let https = builder().enable_http1().wrap_connector(http);
     let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
-    UpstreamClient { http1, http2 }
+    UpstreamClient { http1, http2, host: host_header(&upstream.origin()) }
+}
+
+/// The `Host` header hyper-util's client writes for `origin`: its host, and its port where that
+/// is not the scheme's default.
+fn host_header(origin: &Uri) -> Option<HeaderValue> {
+    let host = origin.host()?;
+    let default = if origin.scheme_str() == Some("https") { 443 } else { 80 };
+    match origin.port_u16() {
+        Some(port) if port != default => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 /// The upstream base: scheme, authority and a path prefix without a trailing slash.
@@ -385,6 +410,16 @@ mod tests {
         let body = UpstreamBody::buffered(Chunks::new(vec![], 0), budget.reserve(10, 10).expect("fits"));
         drop(body);
         assert_eq!(reserved.get(), 0, "a body never sent (orq unreachable) returns it when dropped");
+    }
+
+    #[test]
+    fn the_host_header_is_the_one_the_client_would_write() {
+        let host = |url: &str| host_header(&Upstream::parse(url).expect("valid").origin());
+        assert_eq!(host("http://orq:8080/base"), Some(HeaderValue::from_static("orq:8080")));
+        assert_eq!(host("https://my.orq.ai"), Some(HeaderValue::from_static("my.orq.ai")));
+        assert_eq!(host("https://my.orq.ai:443"), Some(HeaderValue::from_static("my.orq.ai")));
+        assert_eq!(host("http://10.0.0.1:80"), Some(HeaderValue::from_static("10.0.0.1")));
+        assert_eq!(host("https://[::1]:8443"), Some(HeaderValue::from_static("[::1]:8443")));
     }
 
     #[test]

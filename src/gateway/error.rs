@@ -73,7 +73,7 @@ pub enum ProxyError {
     NotMultipart(#[source] RewriteError),
     /// The body could not be read from the client.
     #[error("cannot read the request body: {0}")]
-    BodyUnreadable(#[source] axum::Error),
+    BodyUnreadable(#[source] hyper::Error),
     /// The multipart body cannot be rewritten safely.
     #[error("{0}")]
     MultipartInvalid(#[source] RewriteError),

@@ -17,9 +17,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes the hop-by-hop headers and those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most heads hold none (a Connection header is one): then the names are compared, not
-    // hashed and looked up one by one.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // The names are compared, not hashed and looked up one by one: most heads hold none (a
+    // Connection header is one), an answer over keep-alive only that.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << at;
+        }
+    }
+    if present == 0 {
         return;
     }
     // Only a listed name that is not hop-by-hop anyway and names a header present is kept
@@ -37,8 +43,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

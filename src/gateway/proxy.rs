@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
@@ -74,30 +74,31 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Routes {
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         if request.uri().path() == VARIATIONS_PATH {
             let gw = self.gw.clone();
-            return Box::pin(async move { Ok(proxy(State(gw), request.map(Body::new)).await) });
+            return Box::pin(async move { Ok(proxy(&gw, request).await) });
         }
         let mut rest = self.rest.clone();
         Box::pin(tower_service::Service::call(&mut rest, request))
     }
 }
 
-/// `POST /v2/router/images/variations`.
-pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+/// `POST /v2/router/images/variations`: the caller's request as hyper gives it (its body read
+/// straight from the connection, not through a boxed body).
+pub async fn proxy(gw: &Gateway, request: hyper::Request<Incoming>) -> Response {
     if request.method() != Method::POST {
-        return answer(&gw, None, ProxyError::MethodNotAllowed);
+        return answer(gw, None, ProxyError::MethodNotAllowed);
     }
-    let caller = match authenticate(&gw, request.headers()).await {
+    let caller = match authenticate(gw, request.headers()).await {
         Ok(caller) => caller,
-        Err(error) => return answer(&gw, None, error),
+        Err(error) => return answer(gw, None, error),
     };
     // During a rollout the call takes the new document or the stable one (and is counted
     // under it); the caller must be admitted by the one it takes.
-    let chosen = select_policy(&gw, request.headers()).map(|p| p.choose());
-    let (policy, counter) = match chosen.and_then(|(p, c)| Ok((authorize(&gw, caller.as_deref(), p)?, c))) {
+    let chosen = select_policy(gw, request.headers()).map(|p| p.choose());
+    let (policy, counter) = match chosen.and_then(|(p, c)| Ok((authorize(gw, caller.as_deref(), p)?, c))) {
         Ok(chosen) => chosen,
-        Err(error) => return answer(&gw, None, error),
+        Err(error) => return answer(gw, None, error),
     };
-    match forward(&gw, &policy, request).await {
+    match forward(gw, &policy, request).await {
         Ok(response) => {
             if let Some(counter) = counter {
                 counter.record(rollout::failure_of_status(response.status().as_u16()));
@@ -111,7 +112,7 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
             {
                 counter.record(Some(rollout::TIMEOUT_ANSWER.to_string()));
             }
-            answer(&gw, Some(&policy.key), error)
+            answer(gw, Some(&policy.key), error)
         }
     }
 }
@@ -171,7 +172,11 @@ fn select_policy(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<ServedPolicy>,
 }
 
 /// Reads, rewrites and forwards the request under `policy`; orq's answer, or why not.
-async fn forward(gw: &Gateway, policy: &ServedPolicy, request: Request) -> Result<Response, ProxyError> {
+async fn forward(
+    gw: &Gateway,
+    policy: &ServedPolicy,
+    request: hyper::Request<Incoming>,
+) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
     // The caller's version, whatever orq spoke: each leg has its own.
     let version = parts.version;
@@ -509,7 +514,7 @@ struct BodyLimits {
 /// frame moves it to the nearer of `deadline` and now + `idle` (moving a timer later takes no
 /// lock), so a body costs one timer whatever its number of frames.
 struct BodyReader<'a> {
-    body: Body,
+    body: Incoming,
     limits: &'a BodyLimits,
     timer: Pin<&'a mut Sleep>,
 }

@@ -130,29 +130,8 @@ pub fn disposition_name(value: &[u8]) -> Result<Cow<'_, str>, String> {
         // Borrowed from the header unless a quoted value has escapes to undo.
         let value: Cow<'_, str>;
         if let Some(quoted) = rest.strip_prefix('"') {
-            let mut out: Option<String> = None;
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some((_, escaped)) => out.get_or_insert_with(|| quoted[..i].to_string()).push(escaped),
-                        None => break,
-                    },
-                    '"' => {
-                        end = Some(i);
-                        break;
-                    }
-                    '\r' | '\n' => return Err("Content-Disposition: line break in a quoted value".to_string()),
-                    c => {
-                        if let Some(out) = &mut out {
-                            out.push(c);
-                        }
-                    }
-                }
-            }
-            let end = end.ok_or_else(|| "Content-Disposition: unterminated quoted value".to_string())?;
-            value = out.map_or(Cow::Borrowed(&quoted[..end]), Cow::Owned);
+            let (unquoted, end) = quoted_value(quoted)?;
+            value = unquoted;
             rest = quoted[end + 1..].trim_start();
         } else {
             let end = rest.find(|c: char| c == ';' || c.is_ascii_whitespace()).unwrap_or(rest.len());
@@ -174,6 +153,38 @@ pub fn disposition_name(value: &[u8]) -> Result<Cow<'_, str>, String> {
         }
     }
     name.ok_or_else(|| "Content-Disposition has no name parameter".to_string())
+}
+
+/// The value of a quoted parameter, `quoted` being what follows its opening quote, and where
+/// its closing quote is. Borrowed unless it has escapes to undo; a line break or no closing
+/// quote is refused.
+fn quoted_value(quoted: &str) -> Result<(Cow<'_, str>, usize), String> {
+    // The usual value, without escapes: found by its bytes (UTF-8 never hides an ASCII byte
+    // inside a character), nothing decoded.
+    let stop = quoted.bytes().position(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'));
+    if let Some(end) = stop
+        && quoted.as_bytes()[end] == b'"'
+    {
+        return Ok((Cow::Borrowed(&quoted[..end]), end));
+    }
+    let mut out: Option<String> = None;
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, escaped)) => out.get_or_insert_with(|| quoted[..i].to_string()).push(escaped),
+                None => break,
+            },
+            '"' => return Ok((out.map_or(Cow::Borrowed(&quoted[..i]), Cow::Owned), i)),
+            '\r' | '\n' => return Err("Content-Disposition: line break in a quoted value".to_string()),
+            c => {
+                if let Some(out) = &mut out {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    Err("Content-Disposition: unterminated quoted value".to_string())
 }
 
 /// Every value a lenient reader could take for the field name: whatever follows any
@@ -654,6 +665,16 @@ mod tests {
             text.contains("Content-Disposition: form-data; name=\"image\"\r\nContent-Type: image/png\r\n\r\nPNG"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn quoted_values_are_borrowed_unless_escaped_and_refused_when_broken() {
+        assert!(matches!(quoted_value("image\"; x"), Ok((Cow::Borrowed("image"), 5))));
+        assert!(matches!(quoted_value("a\\\"b\" rest"), Ok((Cow::Owned(v), 4)) if v == "a\"b"));
+        assert!(matches!(quoted_value("\u{e9}t\u{e9}\""), Ok((Cow::Borrowed("\u{e9}t\u{e9}"), 5))));
+        for broken in ["no end", "line\r\nbreak\"", "bare\nbreak\"", "escape at the end\\"] {
+            assert!(quoted_value(broken).is_err(), "{broken:?}");
+        }
     }
 
     #[test]

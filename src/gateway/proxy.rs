@@ -184,18 +184,21 @@ async fn forward(
     if declared.is_some_and(|length| length > gw.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge(gw.max_body_bytes));
     }
-    // The caller's type, shared (not copied): the boundary is read from it, and orq gets it
-    // as it is where the body keeps the boundary.
-    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let boundary =
-        rewrite::boundary_of(content_type.as_ref().and_then(|v| v.to_str().ok())).map_err(ProxyError::NotMultipart)?;
+    // The caller's type: the boundary is read from it, and orq gets it as it is (shared, not
+    // copied) where the body keeps the boundary. Only that share goes on, inside the request to
+    // orq: a slice of the caller's head kept while the call waits for orq's answer would keep
+    // the connection's whole read buffer.
+    let caller_type = parts.headers.get(header::CONTENT_TYPE);
+    let boundary = rewrite::boundary_of(caller_type.and_then(|v| v.to_str().ok())).map_err(ProxyError::NotMultipart)?;
     // A body that declares at most SMALL_BODY is kept whole (as frame slices) and sent with
     // its length: it holds no more than a streamed one, and one write costs both sides less.
     let small = declared.is_some_and(|length| length <= SMALL_BODY);
-    let mode = match StreamRewrite::new(boundary, &policy.document) {
-        None => Mode::Whole,
-        Some(rewrite) if gw.upstream_content_length || small => Mode::Collect(rewrite),
-        Some(rewrite) => Mode::Stream(rewrite),
+    let (mode, content_type) = match StreamRewrite::new(boundary, &policy.document) {
+        None => (Mode::Whole(boundary.to_string()), None),
+        Some(rewrite) if gw.upstream_content_length || small => {
+            (Mode::Collect(rewrite), keeping_boundary(caller_type, boundary))
+        }
+        Some(rewrite) => (Mode::Stream(rewrite), keeping_boundary(caller_type, boundary)),
     };
     // What the request may hold at once, reserved before its body is read: a streamed body
     // holds at most a window of it; a buffered one all of it. The upstream body carries the
@@ -219,18 +222,14 @@ async fn forward(
     tokio::pin!(timer);
     let mut body = BodyReader { body, limits: &limits, timer };
     let answer = match mode {
-        Mode::Stream(rewrite) => {
-            let content_type = keeping_boundary(content_type.as_ref(), boundary);
-            send_streamed(gw, policy, out, body, content_type, rewrite).await
-        }
+        Mode::Stream(rewrite) => send_streamed(gw, policy, out, body, content_type, rewrite).await,
         Mode::Collect(rewrite) => match collect(&mut body, rewrite).await {
             Ok((chunks, len, removed)) => {
-                let content_type = keeping_boundary(content_type.as_ref(), boundary);
                 send_whole(gw, policy, out, Whole { content_type, chunks, len, removed }, body.timer).await
             }
             Err(error) => Err(error),
         },
-        Mode::Whole => send_rewritten_whole(gw, policy, out, body, boundary, declared).await,
+        Mode::Whole(boundary) => send_rewritten_whole(gw, policy, out, body, &boundary, declared).await,
     }
     .inspect_err(|e| {
         if matches!(e, ProxyError::BodyTimeout(_)) {
@@ -262,8 +261,9 @@ enum Mode {
     /// As it arrives, kept (slices of the frames, no copy), then sent with its length: small
     /// bodies and `--upstream-content-length`.
     Collect(StreamRewrite),
-    /// Read whole, then rewritten with a fresh boundary: a document holding the caller's.
-    Whole,
+    /// Read whole, then rewritten with a fresh boundary: a document holding the caller's
+    /// (`boundary`).
+    Whole(String),
 }
 
 /// The content type orq gets for a body that keeps the caller's `boundary`: the caller's own

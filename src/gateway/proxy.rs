@@ -31,13 +31,13 @@ use crate::gateway::store::ServedPolicy;
 use crate::gateway::stream::StreamRewrite;
 use crate::gateway::upstream::{Chunks, UploadSender, UpstreamBody, error_chain, is_timeout, upload};
 use crate::gateway::{Gateway, HASH_HEADER, POLICY_HEADER, VARIATIONS_PATH};
+use crate::key::PolicyKey;
+use crate::rollout;
 
 /// [`POLICY_HEADER`] and [`HASH_HEADER`] as header names: a name given as a string is parsed on
 /// every use (and allocated, when inserted).
 const POLICY: HeaderName = HeaderName::from_static(POLICY_HEADER);
 const HASH: HeaderName = HeaderName::from_static(HASH_HEADER);
-use crate::key::PolicyKey;
-use crate::rollout;
 
 /// What a streamed request holds at most, and reserves of the budget: hyper's read buffer
 /// (about 400 KiB), the frame being split, up to [`UPLOAD_QUEUE`] chunks on their way to orq and

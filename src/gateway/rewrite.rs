@@ -305,7 +305,8 @@ fn part(body: &Bytes, start: usize, end: usize, index: usize) -> Result<Part, Re
 pub(crate) struct PartHead<'a> {
     /// Bytes of the header block, the blank line included.
     pub len: usize,
-    /// The header lines as forwarded (re-serialized from what was parsed), blank line included.
+    /// The header lines as forwarded, each `name: value` as parsed, blank line included: the
+    /// caller's own bytes where they are already written so, else written out.
     pub head: Bytes,
     /// The field name.
     pub name: Cow<'a, str>,

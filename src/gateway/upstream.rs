@@ -233,7 +233,7 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     /// Sends `request` to orq: over HTTP/2 where the pool speaks it, else over HTTP/1.1.
     pub async fn request(&self, request: hyper::Request<UpstreamBody>) -> Result<hyper::Response<Incoming>, SendError> {
-        let request = match &self.http2 {
+        let mut request = match &self.http2 {
             // Boxed: the pool's future (with a connection's opening inside) is larger than
             // hyper's, and a request's future is moved as it is polled; HTTP/1.1 stays small.
             Some(pool) if !pool.speaks_http1() => match Box::pin(pool.send(request)).await {
@@ -242,7 +242,7 @@ impl UpstreamClient {
             },
             _ => request,
         };
-        let mut request = request;
+        // What hyper-util would write for an HTTP/1.1 request without one, made once.
         if let Some(host) = &self.host {
             request.headers_mut().entry(header::HOST).or_insert_with(|| host.clone());
         }
